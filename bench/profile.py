@@ -1,0 +1,52 @@
+"""py-spy sampling of a worker process, and the split of its main thread's wall time by what the loop was doing."""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import shutil
+from pathlib import Path
+
+# What the worker's main thread is doing: the first phase (in this order) with a frame (function, file) on the stack.
+PHASES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("model: waiting for Predict", (("_detections", "worker/consumer.py"),)),
+    ("model: building the request", (("_submit", "worker/consumer.py"),)),
+    ("kafka poll / fetch / decode", (("_poll", "worker/consumer.py"), ("_wait_backoff", "worker/consumer.py"))),
+    ("annotate latest frame", tuple((f, "worker/annotate.py") for f in ("annotate", "decode", "encode", "crop"))),
+    ("redis transaction", (("commit_batch", "maskwatch/store.py"),)),
+    ("live update publish", (("_publish", "worker/consumer.py"),)),
+    ("kafka commit", (("_commit_kafka", "worker/consumer.py"),)),
+    ("heartbeat (lag, fps)", (("_heartbeat", "worker/consumer.py"),)),
+    ("parse / validate frames", (("parse_message", "maskwatch/frames.py"), ("_start", "worker/consumer.py"))),
+    ("counting", (("_count", "worker/consumer.py"),)),
+)
+FRAME_RE = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]+)(?::\d+)?\)$")
+
+
+def py_spy() -> str | None:
+    for cand in (os.environ.get("PY_SPY"), shutil.which("py-spy"), "/tmp/pyspy/bin/py-spy"):
+        if cand and Path(cand).exists():
+            return cand
+    return None
+
+
+def phases_of(raw: str) -> dict[str, float]:
+    """Share of the worker main thread's samples per phase, from py-spy's raw (collapsed) output.
+
+    py-spy names a method by its qualified name (`Worker._submit`) and a file relative to sys.path.
+    """
+    counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if "run_worker" not in stack or not n.isdigit():
+            continue
+        total += int(n)
+        frames = [m.group("func", "file") for m in (FRAME_RE.match(f.strip()) for f in stack.split(";")) if m]
+        phase = next(
+            (name for name, marks in PHASES if any(fn.rsplit(".", 1)[-1] == f and path.endswith(suffix) for fn, path in frames for f, suffix in marks)),
+            "other",
+        )
+        counts[phase] += int(n)
+    return {k: round(v / total, 3) for k, v in counts.most_common()} if total else {}

@@ -1,0 +1,112 @@
+"""`python -m dashboard`: parse flags over MW_* settings, open Redis, serve until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from dashboard.app import close_app, create_app
+from dashboard.server import Server
+from dashboard.settings import DashboardSettings
+from dashboard.site import SiteError, load_site_view
+from maskwatch.lifecycle import stop_event
+from maskwatch.logs import setup_logging
+from maskwatch.store import Store
+
+logger = logging.getLogger("dashboard")
+
+FLAGS = (
+    "host",
+    "port",
+    "redis_url",
+    "redis_prefix",
+    "serving",
+    "window_minutes",
+    "message_queue",
+    "site_file",
+    "cors_origins",
+    "log_level",
+    "log_format",
+)
+
+
+def _help(field: str) -> str:
+    info = DashboardSettings.model_fields[field]
+    return f"{info.description} (default {info.default!r})"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m dashboard",
+        description="MaskWatch dashboard: live compliance per camera over Socket.IO, and the REST API. "
+        "Flags override environment variables (MW_REDIS_URL, MW_SITE_FILE, MW_DASHBOARD_PORT, MW_DASHBOARD_TOKEN, ...); "
+        "the access token is read from MW_DASHBOARD_TOKEN only, never from a flag.",
+    )
+    p.add_argument("--host", help=_help("host"))
+    p.add_argument("--port", type=int, help=_help("port"))
+    p.add_argument("--redis-url", help=_help("redis_url"))
+    p.add_argument("--redis-prefix", help=_help("redis_prefix"))
+    p.add_argument("--serving", help=_help("serving"))
+    p.add_argument("--window-minutes", type=int, help=_help("window_minutes"))
+    p.add_argument("--message-queue", action=argparse.BooleanOptionalAction, default=None, help=_help("message_queue"))
+    p.add_argument("--site", dest="site_file", metavar="SITE_YAML", help=_help("site_file") + "; env MW_SITE_FILE")
+    p.add_argument("--cors-origins", metavar="ORIGINS", help=_help("cors_origins"))
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help=_help("log_level"))
+    p.add_argument("--log-format", choices=["kv", "json"], help=_help("log_format"))
+    return p.parse_args(argv)
+
+
+def load_settings(args: argparse.Namespace) -> DashboardSettings:
+    overrides: dict[str, Any] = {f: getattr(args, f) for f in FLAGS if getattr(args, f) is not None}
+    return DashboardSettings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(args)
+    except ValidationError as exc:
+        print(f"dashboard: bad configuration\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        site = load_site_view(settings.site_file)
+    except SiteError as exc:
+        print(f"dashboard: bad site file\n{exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format, service="dashboard")
+    stop = stop_event()
+    with contextlib.ExitStack() as stack:
+        store = Store.from_url(settings.redis_url, settings.redis_prefix)
+        stack.callback(store.close)
+        app, _ = create_app(settings, store, site=site)
+        stack.callback(close_app, app)
+        try:
+            server = Server(app, settings.host, settings.port)
+        except OSError as exc:
+            logger.error("cannot listen host=%s port=%d error=%s", settings.host, settings.port, exc)
+            return 1
+        server.start()
+        stack.callback(server.stop)
+        logger.info(
+            "dashboard ready url=%s redis=%s window_minutes=%d token=%s message_queue=%s site_file=%s alerts=%s",
+            server.url,
+            settings.redis_url.split("@")[-1],
+            settings.window_minutes,
+            "on" if settings.token is not None else "off",
+            settings.message_queue,
+            settings.site_file or "none",
+            "on" if site.alerting else "off",
+        )
+        stop.wait()
+    logger.info("dashboard exited")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""REST views under /api/ (Contract 4): cameras, one camera's totals and series, violations, alerts, frames, health."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from typing import Any
+
+import redis
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from dashboard.context import dashboard, missing_vendor_files
+from dashboard.live import all_summaries, system_state
+from maskwatch.detections import COUNT_FIELDS
+from maskwatch.frames import is_valid_camera_id
+from maskwatch.store import WINDOWS, camera_summary, epoch_minute
+
+bp = Blueprint("api", __name__)
+
+MAX_VIOLATIONS = 500
+MAX_ALERTS = 500
+# what Store._queue_batch names a snapshot: {ts_ms}-{ymin*1e4}-{xmin*1e4}
+SNAPSHOT_ID = re.compile(r"^\d{1,16}(?:--?\d{1,6}){2}$")
+CSV_FIELDS = ("minute_start_utc", "ts_ms", *COUNT_FIELDS, "compliance")
+
+
+class ApiError(HTTPException):
+    """An HTTP error whose body is JSON: {"error": ..., **detail}."""
+
+    def __init__(self, code: int, error: str, **detail: Any) -> None:
+        super().__init__(description=error)
+        self.code = code
+        self.error = error
+        self.detail = detail
+
+
+@bp.errorhandler(ApiError)
+def _api_error(exc: ApiError) -> tuple[Response, int]:
+    return jsonify(error=exc.error, **exc.detail), exc.code or 500
+
+
+def json_http_error(exc: HTTPException) -> tuple[Response, int]:
+    """Any HTTP error under /api/ (404 route, 405, 413...) as JSON."""
+    code = exc.code or 500
+    return jsonify(error=(exc.name or "error").lower(), detail=exc.description), code
+
+
+def json_redis_error(exc: redis.RedisError) -> tuple[Response, int]:
+    return jsonify(error="redis unavailable", detail=str(exc)), 503
+
+
+def window_minutes_arg() -> tuple[str, int]:
+    """The `?window=` of this request as (label, minutes); the configured window when absent."""
+    label = request.args.get("window")
+    if label is None:
+        minutes = dashboard().settings.window_minutes
+        return f"{minutes}m", minutes
+    if label not in WINDOWS:
+        raise ApiError(400, "bad window", window=label, allowed=list(WINDOWS))
+    return label, WINDOWS[label]
+
+
+def known_camera(cid: str) -> str:
+    """`cid` when Redis knows it; 404 otherwise."""
+    if not is_valid_camera_id(cid) or not dashboard().store.has_camera(cid):
+        raise ApiError(404, "unknown camera", camera=cid)
+    return cid
+
+
+def series_rows(cid: str, minutes: int, now_ms: int) -> list[dict[str, Any]]:
+    """Per-minute counts and compliance for the last `minutes` minutes, oldest first."""
+    end = epoch_minute(now_ms)
+    rows = []
+    for m, c in dashboard().store.series(cid, end - minutes + 1, end):
+        comp = c.compliance
+        rows.append(
+            {"minute": m, "ts_ms": m * 60_000, **c.as_dict(), "compliance": None if comp is None else round(comp, 4)}
+        )
+    return rows
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    """Liveness for probes (open even with a token): Redis answers or not, nothing else."""
+    try:
+        dashboard().store.r.ping()
+    except (redis.RedisError, OSError):
+        return jsonify(status="degraded"), 503
+    return jsonify(status="ok"), 200
+
+
+@bp.get("/api/health")
+def health() -> tuple[Response, int]:
+    d = dashboard()
+    started = time.monotonic()
+    redis_ok = True
+    detail: dict[str, Any] = {}
+    try:
+        d.store.r.ping()
+        detail["latency_ms"] = round((time.monotonic() - started) * 1000, 2)
+        workers = d.store.heartbeats("worker")
+        cameras = len(d.store.camera_ids())
+    except (redis.RedisError, OSError) as exc:
+        redis_ok = False
+        detail["error"] = str(exc)
+        workers, cameras = {}, None
+    live = d.live.state()
+    missing = missing_vendor_files()
+    ok = redis_ok and live["running"]
+    body = {
+        "status": "ok" if ok else "degraded",
+        "redis": {"ok": redis_ok, **detail},
+        "live": live,
+        "cameras": cameras,
+        "workers": len(workers),
+        "assets": {"ok": not missing, "missing": missing},
+    }
+    return jsonify(body), 200 if ok else 503
+
+
+@bp.get("/api/cameras")
+def cameras() -> Response:
+    _, minutes = window_minutes_arg()
+    return jsonify(all_summaries(dashboard().store, minutes))
+
+
+@bp.get("/api/cameras/<cid>")
+def camera(cid: str) -> Response:
+    known_camera(cid)
+    label, minutes = window_minutes_arg()
+    now_ms = int(time.time() * 1000)
+    summary = camera_summary(dashboard().store, cid, minutes, now_ms)
+    return jsonify({**summary, "window_label": label, "series": series_rows(cid, minutes, now_ms)})
+
+
+@bp.get("/api/cameras/<cid>/series.csv")
+def camera_series_csv(cid: str) -> Response:
+    known_camera(cid)
+    label, minutes = window_minutes_arg()
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(CSV_FIELDS)
+    for row in series_rows(cid, minutes, int(time.time() * 1000)):
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row["ts_ms"] / 1000))
+        w.writerow([stamp, *(row[f] if row[f] is not None else "" for f in CSV_FIELDS[1:])])
+    return Response(
+        out.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{cid}-{label}.csv"'},
+    )
+
+
+@bp.get("/api/cameras/<cid>/latest.jpg")
+def latest_jpeg(cid: str) -> Response:
+    known_camera(cid)
+    jpeg = dashboard().store.latest_jpeg(cid)
+    if jpeg is None:
+        raise ApiError(404, "no recent frame", camera=cid)
+    return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+def limit_arg(default: int = 50, most: int = MAX_VIOLATIONS) -> int:
+    """`?limit=` within 1..most; 400 otherwise."""
+    raw = request.args.get("limit")
+    try:
+        limit = int(raw) if raw is not None else default
+    except ValueError:
+        raise ApiError(400, "bad limit", limit=raw, allowed=f"1..{most}") from None
+    if not 1 <= limit <= most:
+        raise ApiError(400, "bad limit", limit=limit, allowed=f"1..{most}")
+    return limit
+
+
+def violation_rows(cid: str, limit: int) -> list[dict[str, Any]]:
+    """A camera's newest violations, each with the URL of its snapshot (or None)."""
+    store = dashboard().store
+    prefix = store.keys.snapshot(cid, "")
+    rows = store.violations(cid, limit)
+    for v in rows:
+        key = v.get("snapshot") or ""
+        v["snapshot_url"] = f"/api/cameras/{cid}/snapshots/{key[len(prefix) :]}.jpg" if key.startswith(prefix) else None
+    return rows
+
+
+@bp.get("/api/cameras/<cid>/violations")
+def violations(cid: str) -> Response:
+    known_camera(cid)
+    return jsonify(violation_rows(cid, limit_arg()))
+
+
+@bp.get("/api/violations")
+def recent_violations() -> Response:
+    """The newest violations over every camera, newest first."""
+    limit = limit_arg(20)
+    rows = [v for cid in dashboard().store.camera_ids() for v in violation_rows(cid, limit)]
+    rows.sort(key=lambda v: v["ts_ms"], reverse=True)
+    return jsonify(rows[:limit])
+
+
+@bp.get("/api/cameras/<cid>/snapshots/<ident>.jpg")
+def snapshot(cid: str, ident: str) -> Response:
+    known_camera(cid)
+    if not SNAPSHOT_ID.fullmatch(ident):
+        raise ApiError(404, "no such snapshot", camera=cid, snapshot=ident)
+    store = dashboard().store
+    jpeg = store.snapshot(store.keys.snapshot(cid, ident))
+    if jpeg is None:
+        raise ApiError(404, "no such snapshot", camera=cid, snapshot=ident)
+    return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@bp.get("/api/alerts")
+def alerts() -> Response:
+    """Alerts in progress and the newest starts and ends (one camera's with `?camera=`), newest first."""
+    d = dashboard()
+    limit = limit_arg(50, MAX_ALERTS)
+    cid = request.args.get("camera")
+    if cid is not None:
+        known_camera(cid)
+    active = list(d.store.active_alerts().values())
+    if cid is not None:
+        active = [a for a in active if a.get("camera") == cid]
+    rules = d.site.alerts
+    return jsonify(
+        {
+            "enabled": d.site.alerting,
+            "rule": rules.rule_for(None).as_dict() if rules is not None else None,
+            "active": active,
+            "recent": d.store.alerts(limit, cid),
+        }
+    )
+
+
+@bp.get("/api/system")
+def system() -> Response:
+    """The latest `system` event (computed now when the emitter has not produced one yet)."""
+    d = dashboard()
+    state = d.live.last_system
+    if state is None:
+        now_ms = int(time.time() * 1000)
+        state = system_state(
+            d.store,
+            all_summaries(d.store, d.settings.window_minutes, now_ms),
+            window_minutes=d.settings.window_minutes,
+            stale_after_s=d.settings.stale_after_s,
+            throughput_fps=None,
+            now_ms=now_ms,
+            alerting=d.live.alerts is not None,
+        )
+    return jsonify(state)

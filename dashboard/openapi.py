@@ -1,0 +1,310 @@
+"""The REST API described as OpenAPI 3.1, served at /api/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from dashboard.api import WINDOWS
+from maskwatch.detections import COUNT_FIELDS
+
+bp = Blueprint("openapi", __name__)
+
+
+def _counts() -> dict[str, Any]:
+    return {"type": "object", "properties": {f: {"type": "integer", "minimum": 0} for f in COUNT_FIELDS}}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+CAMERA = {"name": "camera", "in": "path", "required": True, "schema": {"type": "string"}, "description": "camera id"}
+WINDOW = {
+    "name": "window",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": list(WINDOWS)},
+    "description": "window of per-minute buckets; default: the dashboard's window_minutes",
+}
+NOT_FOUND = _json(ERROR, "unknown camera")
+BAD_WINDOW = _json(ERROR, "bad window")
+
+
+def spec() -> dict[str, Any]:
+    summary = {
+        "type": "object",
+        "description": "Contract 4 camera_update payload (maskwatch.store.camera_summary)",
+        "properties": {
+            "camera": {"type": "string"},
+            "name": {"type": "string"},
+            "site": {"type": "string"},
+            "zone": {"type": "string"},
+            "status": {"type": "string", "description": "online / reconnecting / offline / unknown, from the producer"},
+            "fps": {"type": "number"},
+            "last_frame_ms": {"type": ["integer", "null"]},
+            "data_age_s": {"type": ["number", "null"]},
+            "window_minutes": {"type": "integer"},
+            "window": {"$ref": "#/components/schemas/Counts"},
+            "compliance": {"type": ["number", "null"], "description": "with_mask / people; null with nobody seen"},
+            "totals": {"$ref": "#/components/schemas/Counts"},
+            "persons": {
+                "type": "object",
+                "description": "unique people in the window (one verdict per tracked person)",
+                "additionalProperties": {"type": "integer"},
+            },
+            "warnings": {"type": "array", "items": {"type": "string", "enum": ["faces_too_small"]}},
+        },
+    }
+    minute = {
+        "allOf": [
+            {"$ref": "#/components/schemas/Counts"},
+            {
+                "type": "object",
+                "properties": {
+                    "minute": {"type": "integer", "description": "epoch minute"},
+                    "ts_ms": {"type": "integer"},
+                    "compliance": {"type": ["number", "null"]},
+                },
+            },
+        ]
+    }
+    violation = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "camera": {"type": "string"},
+            "ts_ms": {"type": "integer"},
+            "class": {"type": "string", "enum": ["without_mask", "mask_worn_incorrectly"]},
+            "score": {"type": "number"},
+            "box": {"type": "array", "items": {"type": "number"}, "description": "ymin, xmin, ymax, xmax (0..1)"},
+            "snapshot_url": {"type": ["string", "null"]},
+        },
+    }
+    alert = {
+        "type": "object",
+        "description": "An alert start or end (Socket.IO `alert`, the webhook's JSON body, an entry of mw:alerts)",
+        "properties": {
+            "id": {"type": "string", "description": "mw:alerts stream entry id"},
+            "alert_id": {"type": "string", "description": "subject@started_ms, the same for a start and its end"},
+            "state": {"type": "string", "enum": ["start", "end"]},
+            "scope": {"type": "string", "enum": ["camera", "site"]},
+            "camera": {"type": ["string", "null"]},
+            "name": {"type": "string"},
+            "zone": {"type": "string"},
+            "site": {"type": "string"},
+            "compliance": {"type": ["number", "null"]},
+            "people": {"type": "integer"},
+            "window_minutes": {"type": "integer"},
+            "compliance_below": {"type": "number"},
+            "clear_above": {"type": "number"},
+            "for_s": {"type": "number"},
+            "clear_for_s": {"type": "number"},
+            "min_people": {"type": "integer"},
+            "reason": {
+                "type": "string",
+                "enum": ["below_threshold", "recovered", "too_few_people", "disabled"],
+            },
+            "started_ms": {"type": "integer"},
+            "ts_ms": {"type": "integer"},
+            "ended_ms": {"type": "integer"},
+            "duration_s": {"type": "number"},
+            "text": {"type": "string", "description": "one line for people (chat webhooks show it)"},
+        },
+    }
+    jpeg = {"description": "JPEG", "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "MaskWatch dashboard API",
+            "version": "1",
+            "description": "Read-only views over MaskWatch's Redis data, plus a one-off image check. "
+            "When the dashboard has a token, send `Authorization: Bearer <token>` (or `?token=`). "
+            "A browser request from an origin other than the dashboard's own and MW_DASHBOARD_CORS_ORIGINS gets 403.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Counts": _counts(),
+                "Summary": summary,
+                "Minute": minute,
+                "Violation": violation,
+                "Alert": alert,
+                "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+            },
+        },
+        "security": [{"bearer": []}, {}],
+        "paths": {
+            "/api/cameras": {
+                "get": {
+                    "summary": "Every camera's live summary",
+                    "parameters": [WINDOW],
+                    "responses": {
+                        "200": _json({"type": "array", "items": {"$ref": "#/components/schemas/Summary"}}),
+                        "400": BAD_WINDOW,
+                    },
+                }
+            },
+            "/api/cameras/{camera}": {
+                "get": {
+                    "summary": "One camera: summary, totals and the per-minute series of a window",
+                    "parameters": [CAMERA, WINDOW],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "allOf": [
+                                    {"$ref": "#/components/schemas/Summary"},
+                                    {
+                                        "type": "object",
+                                        "properties": {
+                                            "window_label": {"type": "string"},
+                                            "series": {
+                                                "type": "array",
+                                                "items": {"$ref": "#/components/schemas/Minute"},
+                                            },
+                                        },
+                                    },
+                                ]
+                            }
+                        ),
+                        "400": BAD_WINDOW,
+                        "404": NOT_FOUND,
+                    },
+                }
+            },
+            "/api/cameras/{camera}/series.csv": {
+                "get": {
+                    "summary": "The per-minute series as CSV",
+                    "parameters": [CAMERA, WINDOW],
+                    "responses": {
+                        "200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                        "400": BAD_WINDOW,
+                        "404": NOT_FOUND,
+                    },
+                }
+            },
+            "/api/cameras/{camera}/latest.jpg": {
+                "get": {
+                    "summary": "The latest annotated frame (kept for two minutes)",
+                    "parameters": [CAMERA],
+                    "responses": {"200": jpeg, "404": _json(ERROR, "unknown camera or no recent frame")},
+                }
+            },
+            "/api/cameras/{camera}/violations": {
+                "get": {
+                    "summary": "Recent violations, newest first",
+                    "parameters": [
+                        CAMERA,
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    ],
+                    "responses": {
+                        "200": _json({"type": "array", "items": {"$ref": "#/components/schemas/Violation"}}),
+                        "400": _json(ERROR, "bad limit"),
+                        "404": NOT_FOUND,
+                    },
+                }
+            },
+            "/api/cameras/{camera}/snapshots/{snapshot}.jpg": {
+                "get": {
+                    "summary": "The face crop stored with a violation",
+                    "parameters": [
+                        CAMERA,
+                        {"name": "snapshot", "in": "path", "required": True, "schema": {"type": "string"}},
+                    ],
+                    "responses": {"200": jpeg, "404": _json(ERROR)},
+                }
+            },
+            "/api/violations": {
+                "get": {
+                    "summary": "The newest violations over every camera, newest first",
+                    "parameters": [
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    ],
+                    "responses": {
+                        "200": _json({"type": "array", "items": {"$ref": "#/components/schemas/Violation"}}),
+                        "400": _json(ERROR, "bad limit"),
+                    },
+                }
+            },
+            "/api/alerts": {
+                "get": {
+                    "summary": "Alerts in progress, and the newest alert starts and ends (newest first)",
+                    "parameters": [
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                        {
+                            "name": "camera",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "only this camera's alerts",
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "enabled": {
+                                        "type": "boolean",
+                                        "description": "false: the site file has no `alerts:`",
+                                    },
+                                    "rule": {"type": ["object", "null"], "description": "the site-wide rule"},
+                                    "active": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+                                    "recent": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+                                },
+                            }
+                        ),
+                        "400": _json(ERROR, "bad limit"),
+                        "404": NOT_FOUND,
+                    },
+                }
+            },
+            "/api/system": {
+                "get": {
+                    "summary": "The latest `system` event: workers, producers, site totals, throughput",
+                    "responses": {"200": _json({"type": "object"})},
+                }
+            },
+            "/api/health": {
+                "get": {
+                    "summary": "Redis, live emitter and browser assets",
+                    "responses": {"200": _json({"type": "object"}), "503": _json({"type": "object"}, "degraded")},
+                }
+            },
+            "/api/predict": {
+                "post": {
+                    "summary": "Run the model on one uploaded image (nothing is stored)",
+                    "parameters": [
+                        {"name": "min_score", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 1}},
+                        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "jpeg"]}},
+                    ],
+                    "requestBody": {
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"image": {"type": "string", "format": "binary"}},
+                                }
+                            },
+                            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                        }
+                    },
+                    "responses": {
+                        "200": _json({"type": "object"}),
+                        "400": _json(ERROR, "no image, not an image, bad min_score"),
+                        "413": _json(ERROR, "image too large (bytes or pixels)"),
+                        "415": _json(ERROR, "not a JPEG or PNG"),
+                        "502": _json(ERROR, "model output malformed"),
+                        "503": _json(ERROR, "model server unavailable"),
+                        "504": _json(ERROR, "model server deadline exceeded"),
+                    },
+                }
+            },
+        },
+    }
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> Response:
+    return jsonify(spec())

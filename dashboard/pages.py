@@ -1,0 +1,50 @@
+"""HTML pages: the live overview, one camera's page, and the upload check page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, render_template
+
+from dashboard.context import dashboard, missing_vendor_files
+from maskwatch.frames import is_valid_camera_id
+
+bp = Blueprint("pages", __name__)
+
+
+def page_config() -> dict[str, Any]:
+    """What the browser code needs to know, rendered into the page as data-* attributes."""
+    d = dashboard()
+    s, site = d.settings, d.site
+    rule = site.alerts.rule_for(None) if site.alerts is not None else None
+    return {
+        "window_minutes": s.window_minutes,
+        "good": s.good_threshold,
+        "warn": s.warn_threshold,
+        "stale_after_s": s.stale_after_s,
+        "site": site.name,
+        "timezone": site.timezone,  # "" = the browser's own
+        "alerting": site.alerting,
+        "alert_rule": (
+            f"below {rule.compliance_below * 100:g}% for {rule.for_s:g} s with at least {rule.min_people} people"
+            if rule is not None
+            else ""
+        ),
+    }
+
+
+@bp.get("/")
+def index() -> str:
+    return render_template("index.html", cfg=page_config(), missing_assets=missing_vendor_files())
+
+
+@bp.get("/cameras/<cid>")
+def camera(cid: str) -> str:
+    if not is_valid_camera_id(cid) or not dashboard().store.has_camera(cid):
+        abort(404)
+    return render_template("camera.html", cfg=page_config(), cid=cid, missing_assets=missing_vendor_files())
+
+
+@bp.get("/check")
+def check() -> str:
+    return render_template("check.html", cfg=page_config(), missing_assets=missing_vendor_files())

@@ -1,0 +1,227 @@
+"""Upload check: POST /api/predict sends one image to the model server (Contract 2) and returns the faces, drawn.
+
+The TensorFlow Serving protos pull in TensorFlow itself (seconds, hundreds of MB), so they are imported on
+the first check, never at dashboard start.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from typing import Any
+
+import cv2
+import grpc
+import numpy as np
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+
+from dashboard.context import dashboard
+from maskwatch.detections import (
+    INCORRECT,
+    REQUIRED_OUTPUTS,
+    WITH_MASK,
+    WITHOUT_MASK,
+    Detections,
+    ModelOutputError,
+    parse_outputs,
+)
+from serving.signature import INPUT_IMAGES, MODEL_NAME, SIGNATURE_NAME
+
+logger = logging.getLogger(__name__)
+
+CLIENT_EXTENSION = "maskwatch_model"
+DEFAULT_MIN_SCORE = 0.5
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Decoded size limit: a few KB of PNG can claim a 100000×100000 canvas (a "decompression bomb").
+MAX_PIXELS = 40_000_000
+ACCEPTED_TYPES = ("image/jpeg", "image/png")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (they carry the size): C0..CF but DHT (C4), JPG (C8), DAC (CC)
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# BGR colours of the boxes drawn per class.
+COLOURS = {WITH_MASK: (80, 175, 76), WITHOUT_MASK: (54, 67, 244), INCORRECT: (0, 152, 255)}
+
+bp = Blueprint("predict", __name__)
+
+
+class ModelUnavailable(Exception):
+    """The model server did not answer (down, unreachable, deadline passed)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class ModelClient:
+    """A Predict client for one TF-Serving address; the channel opens on first use."""
+
+    def __init__(self, address: str, timeout_s: float) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._stub: Any = None
+
+    def _ensure(self) -> Any:
+        with self._lock:
+            if self._stub is None:
+                from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+                self._channel = grpc.insecure_channel(
+                    self.address,
+                    options=[
+                        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                    ],
+                )
+                self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+            return self._stub
+
+    def predict(self, jpeg: bytes) -> Detections:
+        """Faces in one JPEG. Raises ModelUnavailable, or ModelOutputError when the answer breaks Contract 2."""
+        stub = self._ensure()
+        import tensorflow as tf
+        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+        from tensorflow_serving.apis import predict_pb2
+
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = MODEL_NAME
+        req.model_spec.signature_name = SIGNATURE_NAME
+        req.inputs[INPUT_IMAGES].CopyFrom(
+            tensor_pb2.TensorProto(
+                dtype=types_pb2.DT_STRING,
+                tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]),
+                string_val=[jpeg],
+            )
+        )
+        try:
+            resp = stub.Predict(req, timeout=self.timeout_s)
+        except grpc.RpcError as exc:
+            raise ModelUnavailable(exc.code().name, exc.details() or "") from exc
+        outputs = {k: tf.make_ndarray(resp.outputs[k]) for k in REQUIRED_OUTPUTS if k in resp.outputs}
+        return parse_outputs(outputs, 1)[0]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._channel is not None:
+                self._channel.close()
+            self._channel, self._stub = None, None
+
+
+def model_client(app: Flask) -> ModelClient:
+    client: ModelClient | None = app.extensions.get(CLIENT_EXTENSION)
+    if client is None:
+        s = dashboard(app).settings
+        client = app.extensions.setdefault(CLIENT_EXTENSION, ModelClient(s.serving, s.predict_timeout_s))
+    return client
+
+
+def draw(image: np.ndarray, dets: Detections) -> np.ndarray:
+    """A copy of `image` (BGR) with a labelled box per face."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    thick = max(2, round(min(h, w) / 250))
+    for d in dets.items:
+        x0, y0, x1, y1 = d.pixel_box(w, h)
+        colour = COLOURS[d.label]
+        cv2.rectangle(out, (x0, y0), (x1, y1), colour, thick)
+        text = f"{d.label.replace('_', ' ')} {d.score:.0%}"
+        scale = max(0.45, min(h, w) / 900)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        ty = y0 - 4 if y0 - th - base - 4 >= 0 else y1 + th + base + 4
+        cv2.rectangle(out, (x0, ty - th - base), (x0 + tw + 6, ty + base // 2), colour, -1)
+        cv2.putText(
+            out, text, (x0 + 3, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA
+        )
+    return out
+
+
+def image_header(raw: bytes) -> tuple[str, int, int] | None:
+    """(media type, width, height) read from a JPEG or PNG header without decoding; None for anything else."""
+    if raw.startswith(PNG_SIGNATURE) and len(raw) >= 24 and raw[12:16] == b"IHDR":
+        return "image/png", int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+    if not raw.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i + 4 <= len(raw):
+        if raw[i] != 0xFF:
+            return None
+        marker = raw[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _SOF:
+            if i + 9 > len(raw):
+                return None
+            return "image/jpeg", int.from_bytes(raw[i + 7 : i + 9], "big"), int.from_bytes(raw[i + 5 : i + 7], "big")
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        i += 2 + int.from_bytes(raw[i + 2 : i + 4], "big")
+    return None
+
+
+def _error(http_status: int, error: str, **detail: Any) -> tuple[Response, int]:
+    return jsonify(error=error, **detail), http_status
+
+
+@bp.post("/api/predict")
+def predict() -> Any:
+    """multipart `image` (JPEG or PNG) → faces above `min_score`, counts, compliance, annotated JPEG."""
+    upload = request.files.get("image")
+    raw = upload.read() if upload is not None else request.get_data()
+    if not raw:
+        return _error(400, "no image", detail="send multipart field 'image' or a JPEG body")
+    if len(raw) > dashboard().settings.max_upload_bytes:
+        return _error(413, "image too large", limit=dashboard().settings.max_upload_bytes)
+    header = image_header(raw)
+    if header is None:
+        return _error(415, "unsupported image type", detail="send a JPEG or PNG image", allowed=list(ACCEPTED_TYPES))
+    _, width, height = header
+    if width * height > MAX_PIXELS:
+        return _error(413, "image too large", detail=f"{width}x{height} pixels", limit_pixels=MAX_PIXELS)
+    try:
+        min_score = float(request.args.get("min_score", DEFAULT_MIN_SCORE))
+    except ValueError:
+        return _error(400, "bad min_score", min_score=request.args.get("min_score"))
+    if not 0.0 <= min_score <= 1.0:
+        return _error(400, "bad min_score", min_score=min_score, allowed="0..1")
+    image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        return _error(400, "not an image", detail="could not decode the upload as JPEG or PNG")
+    jpeg = (
+        raw if raw[:3] == b"\xff\xd8\xff" else cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+    )
+
+    client = model_client(current_app)
+    try:
+        dets = client.predict(jpeg).above(min_score)
+    except ModelUnavailable as exc:
+        logger.warning("model server unavailable address=%s code=%s detail=%s", client.address, exc.code, exc.detail)
+        status = 504 if exc.code == "DEADLINE_EXCEEDED" else 503
+        return _error(status, "model server unavailable", address=client.address, grpc_code=exc.code, detail=exc.detail)
+    except ModelOutputError as exc:
+        logger.warning("model answer breaks Contract 2 error=%s", exc)
+        return _error(502, "model output malformed", detail=str(exc))
+
+    annotated = cv2.imencode(".jpg", draw(image, dets), [cv2.IMWRITE_JPEG_QUALITY, 88])[1].tobytes()
+    if request.args.get("format") == "jpeg":
+        return Response(annotated, mimetype="image/jpeg")
+    counts = dets.counts()
+    h, w = image.shape[:2]
+    return jsonify(
+        {
+            "model": MODEL_NAME,
+            "width": w,
+            "height": h,
+            "min_score": min_score,
+            "detections": [
+                {"label": d.label, "score": round(d.score, 4), "box": [round(v, 4) for v in d.box]} for d in dets.items
+            ],
+            "counts": counts.as_dict(),
+            "compliance": None if counts.compliance is None else round(counts.compliance, 4),
+            "annotated_jpeg_base64": base64.b64encode(annotated).decode("ascii"),
+        }
+    )

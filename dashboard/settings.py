@@ -1,0 +1,139 @@
+"""The dashboard's settings: `DashboardSettings`, read from MW_DASHBOARD_* (own fields) and MW_* (shared addresses)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from maskwatch.settings import CommonSettings
+
+ENV_PREFIX = "MW_DASHBOARD_"
+
+
+def _env(name: str) -> str:
+    """The environment variable of a dashboard field; in code the field name works too (populate_by_name)."""
+    return ENV_PREFIX + name.upper()
+
+
+class DashboardSettings(CommonSettings):
+    """Where the dashboard listens, what it shows, and who may see it.
+
+    Shared addresses keep their names (MW_REDIS_URL, MW_SERVING, MW_REDIS_PREFIX); the dashboard's own
+    fields are read from MW_DASHBOARD_<FIELD> (MW_DASHBOARD_PORT, MW_DASHBOARD_TOKEN, ...).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MW_", extra="forbid", frozen=True, populate_by_name=True)
+
+    host: str = Field("127.0.0.1", min_length=1, validation_alias=_env("host"), description="Address to listen on")
+    port: int = Field(
+        5000, ge=0, le=65535, validation_alias=_env("port"), description="TCP port to listen on (0 picks a free one)"
+    )
+    window_minutes: int = Field(
+        15,
+        ge=1,
+        le=1440,
+        validation_alias=_env("window_minutes"),
+        description="Minutes of per-minute buckets summed for the live compliance figure",
+    )
+    token: SecretStr | None = Field(
+        None,
+        validation_alias=_env("token"),
+        description="When set, every page, API call and socket needs it (Bearer header, ?token= or the login cookie)",
+    )
+    message_queue: bool = Field(
+        False,
+        validation_alias=_env("message_queue"),
+        description="Share live events between replicas through Redis; one replica, elected by a Redis lock, emits",
+    )
+    camera_update_hz: float = Field(
+        4.0,
+        gt=0,
+        le=4.0,
+        validation_alias=_env("camera_update_hz"),
+        description="Most camera_update events per camera per second",
+    )
+    system_interval_s: float = Field(
+        2.0, ge=0.5, le=60, validation_alias=_env("system_interval_s"), description="Seconds between system events"
+    )
+    stale_after_s: float = Field(
+        30.0,
+        ge=1,
+        le=3600,
+        validation_alias=_env("stale_after_s"),
+        description="A camera whose newest counted frame is older than this is shown offline",
+    )
+    good_threshold: float = Field(
+        0.9, ge=0, le=1, validation_alias=_env("good_threshold"), description="Compliance at or above this is green"
+    )
+    warn_threshold: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        validation_alias=_env("warn_threshold"),
+        description="Compliance at or above this (and below good) is amber; below it is red",
+    )
+    leader_ttl_s: float = Field(
+        10.0,
+        ge=2,
+        le=120,
+        validation_alias=_env("leader_ttl_s"),
+        description="Expiry of the emitter leader lock (renewed every third of it) when message_queue is on",
+    )
+    predict_timeout_s: float = Field(
+        10.0, gt=0, le=120, validation_alias=_env("predict_timeout_s"), description="Deadline of one Predict call"
+    )
+    max_upload_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        validation_alias=_env("max_upload_bytes"),
+        description="Largest image accepted by POST /api/predict",
+    )
+
+    site_file: str | None = Field(
+        None,
+        validation_alias="MW_SITE_FILE",
+        description="Site YAML (the producer's): its time zone is used on the page and its `alerts:` rules are "
+        "evaluated here",
+    )
+    cors_origins: str = Field(
+        "",
+        max_length=2000,
+        validation_alias=_env("cors_origins"),
+        description="Other origins (scheme://host[:port], comma separated) whose pages may call the API and open "
+        "the socket; the dashboard's own origin always may",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: str) -> str:
+        for origin in (o.strip() for o in v.split(",") if o.strip()):
+            parts = urlsplit(origin)
+            if origin == "*" or parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+                raise ValueError(f"{origin!r} is not an origin like https://ops.example.org (no '*', no path)")
+        return v
+
+    def allowed_origins(self) -> list[str]:
+        """The configured extra origins, normalised (no trailing slash, lower-case scheme and host)."""
+        return [o.strip().lower().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, v: object) -> object:
+        # compose and k8s pass MW_DASHBOARD_TOKEN="" when no token is configured
+        return None if v == "" else v
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> DashboardSettings:
+        if self.warn_threshold > self.good_threshold:
+            raise ValueError(
+                f"warn_threshold ({self.warn_threshold}) must not exceed good_threshold ({self.good_threshold})"
+            )
+        if self.token is not None and len(self.token.get_secret_value()) < 8:
+            raise ValueError("token must be at least 8 characters")
+        return self
+
+    def token_value(self) -> str | None:
+        return self.token.get_secret_value() if self.token is not None else None

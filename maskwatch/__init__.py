@@ -1,0 +1,1 @@
+"""What every MaskWatch service shares: the frame contract, the Redis schema, settings, logging and the CLI."""

@@ -1,0 +1,135 @@
+"""The `maskwatch` command: `up` runs the whole stack on one machine; `stats` and `cameras` answer from Redis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import redis
+
+from maskwatch.frames import is_valid_camera_id
+from maskwatch.lifecycle import stop_event
+from maskwatch.logs import setup_logging
+from maskwatch.settings import CommonSettings
+from maskwatch.stack import Stack, StackConfig
+from maskwatch.store import WINDOWS, Store, camera_summaries, camera_summary
+
+
+def _up(args: argparse.Namespace) -> int:
+    setup_logging("INFO", "kv", "stack")
+    cfg = StackConfig(
+        kafka_port=args.kafka_port,
+        redis_url=args.redis_url,
+        serving_port=args.serving_port,
+        dashboard_port=args.dashboard_port,
+        workers=args.workers,
+        partitions=args.partitions,
+        model_base_path=args.model_base_path,
+        site_file=args.site,
+        demo_cameras=args.demo_cameras,
+        demo_fps=args.demo_fps,
+    )
+    return Stack(cfg, stop_event()).run()
+
+
+def stats_rows(store: Store, window: str, camera: str | None, now_ms: int) -> list[dict[str, Any]]:
+    """The camera summaries `maskwatch stats` shows: GET /api/cameras (or /api/cameras/<id>) without the series."""
+    minutes = WINDOWS[window]
+    if camera is None:
+        return camera_summaries(store, minutes, now_ms)
+    return [camera_summary(store, camera, minutes, now_ms)]
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def print_table(window: str, rows: list[dict[str, Any]]) -> None:
+    print(
+        f"{'camera':<16} {'status':<13} {'compliance':>10} {'people':>7} {'mask':>6} {'no mask':>8} {'wrong':>6} "
+        f"{'frames':>8} {'age s':>6}   window {window}"
+    )
+    for r in rows:
+        w = r["window"]
+        age = "-" if r["data_age_s"] is None else f"{r['data_age_s']:.0f}"
+        print(
+            f"{r['camera']:<16} {r['status']:<13} {_pct(r['compliance']):>10} {r['persons']['persons']:>7} "
+            f"{w['with_mask']:>6} {w['without_mask']:>8} {w['mask_worn_incorrectly']:>6} {w['frames']:>8} {age:>6}"
+        )
+
+
+def _stats(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
+    settings = CommonSettings(**overrides)
+    if args.camera is not None and not is_valid_camera_id(args.camera):
+        print(f"maskwatch stats: {args.camera!r} is not a camera id", file=sys.stderr)
+        return 2
+    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    try:
+        if args.camera is not None and not store.has_camera(args.camera):
+            print(f"maskwatch stats: unknown camera {args.camera!r} (known: {', '.join(store.camera_ids()) or 'none'})", file=sys.stderr)
+            return 1
+        rows = stats_rows(store, args.window, args.camera, int(time.time() * 1000))
+    except (redis.RedisError, OSError) as exc:
+        print(f"maskwatch stats: Redis at {settings.redis_url.split('@')[-1]} is unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"window": args.window, "window_minutes": WINDOWS[args.window], "cameras": rows}, indent=2))
+        return 0
+    if not rows:
+        print("no cameras yet: start a producer (`python -m producer --site site.yaml`) or `maskwatch up`")
+        return 0
+    print_table(args.window, rows)
+    return 0
+
+
+def _cameras_reload(args: argparse.Namespace) -> int:
+    from producer.reload import cameras_reload
+
+    overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
+    settings = CommonSettings(**overrides)
+    return cameras_reload(settings.redis_url, settings.redis_prefix, timeout_s=args.timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="maskwatch", description="MaskWatch: live face-mask compliance across cameras")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start the whole stack on this machine (Tansu, Redis, model server, workers, producer, dashboard)")
+    up.add_argument("--site", help="site YAML (default: 3 demo cameras)")
+    up.add_argument("--workers", type=int, default=2)
+    up.add_argument("--partitions", type=int, default=12)
+    up.add_argument("--kafka-port", type=int, default=9092)
+    up.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="reused when it answers, else one is started")
+    up.add_argument("--serving-port", type=int, default=8500)
+    up.add_argument("--dashboard-port", type=int, default=5000)
+    up.add_argument("--model-base-path", default="models/mask_detector")
+    up.add_argument("--demo-cameras", type=int, default=3)
+    up.add_argument("--demo-fps", type=float, default=2.0)
+    up.set_defaults(fn=_up)
+    st = sub.add_parser(
+        "stats", help="per-camera compliance from Redis: the numbers of the dashboard's GET /api/cameras"
+    )
+    st.add_argument("--window", choices=list(WINDOWS), default="15m", help="window of per-minute buckets (default 15m)")
+    st.add_argument("--camera", help="only this camera (like GET /api/cameras/<id>)")
+    st.add_argument("--json", action="store_true", help="JSON: {window, window_minutes, cameras: [camera_summary]}")
+    st.add_argument("--redis-url", help="default MW_REDIS_URL")
+    st.add_argument("--redis-prefix", help="default MW_REDIS_PREFIX")
+    st.set_defaults(fn=_stats)
+    cams = sub.add_parser("cameras", help="camera management")
+    cams_sub = cams.add_subparsers(dest="cameras_cmd", required=True)
+    rl = cams_sub.add_parser("reload", help="ask every running producer to re-read its site file (like SIGHUP)")
+    rl.add_argument("--redis-url")
+    rl.add_argument("--redis-prefix")
+    rl.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the producers' answers")
+    rl.set_defaults(fn=_cameras_reload)
+    args = ap.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""`maskwatch eval`: run a model over a VOC split and write the validation report (JSON, markdown, PR plot)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from maskwatch.eval import dataset, report, runner, split
+from maskwatch.eval.metrics import DEFAULT_IOU, Report, Truth, evaluate
+from maskwatch.logs import setup_logging
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path("models/mask_detector")
+DEFAULT_OUT = Path(".maskwatch/eval")
+DEFAULT_FPS_FRAMES = 50
+MAX_FACES_FOR_FPS = 10
+
+
+def truth_of(sample: dataset.Sample) -> Truth:
+    return Truth(sample.boxes, sample.labels, sample.difficult)
+
+
+def evaluate_split(
+    predictor: runner.Predictor,
+    samples: Sequence[dataset.Sample],
+    iou: float = DEFAULT_IOU,
+    min_score: float = 0.0,
+    batch_size: int = 1,
+    fps_frames: int = DEFAULT_FPS_FRAMES,
+) -> tuple[Report, dict[str, Any]]:
+    """The metrics of `predictor` on `samples`, and timings: the images as they are, then 640x480 frames made
+    from images with at most MAX_FACES_FOR_FPS faces."""
+    jpegs = [s.read_jpeg() for s in samples]
+    preds, timing = runner.run(predictor, jpegs, [(s.width, s.height) for s in samples], batch_size)
+    result = evaluate([truth_of(s) for s in samples], preds, iou, min_score)
+    timings = {f"data set images, batch {batch_size}": timing.to_dict()}
+    few = [j for j, s in zip(jpegs, samples, strict=True) if len(s.labels) <= MAX_FACES_FOR_FPS]
+    if fps_frames > 0 and few:
+        frames = runner.frames_640x480(few, fps_frames)
+        timings["640x480 frames (≤ 10 faces), batch 1"] = runner.time_frames(predictor, frames).to_dict()
+    return result, {"model": predictor.name, "timing": timings}
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The `maskwatch eval` options (also how maskwatch/cli.py builds its subcommand)."""
+    ap.add_argument("--data", type=Path, required=True, help="VOC directory with annotations/ and images/")
+    where = ap.add_mutually_exclusive_group()
+    where.add_argument("--serving", metavar="HOST:PORT", help="a TF Serving API gRPC endpoint to evaluate through")
+    where.add_argument(
+        "--model", type=Path, help=f"a SavedModel version directory or a base path (highest version); default {DEFAULT_MODEL}"
+    )
+    ap.add_argument("--model-name", default="mask_detector", help="model name on the server (with --serving)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report directory (default: {DEFAULT_OUT})")
+    ap.add_argument("--split", choices=split.SPLITS, default="val", help="which part of the data (default: val)")
+    ap.add_argument("--val-fraction", type=float, default=split.DEFAULT_VAL_FRACTION, help="as used for training")
+    ap.add_argument("--seed", type=int, default=split.DEFAULT_SEED, help="split seed, as used for training")
+    ap.add_argument("--iou", type=float, default=DEFAULT_IOU, help="IoU for a hit (default: 0.5)")
+    ap.add_argument("--min-score", type=float, default=0.0, help="operating score for recall/confusion (default: 0, what the worker counts)")
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--fps-frames", type=int, default=DEFAULT_FPS_FRAMES, help="640x480 frames to time (0: skip)")
+    ap.add_argument("--threads", type=int, default=2, help="TensorFlow threads for an in-process model")
+    ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N images of the split")
+    ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def check(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, if anything."""
+    if not 0.0 < args.iou < 1.0:
+        return "--iou must be in (0, 1)"
+    if not 0.0 <= args.min_score <= 1.0:
+        return "--min-score must be in [0, 1]"
+    if args.batch_size < 1 or args.threads < 1 or args.fps_frames < 0 or args.limit < 0:
+        return "--batch-size and --threads must be >= 1, --fps-frames and --limit >= 0"
+    return None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="maskwatch eval", description=__doc__)
+    add_arguments(ap)
+    args = ap.parse_args(argv)
+    problem = check(args)
+    if problem:
+        ap.error(problem)
+    return args
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """`maskwatch eval` with parsed options; 0 when the report is written, 2 on unusable options, data or model."""
+    problem = check(args)
+    if problem:
+        print(f"maskwatch eval: error: {problem}", file=sys.stderr)
+        return 2
+    setup_logging(args.log_level, "kv", service="eval")
+    try:
+        samples = dataset.load(args.data)
+        part = split.split(samples, args.val_fraction, args.seed).part(args.split)
+    except (dataset.DatasetError, ValueError) as exc:
+        logger.error("data unusable error=%s", exc)
+        return 2
+    if args.limit:
+        part = part[: args.limit]
+    predictor: runner.Predictor
+    if args.serving:
+        predictor = runner.ServingPredictor(args.serving, args.model_name)
+    else:
+        runner.limit_threads(args.threads)
+        try:
+            predictor = runner.SavedModelPredictor(args.model or DEFAULT_MODEL)
+        except FileNotFoundError as exc:
+            logger.error("model missing error=%s", exc)
+            return 2
+    logger.info("evaluating model=%s split=%s images=%d", predictor.name, args.split, len(part))
+    started = time.monotonic()
+    result, meta = evaluate_split(predictor, part, args.iou, args.min_score, args.batch_size, args.fps_frames)
+    meta = {
+        **meta,
+        "data": str(args.data),
+        "split": args.split,
+        "val_fraction": args.val_fraction,
+        "seed": args.seed,
+        "threads": None if args.serving else args.threads,
+    }
+    paths = report.write(result, meta, args.out)
+    print(report.markdown(result, meta))
+    logger.info(
+        "evaluated mAP=%s seconds=%.1f report=%s", result.mean_ap, time.monotonic() - started, paths["markdown"]
+    )
+    return 0

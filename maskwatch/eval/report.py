@@ -1,0 +1,104 @@
+"""The eval report as files: `report.json`, `report.md` (tables) and `pr.png` (precision-recall curves)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maskwatch.eval.metrics import CLASSES, FACE, FALSE_POSITIVE, MISSED, Report
+
+JSON_FILE, MARKDOWN_FILE, PLOT_FILE = "report.json", "report.md", "pr.png"
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def _rounded(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return round(obj, 4)
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_rounded(v) for v in obj]
+    return obj
+
+
+def as_dict(report: Report, meta: dict[str, Any]) -> dict[str, Any]:
+    return _rounded({**meta, **report.to_dict()})
+
+
+def markdown(report: Report, meta: dict[str, Any]) -> str:
+    """Tables a person reads: AP per class, recall by face width, confusion, speed."""
+    lines = [
+        f"# Validation report: `{meta.get('model', '?')}`",
+        "",
+        f"Data `{meta.get('data', '?')}`, split `{meta.get('split', '?')}`: {report.images} images, "
+        f"{report.classes[FACE].positives} faces. AP at IoU {report.iou_threshold} (VOC all-point interpolation) "
+        f"over every detection; recall, precision, widths and confusion over detections scoring ≥ {report.min_score}.",
+        "",
+        "| class | AP@0.5 % | faces | detections | recall % | precision % |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in (*CLASSES, FACE):
+        c = report.classes[name]
+        label = f"{name} (any class)" if name == FACE else name
+        lines.append(f"| {label} | {_pct(c.ap)} | {c.positives} | {c.detections} | {_pct(c.recall)} | {_pct(c.precision)} |")
+    lines += ["", f"**mAP@0.5 (3 classes): {_pct(report.mean_ap)} %**", ""]
+    lines += ["## Recall by face width (any class)", "", "| face width px | faces | found | recall % |", "|---|---:|---:|---:|"]
+    for bucket, row in report.recall_by_width.items():
+        label = bucket.removeprefix("faces_").replace("lt", "< ").replace("ge", "≥ ").replace("_", "–")
+        recall = row["recall"]
+        lines.append(f"| {label} | {row['faces']} | {row['found']} | {_pct(recall if isinstance(recall, float) else None)} |")
+    lines += ["", "## Confusion of faces (rows: truth; columns: prediction)", ""]
+    lines += ["| | " + " | ".join((*CLASSES, MISSED)) + " |", "|---" * (len(CLASSES) + 2) + "|"]
+    for true_name in (*CLASSES, FALSE_POSITIVE):
+        counts = report.confusion[true_name]
+        lines.append(f"| {true_name} | " + " | ".join(str(counts.get(c, "–")) for c in (*CLASSES, MISSED)) + " |")
+    timing = meta.get("timing", {})
+    if timing:
+        lines += ["", "## Speed", "", "| run | frames | frames/s | CPU s/frame |", "|---|---:|---:|---:|"]
+        for name, t in timing.items():
+            cpu = t.get("cpu_seconds_per_frame")
+            lines.append(f"| {name} | {t['frames']} | {t['fps']:.1f} | {'–' if cpu is None else f'{cpu:.3f}'} |")
+        if meta.get("threads"):
+            lines.append(f"\nIn-process TensorFlow limited to {meta['threads']} threads; wall-clock on a shared machine.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Report, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
+    for name in (*CLASSES, FACE):
+        recall, precision = report.curves[name]
+        ap = report.classes[name].ap
+        if ap is None:
+            continue
+        ax.plot(
+            np.concatenate([[0.0], recall]),
+            np.concatenate([[1.0], precision]),
+            linestyle="--" if name == FACE else "-",
+            label=f"{name} AP {100 * ap:.1f}",
+        )
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write(report: Report, meta: dict[str, Any], out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / JSON_FILE, "markdown": out / MARKDOWN_FILE, "plot": out / PLOT_FILE}
+    paths["json"].write_text(json.dumps(as_dict(report, meta), indent=2) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(markdown(report, meta), encoding="utf-8")
+    plot(report, paths["plot"], f"{meta.get('split', '')} precision–recall, IoU {report.iou_threshold}")
+    return paths

@@ -1,0 +1,62 @@
+"""Settings shared by every service (addresses, names); each service extends `CommonSettings` with its own."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from maskwatch.store import DEFAULT_PREFIX
+
+
+class CommonSettings(BaseSettings):
+    """Addresses from MW_KAFKA, MW_REDIS_URL, MW_SERVING; defaults reach the embedded stack."""
+
+    model_config = SettingsConfigDict(env_prefix="MW_", extra="forbid", frozen=True)
+
+    kafka: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
+    serving: str = Field("127.0.0.1:8500", description="TensorFlow Serving gRPC address host:port")
+    redis_prefix: str = Field(DEFAULT_PREFIX, min_length=1, max_length=32, description="Prefix of every Redis key")
+    topic: str = Field("frames", min_length=1, max_length=200, description="Kafka topic carrying frames")
+    dlq_topic: str = Field("frames.dlq", min_length=1, max_length=200, description="Dead-letter topic")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol (MSK / Confluent Cloud: SASL_SSL)"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when the protocol is SASL_*"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password")
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle for the broker's certificate (default: system)")
+    kafka_ssl_certfile: str | None = Field(None, description="Client certificate (mutual TLS)")
+    kafka_ssl_keyfile: str | None = Field(None, description="Client key (mutual TLS)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+    log_format: Literal["kv", "json"] = Field("kv", description="key=value lines or JSON lines")
+
+    def bootstrap(self) -> list[str]:
+        return [s.strip() for s in self.kafka.split(",") if s.strip()]
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> CommonSettings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "kafka_security_protocol SASL_* needs MW_KAFKA_SASL_MECHANISM, MW_KAFKA_SASL_USERNAME and MW_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """Keyword arguments for every kafka-python client: bootstrap servers and security."""
+        cfg: dict[str, Any] = {"bootstrap_servers": self.bootstrap(), "security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL_"):
+            cfg["sasl_mechanism"] = self.kafka_sasl_mechanism
+            cfg["sasl_plain_username"] = self.kafka_sasl_username
+            cfg["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+        for name in ("cafile", "certfile", "keyfile"):
+            value = getattr(self, f"kafka_ssl_{name}")
+            if value:
+                cfg[f"ssl_{name}"] = value
+        return cfg

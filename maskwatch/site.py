@@ -1,0 +1,253 @@
+"""The site file (`site.yaml`): cameras and their sources, validated so an error names the file, line, camera and field."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from maskwatch.alerts import AlertsConfig
+from maskwatch.frames import is_valid_camera_id
+
+# the synthetic demo scenes (producer/scene.py draws them)
+SCENES = ("mixed", "masked", "bare")
+
+SourceKind = Literal["synthetic", "file", "folder", "rtsp", "http", "mjpeg", "webcam"]
+DropPolicy = Literal["drop_oldest", "drop_newest", "wait"]
+
+_SCHEMES = ("rtsp", "rtsps", "http", "https", "mjpeg+http", "mjpeg+https")
+_SYNTHETIC_RE = re.compile(r"^synthetic(?::(?P<scene>[a-z]*))?(?:@(?P<w>\d{2,4})x(?P<h>\d{2,4}))?$")
+_WEBCAM_RE = re.compile(r"^webcam:(?P<index>\d{1,2})$")
+_SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+class SiteError(ValueError):
+    """A site file that cannot be used; the message names file, line, camera and field."""
+
+
+def redact(source: str) -> str:
+    """`source` with any password in its URL replaced by ***, for logs and Redis (cameras embed credentials)."""
+    if "://" not in source or "@" not in source:
+        return source
+    parts = urlsplit(source)
+    if parts.password is None:
+        return source
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def _is_synthetic(source: str) -> bool:
+    return source == "synthetic" or source.startswith(("synthetic:", "synthetic@"))
+
+
+def parse_synthetic(source: str) -> tuple[str, int, int]:
+    """`synthetic[:scene][@WxH]` → (scene, width, height); the demo scene, 640×480 unless a size is given."""
+    m = _SYNTHETIC_RE.fullmatch(source)
+    if m is None:
+        raise ValueError("synthetic source must look like synthetic:<scene>[@<width>x<height>]")
+    scene = m["scene"] or "mixed"
+    if scene not in SCENES:
+        raise ValueError(f"unknown synthetic scene {scene!r}; choose one of {', '.join(SCENES)}")
+    w, h = int(m["w"] or 640), int(m["h"] or 480)
+    if not (32 <= w <= 4096 and 32 <= h <= 4096):
+        raise ValueError("synthetic size must be between 32x32 and 4096x4096")
+    return scene, w, h
+
+
+class CameraConfig(BaseModel):
+    """One camera of the site."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="Camera id (Kafka key), Contract 1 pattern")
+    name: str = Field("", max_length=200, description="Human name shown on the dashboard")
+    zone: str = Field("", max_length=100, description="Zone used to group cameras")
+    source: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="synthetic:<scene>[@WxH], a video file, a folder of images, rtsp(s)://…, http(s)://… "
+        "(MJPEG and JPEG snapshots are read directly, anything else through FFmpeg), mjpeg+http(s)://…, webcam:<n>",
+    )
+    fps: float = Field(5.0, gt=0, le=60, description="Frames per second sampled from the source and sent to Kafka")
+    max_width: int = Field(640, ge=64, le=4096, description="Frames wider than this are resized before encoding")
+    quality: int = Field(80, ge=30, le=100, description="JPEG quality")
+    loop: bool = Field(True, description="Loop file and folder sources; when false the camera ends after one pass")
+    enabled: bool = Field(True, description="Disabled cameras are not started")
+    drop_policy: DropPolicy | None = Field(
+        None,
+        description="When the encoder cannot keep up: drop_oldest (default) or drop_newest frame in the hand-off queue, "
+        "or wait (pace sampling to the encoder). Play-once file and folder sources default to wait, so a recording is sent whole",
+    )
+    queue_size: int = Field(2, ge=1, le=64, description="Frames held between capture and encode/publish")
+    open_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="Longest a stream may take to connect and send its first frame"
+    )
+    read_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="A live stream with no new frame for this long is reconnected"
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not is_valid_camera_id(v):
+            raise ValueError("must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("must not be empty")
+        if _is_synthetic(v):
+            parse_synthetic(v)
+        elif v.startswith("webcam:"):
+            if not _WEBCAM_RE.fullmatch(v):
+                raise ValueError("webcam source must look like webcam:<index>, e.g. webcam:0")
+        elif (m := _SCHEME_RE.match(v)) is not None:
+            scheme = m["scheme"].lower()
+            if scheme not in _SCHEMES:
+                raise ValueError(f"unsupported scheme {scheme}://; use one of {', '.join(s + '://' for s in _SCHEMES)}")
+            if not urlsplit(v).hostname:
+                raise ValueError(f"no host in {redact(v)}")
+        return v
+
+    @property
+    def kind(self) -> SourceKind:
+        s = self.source
+        if _is_synthetic(s):
+            return "synthetic"
+        if s.startswith("rtsp://") or s.startswith("rtsps://"):
+            return "rtsp"
+        if s.startswith("mjpeg+http://") or s.startswith("mjpeg+https://"):
+            return "mjpeg"
+        if s.startswith("http://") or s.startswith("https://"):
+            return "http"
+        if s.startswith("webcam:"):
+            return "webcam"
+        return "folder" if s.endswith("/") or Path(s).is_dir() else "file"
+
+    @property
+    def live(self) -> bool:
+        """True for sources that run on their own clock (streams, webcams); they are sampled, never paced."""
+        return self.kind in ("rtsp", "http", "mjpeg", "webcam")
+
+    @property
+    def handoff_policy(self) -> DropPolicy:
+        """The drop policy in force: the configured one, else `wait` for play-once recordings, else `drop_oldest`."""
+        if self.drop_policy is not None:
+            return self.drop_policy
+        return "wait" if self.kind in ("file", "folder") and not self.loop else "drop_oldest"
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+    @property
+    def safe_source(self) -> str:
+        return redact(self.source)
+
+
+class SiteConfig(BaseModel):
+    """A whole site: its name and cameras."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    site: str = Field("site", min_length=1, max_length=100, description="Site name")
+    timezone: str = Field("UTC", description="IANA time zone for display")
+    cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras")
+    alerts: AlertsConfig | None = Field(
+        None, description="Compliance alert rules, evaluated by the dashboard (maskwatch/alerts.py); none: no alerts"
+    )
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique(cls, v: list[CameraConfig]) -> list[CameraConfig]:
+        seen: set[str] = set()
+        for c in v:
+            if c.id in seen:
+                raise ValueError(f"duplicate camera id {c.id!r}")
+            seen.add(c.id)
+        return v
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """Walk a composed YAML node along a pydantic error location; return the 1-based line."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if nxt is None:
+                key = next((k for k, _ in node.value if getattr(k, "value", None) == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse_site(text: str, path: str = "<site>") -> SiteConfig:
+    try:
+        node = yaml.compose(text)
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        raise SiteError(f"{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SiteError(f"{path}:1: the site file must be a mapping with `site` and `cameras`")
+    try:
+        return SiteConfig.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            line = _line_of(node, loc)
+            camera = ""
+            if len(loc) >= 2 and loc[0] == "cameras" and isinstance(loc[1], int):
+                cams = data.get("cameras") or []
+                cid = cams[loc[1]].get("id") if loc[1] < len(cams) and isinstance(cams[loc[1]], dict) else None
+                camera = f" camera={cid or '#' + str(loc[1])}"
+            fld = ".".join(str(p) for p in loc[2:] if not isinstance(p, int)) if camera else ".".join(map(str, loc))
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{path}:{line}:{camera} field={fld or '(camera)'}: {msg}")
+        raise SiteError("\n".join(lines)) from None
+
+
+def load_site(path: str | Path) -> SiteConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SiteError(f"{p}: cannot read site file: {e.strerror}") from None
+    return parse_site(text, str(p))
+
+
+def demo_site(cameras: int = 3, fps: float = 2.0) -> SiteConfig:
+    """The site `maskwatch up` runs without a site file: synthetic scenes built from real photographs."""
+    zones = ["Gate A", "Ward 3", "Line 2"]
+    scenes = ["mixed", "masked", "bare"]
+    return SiteConfig(
+        site="demo",
+        cameras=[
+            CameraConfig(
+                id=f"demo-{i + 1}",
+                name=f"Demo camera {i + 1} ({scenes[i % 3]})",
+                zone=zones[i % 3],
+                source=f"synthetic:{scenes[i % 3]}",
+                fps=fps,
+            )
+            for i in range(cameras)
+        ],
+    )

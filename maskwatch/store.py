@@ -1,0 +1,474 @@
+"""The Redis schema (Contract 3): key names, the atomic batch write, and every read the services and CLI make."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from maskwatch.detections import COUNT_FIELDS, Counts
+
+DEFAULT_PREFIX = "mw:"
+MINUTE_TTL_S = 7 * 24 * 3600
+LATEST_TTL_S = 120
+SNAPSHOT_TTL_S = 24 * 3600
+VIOLATIONS_MAXLEN = 1000
+HEARTBEAT_TTL_S = 15
+ALERTS_MAXLEN = 10_000
+# The windows the REST API and `maskwatch stats` answer for: label -> minutes of per-minute buckets.
+WINDOWS: dict[str, int] = {"1m": 1, "15m": 15, "1h": 60, "24h": 1440}
+
+STATUS_ONLINE = "online"
+STATUS_RECONNECTING = "reconnecting"
+STATUS_OFFLINE = "offline"
+
+
+class Keys:
+    """Builds every key name; nobody else spells one."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        if not prefix or " " in prefix:
+            raise ValueError(f"bad key prefix {prefix!r}")
+        self.prefix = prefix
+
+    def cameras(self) -> str:
+        return f"{self.prefix}cameras"
+
+    def camera(self, cid: str) -> str:
+        return f"{self.prefix}camera:{cid}"
+
+    def totals(self, cid: str) -> str:
+        return f"{self.prefix}totals:{cid}"
+
+    def minute(self, cid: str, epoch_minute: int) -> str:
+        return f"{self.prefix}m:{cid}:{epoch_minute}"
+
+    def latest(self, cid: str) -> str:
+        return f"{self.prefix}latest:{cid}"
+
+    def violations(self, cid: str) -> str:
+        return f"{self.prefix}violations:{cid}"
+
+    def snapshot(self, cid: str, ident: str) -> str:
+        return f"{self.prefix}snap:{cid}:{ident}"
+
+    def offsets(self, group: str, topic: str) -> str:
+        return f"{self.prefix}offsets:{group}:{topic}"
+
+    def updates(self) -> str:
+        return f"{self.prefix}updates"
+
+    def workers(self) -> str:
+        return f"{self.prefix}workers"
+
+    def worker(self, wid: str) -> str:
+        return f"{self.prefix}worker:{wid}"
+
+    def producer(self, pid: str) -> str:
+        return f"{self.prefix}producer:{pid}"
+
+    def producers(self) -> str:
+        return f"{self.prefix}producers"
+
+    def producers_reload(self) -> str:
+        """String counter: bumped to ask every producer to re-read its site file (`maskwatch cameras reload`)."""
+        return f"{self.prefix}producers:reload"
+
+    def dashboard_leader(self) -> str:
+        """String: id of the dashboard replica that emits live events (SET NX PX, renewed)."""
+        return f"{self.prefix}dashboard:leader"
+
+    def socketio_channel(self) -> str:
+        """Pub/sub channel of Socket.IO's message queue shared by dashboard replicas."""
+        return f"{self.prefix}socketio"
+
+    def alerts(self) -> str:
+        """Stream (capped): every alert start and end, each entry one JSON `event` field."""
+        return f"{self.prefix}alerts"
+
+    def alerts_active(self) -> str:
+        """Hash: subject (`camera:{id}` or `site`) -> JSON of the start event of its alert in progress."""
+        return f"{self.prefix}alerts:active"
+
+    def alerts_leader(self) -> str:
+        """String: id of the dashboard replica that evaluates alert rules (SET NX PX, renewed)."""
+        return f"{self.prefix}alerts:leader"
+
+
+def epoch_minute(ts_ms: int) -> int:
+    return ts_ms // 60_000
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A face seen without a mask (or wearing it wrongly), with an optional JPEG crop."""
+
+    camera_id: str
+    ts_ms: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    snapshot: bytes | None = None
+
+
+@dataclass
+class BatchWrite:
+    """Everything one processed batch writes, applied in one MULTI/EXEC.
+
+    `counts` is keyed by (partition, camera, epoch_minute); `next_offsets` by partition.
+    """
+
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    start_offsets: dict[int, int] = field(default_factory=dict)
+    counts: dict[tuple[int, str, int], Counts] = field(default_factory=dict)
+    last_frame_ms: dict[str, int] = field(default_factory=dict)
+    latest_jpeg: dict[str, bytes] = field(default_factory=dict)
+    violations: list[tuple[int, Violation]] = field(default_factory=list)
+
+    def add(self, partition: int, cid: str, ts_ms: int, counts: Counts) -> None:
+        key = (partition, cid, epoch_minute(ts_ms))
+        prev = self.counts.get(key)
+        self.counts[key] = counts if prev is None else prev + counts
+        if counts.frames:
+            self.last_frame_ms[cid] = max(self.last_frame_ms.get(cid, 0), ts_ms)
+
+    def cameras(self) -> set[str]:
+        return {cid for (_, cid, _) in self.counts}
+
+    def totals_by_camera(self) -> dict[str, Counts]:
+        out: dict[str, Counts] = {}
+        for (_, cid, _), c in self.counts.items():
+            out[cid] = out[cid] + c if cid in out else c
+        return out
+
+
+@dataclass
+class CommitResult:
+    """Which partitions of a batch were applied, were already applied, or belong to someone else now."""
+
+    applied: set[int] = field(default_factory=set)
+    duplicate: set[int] = field(default_factory=set)
+    conflicts: dict[int, int] = field(default_factory=dict)
+
+
+def _s(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+class Store:
+    """MaskWatch's view of Redis."""
+
+    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX, minute_ttl_s: int = MINUTE_TTL_S) -> None:
+        # typed loosely: redis-py's response unions (bytes | str | None per call) say nothing useful here
+        self.r: Any = client
+        self.keys = Keys(prefix)
+        self.minute_ttl_s = minute_ttl_s
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **kw: Any) -> Store:
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=10)
+        return cls(client, prefix, **kw)
+
+    def close(self) -> None:
+        self.r.close()
+
+    # ---- writes -------------------------------------------------------------------------
+
+    def register_camera(self, cid: str, **meta: str | int | float) -> None:
+        with self.r.pipeline(transaction=True) as p:
+            p.sadd(self.keys.cameras(), cid)
+            if meta:
+                p.hset(self.keys.camera(cid), mapping={k: str(v) for k, v in meta.items()})
+            p.execute()
+
+    def set_camera_fields(self, cid: str, **fields: str | int | float) -> None:
+        self.register_camera(cid, **fields)
+
+    def commit_batch(self, batch: BatchWrite, group: str, topic: str) -> CommitResult:
+        """Apply a batch exactly once: counts, events and next offsets in one transaction.
+
+        A partition's part is applied only when the stored offset equals the batch's start
+        offset for it (or none is stored yet). When the stored offset is at or past the
+        batch's next offset, that part was applied before (a retry after an ambiguous
+        failure): it is skipped. Any other stored offset means another consumer moved the
+        partition on (a rebalance): the part is skipped and reported as a conflict, so the
+        caller re-reads from the stored offset.
+        """
+        okey = self.keys.offsets(group, topic)
+        with self.r.pipeline(transaction=True) as p:
+            while True:
+                try:
+                    p.watch(okey)
+                    stored = {int(k): int(v) for k, v in p.hgetall(okey).items()}
+                    result = CommitResult()
+                    for part, nxt in batch.next_offsets.items():
+                        have = stored.get(part)
+                        start = batch.start_offsets.get(part, have)
+                        if have is None or have == start:
+                            result.applied.add(part)
+                        elif have >= nxt:
+                            result.duplicate.add(part)
+                        else:
+                            result.conflicts[part] = have
+                    if not result.applied:
+                        p.unwatch()
+                        return result
+                    p.multi()
+                    self._queue_batch(p, batch, result.applied)
+                    p.hset(okey, mapping={str(part): batch.next_offsets[part] for part in result.applied})
+                    p.execute()
+                    return result
+                except redis.WatchError:
+                    continue
+
+    def _queue_batch(self, p: Any, batch: BatchWrite, partitions: set[int]) -> None:
+        k = self.keys
+        touched: set[str] = set()
+        for (part, cid, minute), c in batch.counts.items():
+            if part not in partitions:
+                continue
+            touched.add(cid)
+            nonzero = {n: v for n, v in c.as_dict().items() if v}
+            mkey = k.minute(cid, minute)
+            for name, v in nonzero.items():
+                p.hincrby(k.totals(cid), name, v)
+                p.hincrby(mkey, name, v)
+            p.expire(mkey, self.minute_ttl_s)
+        for cid in touched:
+            p.sadd(k.cameras(), cid)
+            if cid in batch.last_frame_ms:
+                p.hset(k.camera(cid), "last_frame_ms", batch.last_frame_ms[cid])
+            if cid in batch.latest_jpeg:
+                p.set(k.latest(cid), batch.latest_jpeg[cid], ex=LATEST_TTL_S)
+        for part, ev in batch.violations:
+            if part not in partitions:
+                continue
+            fields: dict[str, str | int | float] = {
+                "ts": ev.ts_ms,
+                "class": ev.label,
+                "score": round(ev.score, 4),
+                "box": json.dumps([round(x, 4) for x in ev.box]),
+                "snapshot": "",
+            }
+            if ev.snapshot is not None:
+                skey = k.snapshot(ev.camera_id, f"{ev.ts_ms}-{int(ev.box[0] * 1e4)}-{int(ev.box[1] * 1e4)}")
+                p.set(skey, ev.snapshot, ex=SNAPSHOT_TTL_S)
+                fields["snapshot"] = skey
+            p.xadd(k.violations(ev.camera_id), fields, maxlen=VIOLATIONS_MAXLEN, approximate=True)
+
+    def forget_offsets(self, group: str, topic: str) -> None:
+        """Drop stored offsets: only when the topic was (re)created, e.g. by a fresh embedded broker."""
+        self.r.delete(self.keys.offsets(group, topic))
+
+    def publish_update(self, payload: Mapping[str, Any]) -> None:
+        self.r.publish(self.keys.updates(), json.dumps(payload, separators=(",", ":")))
+
+    def heartbeat(self, kind: str, ident: str, fields: Mapping[str, Any], ttl_s: int = HEARTBEAT_TTL_S) -> None:
+        key = self.keys.worker(ident) if kind == "worker" else self.keys.producer(ident)
+        index = self.keys.workers() if kind == "worker" else self.keys.producers()
+        data = {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in fields.items()}
+        data["ts_ms"] = str(int(time.time() * 1000))
+        with self.r.pipeline(transaction=True) as p:
+            p.delete(key)
+            p.hset(key, mapping=data)
+            p.expire(key, ttl_s)
+            p.sadd(index, ident)
+            p.execute()
+
+    def drop_heartbeat(self, kind: str, ident: str) -> None:
+        key = self.keys.worker(ident) if kind == "worker" else self.keys.producer(ident)
+        index = self.keys.workers() if kind == "worker" else self.keys.producers()
+        with self.r.pipeline(transaction=True) as p:
+            p.delete(key)
+            p.srem(index, ident)
+            p.execute()
+
+    # ---- reads --------------------------------------------------------------------------
+
+    def stored_offsets(self, group: str, topic: str) -> dict[int, int]:
+        return {int(k): int(v) for k, v in self.r.hgetall(self.keys.offsets(group, topic)).items()}
+
+    def camera_ids(self) -> list[str]:
+        return sorted(_s(c) for c in self.r.smembers(self.keys.cameras()))
+
+    def camera_info(self, cid: str) -> dict[str, str]:
+        return {_s(k): _s(v) for k, v in self.r.hgetall(self.keys.camera(cid)).items()}
+
+    def totals(self, cid: str) -> Counts:
+        return Counts.from_mapping({_s(k): v for k, v in self.r.hgetall(self.keys.totals(cid)).items()})
+
+    def series(self, cid: str, start_minute: int, end_minute: int) -> list[tuple[int, Counts]]:
+        """Per-minute counts for minutes in [start_minute, end_minute], oldest first (missing minutes are zero)."""
+        if end_minute < start_minute:
+            raise ValueError("end before start")
+        minutes = list(range(start_minute, end_minute + 1))
+        with self.r.pipeline(transaction=False) as p:
+            for m in minutes:
+                p.hgetall(self.keys.minute(cid, m))
+            rows = p.execute()
+        return [
+            (m, Counts.from_mapping({_s(k): v for k, v in row.items()})) for m, row in zip(minutes, rows, strict=True)
+        ]
+
+    def window(self, cid: str, minutes: int, now_ms: int | None = None) -> Counts:
+        """Counts over the last `minutes` minute buckets, the current one included."""
+        now = epoch_minute(now_ms if now_ms is not None else int(time.time() * 1000))
+        total = Counts()
+        for _, c in self.series(cid, now - minutes + 1, now):
+            total = total + c
+        return total
+
+    def latest_jpeg(self, cid: str) -> bytes | None:
+        v = self.r.get(self.keys.latest(cid))
+        return bytes(v) if v is not None else None
+
+    def violations(self, cid: str, count: int = 50) -> list[dict[str, Any]]:
+        out = []
+        for ident, fields in self.r.xrevrange(self.keys.violations(cid), count=count):
+            f = {_s(k): _s(v) for k, v in fields.items()}
+            out.append(
+                {
+                    "id": _s(ident),
+                    "camera": cid,
+                    "ts_ms": int(f.get("ts", 0)),
+                    "class": f.get("class", ""),
+                    "score": float(f.get("score", 0.0)),
+                    "box": json.loads(f.get("box", "[]")),
+                    "snapshot": f.get("snapshot", ""),
+                }
+            )
+        return out
+
+    def snapshot(self, key: str) -> bytes | None:
+        if not key.startswith(self.keys.prefix + "snap:"):
+            return None
+        v = self.r.get(key)
+        return bytes(v) if v is not None else None
+
+    def heartbeats(self, kind: str) -> dict[str, dict[str, str]]:
+        index = self.keys.workers() if kind == "worker" else self.keys.producers()
+        out: dict[str, dict[str, str]] = {}
+        for ident in sorted(_s(i) for i in self.r.smembers(index)):
+            key = self.keys.worker(ident) if kind == "worker" else self.keys.producer(ident)
+            data = {_s(k): _s(v) for k, v in self.r.hgetall(key).items()}
+            if data:
+                out[ident] = data
+            else:
+                self.r.srem(index, ident)
+        return out
+
+    def has_camera(self, cid: str) -> bool:
+        return bool(self.r.sismember(self.keys.cameras(), cid))
+
+    # ---- producer: camera status rows and reload requests --------------------------------------
+
+    def set_cameras_fields(self, rows: Mapping[str, Mapping[str, str | int | float]]) -> None:
+        """Several cameras' status fields in one round trip (a producer refreshes all its cameras at once)."""
+        if not rows:
+            return
+        with self.r.pipeline(transaction=False) as p:
+            p.sadd(self.keys.cameras(), *rows)
+            for cid, fields in rows.items():
+                if fields:
+                    p.hset(self.keys.camera(cid), mapping={k: str(v) for k, v in fields.items()})
+            p.execute()
+
+    # ---- alerts (written only by the dashboard replica holding the alerts lock) ------------------
+
+    def record_alert(self, subject: str, event: Mapping[str, Any]) -> str:
+        """Append an alert start or end to the stream and update the active set, in one transaction.
+
+        Returns the stream entry id.
+        """
+        data = json.dumps(event, separators=(",", ":"))
+        with self.r.pipeline(transaction=True) as p:
+            p.xadd(self.keys.alerts(), {"event": data}, maxlen=ALERTS_MAXLEN, approximate=True)
+            if event.get("state") == "start":
+                p.hset(self.keys.alerts_active(), subject, data)
+            else:
+                p.hdel(self.keys.alerts_active(), subject)
+            entry_id = p.execute()[0]
+        return _s(entry_id)
+
+    def active_alerts(self) -> dict[str, dict[str, Any]]:
+        """Alerts in progress by subject: the start event of each."""
+        out: dict[str, dict[str, Any]] = {}
+        for subject, raw in self.r.hgetall(self.keys.alerts_active()).items():
+            try:
+                out[_s(subject)] = json.loads(raw)
+            except ValueError:
+                continue
+        return dict(sorted(out.items()))
+
+    def alerts(self, count: int = 50, camera: str | None = None) -> list[dict[str, Any]]:
+        """The newest alert starts and ends, newest first; only one camera's when `camera` is given."""
+        out: list[dict[str, Any]] = []
+        # a camera filter reads the whole (capped) stream in pages; without one, one page is the answer
+        last = "+"
+        while len(out) < count:
+            page = self.r.xrevrange(self.keys.alerts(), max=last, count=max(count, 200) if camera else count)
+            if not page:
+                break
+            for ident, fields in page:
+                try:
+                    event = json.loads(fields.get(b"event", fields.get("event", b"{}")))
+                except ValueError:
+                    continue
+                if camera is None or event.get("camera") == camera:
+                    out.append({"id": _s(ident), **event})
+            if camera is None or len(page) < max(count, 200):
+                break
+            last = "(" + _s(page[-1][0])
+        return out[:count]
+
+    def request_producer_reload(self) -> int:
+        """Ask every producer to re-read its site file; returns the new request number."""
+        return int(self.r.incr(self.keys.producers_reload()))
+
+    def producer_reload_generation(self) -> int:
+        """The latest reload request number (0 when none was ever made)."""
+        return int(self.r.get(self.keys.producers_reload()) or 0)
+
+
+def camera_summary(store: Store, cid: str, window_minutes: int, now_ms: int | None = None) -> dict[str, Any]:
+    """What the dashboard, REST API and CLI show for one camera (Contract 4's `camera_update`)."""
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    info = store.camera_info(cid)
+    win = store.window(cid, window_minutes, now)
+    last = int(info.get("last_frame_ms", "0") or 0)
+    status = info.get("status", "unknown")
+    totals = store.totals(cid)
+    warnings = []
+    small = win.small_face_share if win.faces else totals.small_face_share
+    if small is not None and small > 0.5:
+        warnings.append("faces_too_small")
+    return {
+        "camera": cid,
+        "name": info.get("name", cid),
+        "site": info.get("site", ""),
+        "zone": info.get("zone", ""),
+        "status": status,
+        "fps": float(info.get("fps", "0") or 0),
+        "last_frame_ms": last or None,
+        "data_age_s": round((now - last) / 1000, 1) if last else None,
+        "window_minutes": window_minutes,
+        "window": win.as_dict(),
+        "compliance": None if win.compliance is None else round(win.compliance, 4),
+        "totals": totals.as_dict(),
+        "persons": {k: win.as_dict()[k] for k in ("persons", "persons_with_mask", "persons_without_mask", "persons_mask_worn_incorrectly")},
+        "warnings": warnings,
+    }
+
+
+def camera_summaries(store: Store, window_minutes: int, now_ms: int | None = None) -> list[dict[str, Any]]:
+    """camera_summary of every known camera, by id: what GET /api/cameras and `maskwatch stats --json` answer."""
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    return [camera_summary(store, cid, window_minutes, now) for cid in store.camera_ids()]
+
+
+def all_fields() -> Iterable[str]:
+    return COUNT_FIELDS

@@ -1,0 +1,60 @@
+"""`python -m serving`: parse tensorflow_model_server's flags, serve until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+
+# TensorFlow's C++ logging is noise on a service's stderr; ours is structured below.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from maskwatch.lifecycle import stop_event  # noqa: E402
+from maskwatch.logs import setup_logging  # noqa: E402
+from serving.settings import Settings, SettingsError, parse_settings  # noqa: E402
+
+logger = logging.getLogger("serving")
+
+
+def run(settings: Settings, stop: threading.Event) -> int:
+    """Serve until `stop` is set; the exit code."""
+    from serving.server import ModelServer, StartupError
+
+    server = ModelServer(settings)
+    try:
+        ready = server.start(stop)
+    except StartupError as error:
+        logger.error("startup failed error=%r", str(error))
+        server.stop(0)
+        return 1
+    if ready:
+        logger.info(
+            "server ready grpc_port=%s rest_port=%s models=%s",
+            server.grpc_port,
+            server.rest_port or 0,
+            ",".join(server.manager.model_names() if server.manager else []),
+        )
+        stop.wait()
+    logger.info("shutdown requested")
+    server.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: flags → Settings → server; SIGTERM and SIGINT stop it gracefully."""
+    try:
+        settings = parse_settings(argv)
+    except SettingsError as error:
+        print(f"python -m serving: error: {error}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level.upper(), service="serving")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    stop = stop_event()
+    logger.info("server starting settings=%r", settings)
+    return run(settings, stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

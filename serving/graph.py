@@ -1,0 +1,264 @@
+"""The served mask-detector graph: JPEG decoding, SSD face detection, per-face mask classification, Contract 2 outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import tensorflow as tf
+
+from maskwatch.detections import CLASS_IDS, OUT_BOXES, OUT_CLASSES, OUT_NUM, OUT_SCORES, WITH_MASK, WITHOUT_MASK
+from serving.caffe import DetectionParams
+from serving.signature import INPUT_IMAGES, OUT_FACE_SCORES
+from serving.ssd import BGR_MEAN
+
+CLASSIFIER_SIZE = 224
+# The classifier's outputs, in order, as Contract 2 class ids.
+CLASSIFIER_CLASS_IDS = (CLASS_IDS[WITH_MASK], CLASS_IDS[WITHOUT_MASK])
+DEFAULT_MAX_DETECTIONS = 100
+# Pixels of replicated edge around each decoded image in the crop tensor (see pad_for_crops).
+CROP_BORDER = 1
+
+Classifier = Callable[..., tf.Tensor]
+
+
+class Detector(Protocol):
+    """What the module needs of a face detector (`ssd.FaceDetector`, `ssd.TunedFaceDetector`)."""
+
+    @property
+    def input_hw(self) -> tuple[int, int]: ...
+
+    @property
+    def params(self) -> DetectionParams: ...
+
+    def __call__(self, blob: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]: ...
+
+
+def resize_like_opencv(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """Bilinear resize with half-pixel centres and no antialiasing, rounded to integers: cv2.INTER_LINEAR on uint8."""
+    resized = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear", antialias=False)
+    return tf.clip_by_value(tf.round(resized), 0.0, 255.0)
+
+
+def detector_blob(resized_rgb: tf.Tensor) -> tf.Tensor:
+    """What cv2.dnn.blobFromImage(bgr, 1.0, size, (104, 177, 123)) makes, in NHWC, from resized RGB pixels."""
+    return tf.reverse(resized_rgb, axis=[-1]) - tf.constant(BGR_MEAN, tf.float32)
+
+
+def yxyx_clipped(boxes_xyxy: tf.Tensor) -> tf.Tensor:
+    """(xmin, ymin, xmax, ymax) to (ymin, xmin, ymax, xmax), clipped to the image."""
+    x0, y0, x1, y1 = tf.unstack(boxes_xyxy, axis=-1)
+    return tf.clip_by_value(tf.stack([y0, x0, y1, x1], axis=-1), 0.0, 1.0)
+
+
+def pad_for_crops(rgb: tf.Tensor, batch_hw: tf.Tensor) -> tf.Tensor:
+    """One image [H,W,3] with its edge replicated CROP_BORDER pixels out, zero-padded to batch_hw + 2*CROP_BORDER.
+
+    The replicated edge makes a crop touching the image border read the border pixel, as cv2.resize of a region
+    does, and never the zeros of the batch padding.
+    """
+    b = CROP_BORDER
+    framed = tf.pad(rgb, [[b, b], [b, b], [0, 0]], mode="SYMMETRIC")
+    return tf.image.pad_to_bounding_box(framed, 0, 0, batch_hw[0] + 2 * b, batch_hw[1] + 2 * b)
+
+
+def crop_boxes(boxes: tf.Tensor, image_hw: tf.Tensor, padded_hw: tf.Tensor, size: int) -> tf.Tensor:
+    """Boxes for tf.image.crop_and_resize that sample a region like cv2.resize of it does (half-pixel centres).
+
+    boxes [M,4] normalised (ymin, xmin, ymax, xmax) in images of size image_hw [M,2], laid out by `pad_for_crops`
+    in tensors of size padded_hw [2]. Samples stay within half a pixel of the image, i.e. on the replicated edge.
+    """
+    hw = tf.cast(image_hw, tf.float32)
+    pixels = boxes * tf.concat([hw, hw], axis=-1)
+    start, end = pixels[:, :2], pixels[:, 2:]
+    step = (end - start) / size
+    first = start + 0.5 * step - 0.5 + CROP_BORDER
+    last = first + (size - 1) * step
+    denom = tf.maximum(tf.cast(padded_hw, tf.float32) - 1.0, 1.0)
+    return tf.concat([first / denom, last / denom], axis=-1)
+
+
+def context_boxes(boxes: tf.Tensor, image_hw: tf.Tensor, margin: float) -> tf.Tensor:
+    """Square boxes about each face: side (1 + 2*margin) * the longer side in pixels, same centre; normalised
+    (ymin, xmin, ymax, xmax) like `boxes` [M,4] in images of size image_hw [M,2]. They may reach past the image."""
+    hw = tf.cast(image_hw, tf.float32)
+    pixels = boxes * tf.concat([hw, hw], axis=-1)
+    centre = (pixels[:, :2] + pixels[:, 2:]) / 2.0
+    half = tf.reduce_max(pixels[:, 2:] - pixels[:, :2], axis=-1, keepdims=True) * (0.5 + margin)
+    return tf.concat([centre - half, centre + half], axis=-1) / tf.concat([hw, hw], axis=-1)
+
+
+def letterbox_size(image_hw: tf.Tensor, canvas_hw: tuple[int, int], max_upscale: float) -> tf.Tensor:
+    """Size [2] int32 of an image of image_hw [2] scaled, aspect kept, to fit the canvas, at most max_upscale times."""
+    hw = tf.cast(image_hw, tf.float32)
+    scale = tf.minimum(tf.reduce_min(tf.constant(canvas_hw, tf.float32) / hw), max_upscale)
+    return tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), 1)
+
+
+def compact(keep: tf.Tensor, key: tf.Tensor, k: int) -> tf.Tensor:
+    """Row order [N,k] that puts kept rows first, each group by descending key, ties by original position."""
+    ranked = tf.where(keep, key, -tf.ones_like(key))
+    return tf.math.top_k(ranked, k=k, sorted=True).indices
+
+
+class MaskDetectorModule(tf.Module):
+    """JPEG bytes in, faces with a mask class out, in one graph (Contract 2)."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        classifier: Classifier,
+        face_threshold: float,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
+        name: str = "mask_detector",
+        classifier_size: int = CLASSIFIER_SIZE,
+        class_ids: tuple[int, ...] = CLASSIFIER_CLASS_IDS,
+        crop_margin: float | None = None,
+        letterbox: bool = False,
+        max_upscale: float = 1.0,
+    ) -> None:
+        """The defaults are the pre-trained model's: the detector's input squashed from the whole image, the
+        classifier fed the face box alone at 224 px. `letterbox` keeps the aspect ratio instead (scaling by at most
+        `max_upscale`, padding with the mean colour); `crop_margin` feeds it a square with context around the box."""
+        super().__init__(name=name)
+        if not 0.0 < face_threshold < 1.0:
+            raise ValueError(f"face_threshold {face_threshold} outside (0, 1)")
+        keep_top_k = detector.params.keep_top_k
+        if not 1 <= max_detections <= keep_top_k:
+            raise ValueError(f"max_detections {max_detections} outside [1, {keep_top_k}]")
+        if not set(class_ids) <= set(CLASS_IDS.values()) or not class_ids:
+            raise ValueError(f"class ids {class_ids} are not Contract 2 classes")
+        if crop_margin is not None and not 0.0 <= crop_margin <= 1.0:
+            raise ValueError(f"crop_margin {crop_margin} outside [0, 1]")
+        if max_upscale <= 0.0:
+            raise ValueError(f"max_upscale {max_upscale} <= 0")
+        self.detector = detector
+        self.classifier = classifier
+        self.max_detections = max_detections
+        self.classifier_size = classifier_size
+        self.class_ids = tuple(class_ids)
+        self.crop_margin = crop_margin
+        self.letterbox = letterbox
+        self.max_upscale = max_upscale
+        self.face_threshold = tf.Variable(face_threshold, dtype=tf.float32, trainable=False, name="face_threshold")
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_IMAGES)])
+    def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The `serving_default` signature: a batch of JPEG strings to Contract 2 outputs."""
+        return self.predict(images)
+
+    def decode(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """JPEG strings [N] to (detector blobs [N,300,300,3], RGB images laid out by `pad_for_crops`, sizes [N,2])."""
+        sizes = tf.map_fn(
+            lambda s: tf.image.extract_jpeg_shape(s)[:2], images, fn_output_signature=tf.TensorSpec([2], tf.int32)
+        )
+        batch_hw = tf.reduce_max(sizes, axis=0)
+        in_h, in_w = self.detector.input_hw
+        if self.letterbox:
+            return self.decode_letterboxed(images, sizes, batch_hw)
+
+        def one(jpeg: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            rgb = tf.io.decode_jpeg(jpeg, channels=3, dct_method="INTEGER_ACCURATE")
+            small = resize_like_opencv(rgb, (in_h, in_w))
+            return small, pad_for_crops(rgb, batch_hw)
+
+        small, padded = tf.map_fn(
+            one,
+            images,
+            fn_output_signature=(
+                tf.TensorSpec([in_h, in_w, 3], tf.float32),
+                tf.TensorSpec([None, None, 3], tf.uint8),
+            ),
+        )
+        return detector_blob(small), padded, sizes
+
+    def decode_letterboxed(
+        self, images: tf.Tensor, sizes: tf.Tensor, batch_hw: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """As `decode`, each image scaled with its aspect kept into the top-left of the detector's input."""
+        in_h, in_w = self.detector.input_hw
+
+        def one(jpeg: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            rgb = tf.io.decode_jpeg(jpeg, channels=3, dct_method="INTEGER_ACCURATE")
+            size = letterbox_size(tf.shape(rgb)[:2], (in_h, in_w), self.max_upscale)
+            blob = detector_blob(resize_like_opencv(rgb, size))
+            return tf.image.pad_to_bounding_box(blob, 0, 0, in_h, in_w), pad_for_crops(rgb, batch_hw)
+
+        blob, padded = tf.map_fn(
+            one,
+            images,
+            fn_output_signature=(
+                tf.TensorSpec([in_h, in_w, 3], tf.float32),
+                tf.TensorSpec([None, None, 3], tf.uint8),
+            ),
+        )
+        return blob, padded, sizes
+
+    def image_boxes(self, boxes: tf.Tensor, sizes: tf.Tensor) -> tf.Tensor:
+        """Detector boxes [N,K,4] (ymin, xmin, ymax, xmax) normalised to its input, normalised to each image."""
+        if not self.letterbox:
+            return boxes
+        canvas = tf.constant(self.detector.input_hw, tf.float32)
+        extent = tf.map_fn(
+            lambda hw: tf.cast(letterbox_size(hw, self.detector.input_hw, self.max_upscale), tf.float32) / canvas,
+            sizes,
+            fn_output_signature=tf.TensorSpec([2], tf.float32),
+        )
+        return boxes / tf.tile(extent, [1, 2])[:, tf.newaxis, :]
+
+    def classify(self, crops: tf.Tensor) -> tf.Tensor:
+        """Face crops [M,S,S,3] in RGB 0..255 to class probabilities [M,C]; an empty batch skips the model."""
+        return tf.cond(
+            tf.shape(crops)[0] > 0,
+            lambda: tf.convert_to_tensor(self.classifier(crops / 127.5 - 1.0, training=False)),
+            lambda: tf.zeros([0, len(self.class_ids)], tf.float32),
+        )
+
+    def predict(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        blob, padded, sizes = self.decode(images)
+        boxes_xyxy, face_scores, _ = self.detector(blob)
+        boxes = tf.clip_by_value(self.image_boxes(yxyx_clipped(boxes_xyxy), sizes), 0.0, 1.0)
+        has_area = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+        keep = (face_scores >= self.face_threshold) & has_area
+
+        k = self.max_detections
+        order = compact(keep, face_scores, k)
+        boxes = tf.gather(boxes, order, batch_dims=1)
+        face_scores = tf.gather(face_scores, order, batch_dims=1)
+        keep = tf.gather(keep, order, batch_dims=1)
+
+        # Classify only the kept faces of the whole batch, in one classifier batch, then scatter back.
+        where = tf.where(keep)
+        image_index = tf.cast(where[:, 0], tf.int32)
+        face_sizes = tf.gather(sizes, image_index)
+        face_boxes = tf.gather_nd(boxes, where)
+        if self.crop_margin is not None:
+            face_boxes = context_boxes(face_boxes, face_sizes, self.crop_margin)
+        size = self.classifier_size
+        crops = tf.image.crop_and_resize(
+            padded,
+            crop_boxes(face_boxes, face_sizes, tf.shape(padded)[1:3], size),
+            image_index,
+            [size, size],
+            method="bilinear",
+        )
+        probs = tf.scatter_nd(where, self.classify(crops), [tf.shape(keep)[0], k, len(self.class_ids)])
+
+        class_ids = tf.gather(tf.constant(self.class_ids, tf.float32), tf.argmax(probs, axis=-1))
+        scores = face_scores * tf.reduce_max(probs, axis=-1)
+        order = compact(keep, scores, k)
+
+        def rows(x: tf.Tensor) -> tf.Tensor:
+            x = tf.gather(x, order, batch_dims=1)
+            mask = tf.gather(keep, order, batch_dims=1)
+            while mask.shape.rank < x.shape.rank:
+                mask = mask[..., tf.newaxis]
+            return tf.where(mask, x, tf.zeros_like(x))
+
+        return {
+            OUT_BOXES: rows(boxes),
+            OUT_SCORES: rows(scores),
+            OUT_CLASSES: rows(class_ids),
+            OUT_NUM: tf.reduce_sum(tf.cast(keep, tf.float32), axis=1),
+            OUT_FACE_SCORES: rows(face_scores),
+        }

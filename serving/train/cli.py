@@ -1,0 +1,244 @@
+"""`maskwatch train`: fine-tune the detector and the 3-class classifier on a VOC set, write the weights, export a
+new model version (which a watching model server loads) with its validation report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from maskwatch.eval import dataset, report, split
+from maskwatch.logs import setup_logging
+from serving.signature import ASSETS_EXTRA, MODEL_NAME
+from serving.train.config import ClassifierConfig, DetectorConfig
+from serving.train.model import DEFAULT_CANVAS_HW
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+REPORT_DIR = "validation"  # under the version's assets.extra/
+
+
+def next_version(model_dir: Path) -> int:
+    versions = [int(p.name) for p in model_dir.glob("*") if p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The `maskwatch train` options (also how maskwatch/cli.py builds its subcommand)."""
+    d, c = DetectorConfig(), ClassifierConfig()
+    ap.add_argument("--data", type=Path, required=True, help="VOC directory with annotations/ and images/")
+    ap.add_argument("--out", type=Path, default=Path("models"), help="model base path (default: models)")
+    ap.add_argument("--version", type=int, help="version to write (default: the next free number)")
+    ap.add_argument("--epochs", type=int, default=d.epochs, help=f"detector epochs (default: {d.epochs})")
+    ap.add_argument(
+        "--classifier-epochs", type=int, default=c.epochs, help=f"classifier epochs (default: {c.epochs})"
+    )
+    ap.add_argument("--batch-size", type=int, default=d.batch_size, help="detector crops per step")
+    ap.add_argument("--crop", type=int, default=d.crop, help="detector training crop side in pixels")
+    ap.add_argument("--classifier-size", type=int, default=c.size, help="classifier input side in pixels")
+    ap.add_argument("--seed", type=int, default=split.DEFAULT_SEED)
+    ap.add_argument("--val-fraction", type=float, default=split.DEFAULT_VAL_FRACTION)
+    ap.add_argument("--limit", type=int, default=0, help="use only the first N training images (quick runs)")
+    ap.add_argument("--work-dir", type=Path, help="checkpoints and weights (default: <out>/.train)")
+    ap.add_argument("--resume", action="store_true", help="carry on from the work directory's checkpoints")
+    ap.add_argument("--install-weights", type=Path, help="also copy the weights here (e.g. serving/weights)")
+    ap.add_argument("--face-threshold", type=float, default=0.3, help="the exported model's face threshold")
+    ap.add_argument("--canvas", default="x".join(map(str, DEFAULT_CANVAS_HW)), help="detector input HxW when served")
+    ap.add_argument("--max-upscale", type=float, default=1.0, help="largest factor the served model scales an image by")
+    ap.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
+    ap.add_argument("--fps-frames", type=int, default=30, help="640x480 frames timed in the validation report")
+    ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def canvas_hw(text: str) -> tuple[int, int] | None:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        return None
+    return (h, w) if min(h, w) >= 32 else None
+
+
+def check(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, if anything."""
+    if canvas_hw(args.canvas) is None:
+        return "--canvas must look like 480x640 (each side >= 32)"
+    if args.version is not None and args.version < 1:
+        return "--version must be >= 1"
+    if min(args.epochs, args.classifier_epochs, args.batch_size, args.threads) < 1 or args.crop < 64:
+        return "epochs, batch size and threads must be >= 1, --crop >= 64"
+    if not 0.0 < args.face_threshold < 1.0:
+        return "--face-threshold must be in (0, 1)"
+    if not 0.0 < args.val_fraction < 1.0 or args.limit < 0 or args.max_upscale <= 0:
+        return "--val-fraction must be in (0, 1), --limit >= 0, --max-upscale > 0"
+    return None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="maskwatch train", description=__doc__)
+    add_arguments(ap)
+    args = ap.parse_args(argv)
+    problem = check(args)
+    if problem:
+        ap.error(problem)
+    return args
+
+
+def _configs(args: argparse.Namespace) -> tuple[DetectorConfig, ClassifierConfig]:
+    det = replace(DetectorConfig(), epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, seed=args.seed)
+    cls = replace(ClassifierConfig(), epochs=args.classifier_epochs, size=args.classifier_size, seed=args.seed)
+    return det, cls
+
+
+def _prepare_work_dir(work: Path, state: dict[str, Any], resume: bool) -> None:
+    """A fresh work directory, or with `resume` the same one, refused if it was made with other settings."""
+    state_file = work / STATE_FILE
+    if resume and state_file.is_file():
+        before = json.loads(state_file.read_text(encoding="utf-8"))
+        differs = sorted(k for k in set(before) | set(state) if before.get(k) != state.get(k))
+        if differs:
+            raise ValueError(f"{work} was started with other settings ({', '.join(differs)}); drop --resume")
+        return
+    for sub in ("detector", "classifier", "weights"):
+        shutil.rmtree(work / sub, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """`maskwatch train` with parsed options; 0 when the new version is exported, 1 if it exists, 2 on bad input."""
+    problem = check(args)
+    if problem:
+        print(f"maskwatch train: error: {problem}", file=sys.stderr)
+        return 2
+    canvas = canvas_hw(args.canvas)
+    assert canvas is not None
+    setup_logging(args.log_level, "kv", service="train")
+    for noisy in ("absl", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import tensorflow as tf
+
+    from maskwatch.eval import runner
+    from maskwatch.eval.cli import evaluate_split
+    from serving import caffe, export
+    from serving.ssd import TunedFaceDetector
+    from serving.train import classifier as cls_train
+    from serving.train import data
+    from serving.train import detector as det_train
+    from serving.train import model as tuned
+
+    runner.limit_threads(args.threads)
+    tf.random.set_seed(args.seed)
+    started = time.monotonic()
+    try:
+        samples = dataset.load(args.data)
+        parts = split.split(samples, args.val_fraction, args.seed)
+    except (dataset.DatasetError, ValueError) as exc:
+        logger.error("data unusable error=%s", exc)
+        return 2
+    train_samples = parts.train[: args.limit] if args.limit else parts.train
+    logger.info(
+        "split images=%d groups=%d train=%d val=%d using_train=%d",
+        len(samples),
+        parts.groups,
+        len(parts.train),
+        len(parts.val),
+        len(train_samples),
+    )
+    det_cfg, cls_cfg = _configs(args)
+    work = args.work_dir or args.out / ".train"
+    state = {
+        "data": str(args.data.resolve()),
+        "train_images": [s.name for s in train_samples],
+        "detector": asdict(det_cfg),
+        "classifier": asdict(cls_cfg),
+    }
+    try:
+        _prepare_work_dir(work, json.loads(json.dumps(state)), args.resume)
+    except ValueError as exc:
+        logger.error("cannot resume error=%s", exc)
+        return 2
+    sources = export.default_sources()
+    images = data.read_images(train_samples)
+
+    detector = TunedFaceDetector(caffe.load(sources.prototxt, sources.caffemodel), canvas)
+    det_figures = det_train.train_detector(detector, images, det_cfg, work / "detector", args.resume)
+
+    patches, labels = data.face_patches(images)
+    val_patches, val_labels = data.face_patches(data.read_images(parts.val))
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(cls_cfg.seed)  # the new output column's initial weights and dropout draws
+    model = tuned.build_classifier(cls_cfg.size, len(tuned.TUNED_CLASS_IDS))
+    copied = cls_train.init_from_h5(model, export.load_classifier(sources.classifier))
+    logger.info("classifier initialised layers_from_h5=%d patches=%d", copied, len(patches))
+    cls_figures = cls_train.train_classifier(
+        model, patches, labels, cls_cfg, work / "classifier", args.resume, val=(val_patches, val_labels)
+    )
+
+    manifest = tuned.Manifest(
+        canvas_hw=canvas,
+        max_upscale=args.max_upscale,
+        classifier_size=cls_cfg.size,
+        crop_margin=cls_cfg.margin,
+        face_threshold=args.face_threshold,
+        training={
+            "data": str(args.data),
+            "split": {"val_fraction": args.val_fraction, "seed": args.seed, "train": len(parts.train), "val": len(parts.val)},
+            "detector": {**asdict(det_cfg), "final": det_figures},
+            "classifier": {**asdict(cls_cfg), "final": {k: v for k, v in cls_figures.items() if k != "val_recall"}},
+        },
+    )
+    weights_dir = work / "weights"
+    manifest = tuned.write(
+        weights_dir,
+        {k: v.numpy() for k, v in detector.variables_by_name().items()},
+        tuned.classifier_arrays(model),
+        manifest,
+    )
+    logger.info("weights written dir=%s", weights_dir)
+
+    model_dir = args.out / MODEL_NAME
+    version = args.version or next_version(model_dir)
+    module, manifest = export.build_tuned_module(weights_dir, sources, max_detections=export.DEFAULT_MAX_DETECTIONS)
+    info = export.tuned_model_info(module, weights_dir, manifest)
+    figures: dict[str, Any] = {}
+
+    def validate(staging: Path) -> None:
+        predictor = runner.SavedModelPredictor(staging)
+        result, meta = evaluate_split(predictor, parts.val, fps_frames=args.fps_frames)
+        meta = {**meta, "model": f"{MODEL_NAME}/{version}", "data": str(args.data), "split": "val", "threads": args.threads}
+        paths = report.write(result, meta, staging / ASSETS_EXTRA / REPORT_DIR)
+        figures.update(report.as_dict(result, meta))
+        print(paths["markdown"].read_text(encoding="utf-8"))
+
+    try:
+        path = export.export(module, info, args.out, version, before_publish=validate)
+    except FileExistsError as exc:
+        logger.error("export refused error=%s", exc)
+        return 1
+    if args.install_weights:
+        args.install_weights.mkdir(parents=True, exist_ok=True)
+        for name in (tuned.DETECTOR_FILE, tuned.CLASSIFIER_FILE, tuned.MANIFEST_FILE):
+            shutil.copy2(weights_dir / name, args.install_weights / name)
+        logger.info("weights installed dir=%s", args.install_weights)
+    logger.info(
+        "trained version=%d path=%s mAP=%s minutes=%.1f report=%s",
+        version,
+        path,
+        figures.get("mean_ap"),
+        (time.monotonic() - started) / 60,
+        path / ASSETS_EXTRA / REPORT_DIR / report.MARKDOWN_FILE,
+    )
+    return 0

@@ -1,0 +1,31 @@
+"""Training settings: the detector's and the classifier's, with the defaults `maskwatch train` uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from serving.train.model import DEFAULT_CLASSIFIER_SIZE, DEFAULT_CROP_MARGIN
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    epochs: int = 12
+    batch_size: int = 8
+    crop: int = 320
+    learning_rate: float = 3e-4
+    weight_decay: float = 1e-4
+    scale_range: tuple[float, float] = (0.6, 1.7)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    epochs: int = 12
+    batch_size: int = 64
+    size: int = DEFAULT_CLASSIFIER_SIZE
+    margin: float = DEFAULT_CROP_MARGIN
+    learning_rate: float = 5e-4
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    weight_power: float = 0.5
+    seed: int = 0

@@ -1,0 +1,111 @@
+"""The fine-tuned mask model as files: `face_detector.npz` + `mask_classifier.npz` + `manifest.json` (how to
+rebuild it), read by `python -m serving.export` and written by `maskwatch train`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maskwatch.detections import CLASS_IDS, INCORRECT, WITH_MASK, WITHOUT_MASK
+
+DETECTOR_FILE = "face_detector.npz"
+CLASSIFIER_FILE = "mask_classifier.npz"
+MANIFEST_FILE = "manifest.json"
+# The weights committed with the code (see serving/MODEL_CARD.md).
+PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+# Classifier outputs, in order, as Contract 2 class ids.
+TUNED_CLASS_IDS = (CLASS_IDS[WITH_MASK], CLASS_IDS[WITHOUT_MASK], CLASS_IDS[INCORRECT])
+DEFAULT_CANVAS_HW = (480, 640)
+DEFAULT_CLASSIFIER_SIZE = 96
+DEFAULT_CROP_MARGIN = 0.15
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """How the weights files become a model: detector input, classifier input and crop, recommended threshold."""
+
+    canvas_hw: tuple[int, int] = DEFAULT_CANVAS_HW
+    max_upscale: float = 1.0
+    classifier_size: int = DEFAULT_CLASSIFIER_SIZE
+    crop_margin: float = DEFAULT_CROP_MARGIN
+    class_ids: tuple[int, ...] = TUNED_CLASS_IDS
+    face_threshold: float = 0.3
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    training: dict[str, Any] = field(default_factory=dict)  # data, split, epochs, seed, figures
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def read(cls, weights_dir: Path) -> Manifest:
+        raw = json.loads((weights_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+        raw["canvas_hw"] = tuple(raw["canvas_hw"])
+        raw["class_ids"] = tuple(raw["class_ids"])
+        return cls(**raw)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def has_weights(weights_dir: Path) -> bool:
+    return all((weights_dir / f).is_file() for f in (DETECTOR_FILE, CLASSIFIER_FILE, MANIFEST_FILE))
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def verify(weights_dir: Path, manifest: Manifest) -> None:
+    """Raise ValueError when a weights file differs from the manifest's digest."""
+    for name, digest in manifest.files.items():
+        actual = sha256(weights_dir / name)
+        if actual != digest:
+            raise ValueError(f"{weights_dir / name}: sha256 {actual[:16]}… differs from the manifest's {digest[:16]}…")
+
+
+def write(weights_dir: Path, detector: dict[str, np.ndarray], classifier: dict[str, np.ndarray], manifest: Manifest) -> Manifest:
+    """Write the three files (float32 arrays, compressed); returns the manifest with the files' digests."""
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    digests = {}
+    for name, arrays in ((DETECTOR_FILE, detector), (CLASSIFIER_FILE, classifier)):
+        path = weights_dir / name
+        np.savez_compressed(path, allow_pickle=False, **{k: np.asarray(v, np.float32) for k, v in arrays.items()})
+        digests[name] = sha256(path)
+    final = Manifest(**{**asdict(manifest), "files": digests})
+    (weights_dir / MANIFEST_FILE).write_text(final.to_json(), encoding="utf-8")
+    return final
+
+
+def build_classifier(size: int, classes: int, dropout: float = 0.2) -> Any:
+    """MobileNetV2 (alpha 1) at `size` px, global average pooling, dense 128 ReLU, dropout, dense softmax: the
+    pre-trained H5 classifier's shape with a smaller input and `classes` outputs. A tf-keras (Keras 2) model."""
+    import tf_keras
+
+    base = tf_keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False, weights=None, alpha=1.0)
+    x = tf_keras.layers.GlobalAveragePooling2D(name="pool")(base.output)
+    x = tf_keras.layers.Dense(128, activation="relu", name="dense")(x)
+    x = tf_keras.layers.Dropout(dropout, name="dropout")(x)
+    out = tf_keras.layers.Dense(classes, activation="softmax", name="dense_1")(x)
+    return tf_keras.Model(base.input, out, name="mask_classifier")
+
+
+def classifier_arrays(model: Any) -> dict[str, np.ndarray]:
+    """Every weight (trainable or not, e.g. BatchNorm statistics) keyed by its variable name."""
+    return {w.name: w.numpy() for w in model.weights}
+
+
+def load_classifier_arrays(model: Any, arrays: dict[str, np.ndarray]) -> None:
+    missing = sorted({w.name for w in model.weights} - set(arrays))
+    if missing:
+        raise ValueError(f"classifier weights lack {missing[:5]}")
+    for w in model.weights:
+        if tuple(arrays[w.name].shape) != tuple(w.shape):
+            raise ValueError(f"classifier weight {w.name} has shape {arrays[w.name].shape}, want {tuple(w.shape)}")
+        w.assign(arrays[w.name])

@@ -1,0 +1,184 @@
+"""Helpers for the model server tests: tiny SavedModels in TF Serving's layout, a server subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_log_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from maskwatch.stack import free_port
+from serving.server import ModelServer
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+class TinyDetector(tf.Module):
+    """Contract 2's signature on a toy: one detection per image, num_detections = len(bytes)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__()
+        self.version = tf.constant(version, tf.int64)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+    def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        n = tf.cast(tf.strings.length(images), tf.float32)
+        batch = tf.shape(images)[0]
+        return {
+            "num_detections": n,
+            "detection_scores": tf.reshape(n, [-1, 1]) / 100.0,
+            "detection_boxes": tf.zeros([batch, 1, 4]),
+            "detection_classes": tf.ones([batch, 1]),
+            "model_version": tf.fill([batch], self.version),
+        }
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+    def double(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": x * 2.0}
+
+
+def predict_request(images: Sequence[bytes], name: str = "mask_detector", **spec: object) -> predict_pb2.PredictRequest:
+    """A Predict request for the tiny detector."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    for key, value in spec.items():
+        if key == "version":
+            request.model_spec.version.value = int(value)  # type: ignore[call-overload]
+        else:
+            setattr(request.model_spec, key, value)
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(list(images), dtype=tf.string))
+    return request
+
+
+def write_warmup(version_dir: Path, requests: Sequence[predict_pb2.PredictRequest]) -> None:
+    """assets.extra/tf_serving_warmup_requests holding these Predict requests."""
+    target = version_dir / "assets.extra"
+    target.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(target / "tf_serving_warmup_requests")) as writer:
+        for request in requests:
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def build_model(base: Path, version: int, warmup: Sequence[predict_pb2.PredictRequest] = ()) -> Path:
+    """Export the tiny detector as `<base>/<version>`, atomically (written aside, then renamed)."""
+    base.mkdir(parents=True, exist_ok=True)
+    staging = base / f".staging-{version}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    module = TinyDetector(version)
+    tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve, "double": module.double})
+    if warmup:
+        write_warmup(staging, warmup)
+    final = base / str(version)
+    staging.rename(final)
+    return final
+
+
+def build_broken(base: Path, version: int) -> Path:
+    """A numbered directory whose saved_model.pb is garbage."""
+    path = base / str(version)
+    path.mkdir(parents=True)
+    (path / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    return path
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
+    """Poll `condition` until true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def version_states(target: str, name: str = "mask_detector") -> dict[int, int]:
+    """version -> state number from GetModelStatus ({} when unreachable or unknown)."""
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = name
+    with grpc.insecure_channel(target) as channel:
+        try:
+            response = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=2)
+        except grpc.RpcError:
+            return {}
+    return {s.version: s.state for s in response.model_version_status}
+
+
+class ServerProcess:
+    """`python -m serving ...` in a subprocess, with its log kept for assertions."""
+
+    def __init__(self, args: Sequence[str], log_path: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", "--port", str(self.port), *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+            cwd=ROOT,
+        )
+
+    def log(self) -> str:
+        """Everything the server wrote so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def wait_available(self, name: str = "mask_detector", timeout: float = 120) -> None:
+        """Until GetModelStatus shows an AVAILABLE version (fails early if the process dies)."""
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited rc={self.proc.returncode}:\n{self.log()[-3000:]}")
+            return AVAILABLE in version_states(self.target, name).values()
+
+        wait_until(ready, timeout, f"model {name} AVAILABLE", interval=0.25)
+
+    def stub(self) -> prediction_service_pb2_grpc.PredictionServiceStub:
+        """A PredictionService stub on a fresh channel."""
+        return prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(self.target))
+
+    def terminate(self, timeout: float = 15) -> int:
+        """SIGTERM, then the exit code (killed, and the test fails, if it does not exit in time)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Make sure the process is gone and the log closed."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def start_server(*argv: str) -> ModelServer:
+    """An in-process ModelServer from command-line flags, ready (models loaded, ports open)."""
+    import threading
+
+    from serving.settings import parse_settings
+
+    server = ModelServer(parse_settings(["--port", str(free_port()), *argv]))
+    if not server.start(threading.Event()):
+        raise AssertionError("server did not start")
+    return server

@@ -1,0 +1,85 @@
+"""The upload check against the real model server (`python -m serving`) over gRPC, and its error answers."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from flask import Flask
+from flask.testing import FlaskClient
+
+from dashboard.app import close_app, create_app
+from maskwatch.stack import free_port
+from maskwatch.store import Store
+from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are fixtures)
+    dashboard_settings,
+    fixture_dashboard_store,
+)
+
+
+def astronaut(ext: str = ".jpg") -> bytes:
+    bgr = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(ext, bgr)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture
+def app_for(redis_url: str, dashboard_store: Store) -> Iterator[object]:
+    apps: list[Flask] = []
+
+    def make(serving: str) -> FlaskClient:
+        app, _ = create_app(
+            dashboard_settings(dashboard_store, redis_url, serving=serving, predict_timeout_s=60),
+            dashboard_store,
+            start_live=False,
+        )
+        apps.append(app)
+        return app.test_client()
+
+    yield make
+    for app in apps:
+        close_app(app)
+
+
+@pytest.mark.timeout(300)
+def test_predict_finds_the_face_and_draws_it(app_for, serving: str) -> None:  # type: ignore[no-untyped-def]
+    http = app_for(serving)
+    r = http.post("/api/predict?min_score=0.3", data={"image": (io.BytesIO(astronaut()), "a.jpg")})
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    assert body["model"] == "mask_detector" and (body["width"], body["height"]) == (512, 512)
+    assert body["detections"], "the astronaut's face is found"
+    d = body["detections"][0]
+    assert d["label"] in ("with_mask", "without_mask", "mask_worn_incorrectly") and d["score"] >= 0.3
+    ymin, xmin, ymax, xmax = d["box"]
+    assert 0 <= ymin < ymax <= 1 and 0 <= xmin < xmax <= 1
+    assert body["counts"]["faces"] == len(body["detections"])
+    annotated = cv2.imdecode(np.frombuffer(base64.b64decode(body["annotated_jpeg_base64"]), np.uint8), cv2.IMREAD_COLOR)
+    assert annotated.shape == (512, 512, 3)
+
+    png = http.post("/api/predict?format=jpeg", data={"image": (io.BytesIO(astronaut(".png")), "a.png")})
+    assert png.status_code == 200 and png.mimetype == "image/jpeg" and png.data[:3] == b"\xff\xd8\xff"
+    raw = http.post("/api/predict?min_score=1", data=astronaut(), content_type="image/jpeg")
+    assert raw.status_code == 200 and raw.get_json()["detections"] == []
+
+
+@pytest.mark.timeout(120)
+def test_predict_errors(app_for) -> None:  # type: ignore[no-untyped-def]
+    http = app_for(f"127.0.0.1:{free_port()}")  # nothing listens there
+    down = http.post("/api/predict", data={"image": (io.BytesIO(astronaut()), "a.jpg")})
+    assert down.status_code == 503 and down.get_json()["error"] == "model server unavailable"
+    assert down.get_json()["grpc_code"] == "UNAVAILABLE"
+    assert http.post("/api/predict").get_json()["error"] == "no image"
+    junk = http.post("/api/predict", data={"image": (io.BytesIO(b"not an image"), "x.jpg")})
+    assert junk.status_code == 415 and junk.get_json()["error"] == "unsupported image type"
+    cut = http.post("/api/predict", data={"image": (io.BytesIO(astronaut()[:400]), "x.jpg")})  # header, no pixels
+    assert cut.status_code == 400 and cut.get_json()["error"] == "not an image"
+    assert http.post("/api/predict?min_score=2", data=astronaut(), content_type="image/jpeg").status_code == 400
+    assert http.get("/api/predict").status_code == 405
+    assert http.get("/check").status_code == 200

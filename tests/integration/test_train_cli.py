@@ -1,0 +1,92 @@
+"""`maskwatch train` end to end on a tiny VOC set: a new version appears under a watching model server, which swaps
+it in and answers Contract 2 with three classes; the version carries its validation report; --resume re-exports
+from the checkpoints without training again."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from tensorflow_serving.apis import get_model_status_pb2
+
+from maskwatch.detections import parse_outputs
+from serving.server import ModelServer
+from serving.signature import ASSETS_EXTRA
+from serving.train import model as tuned
+from serving.train.cli import REPORT_DIR, train_main
+from tests.integration.serving_fixtures import build_model, start_server, version_states, wait_until
+from tests.voc_fixtures import write_voc
+from worker.model import ModelClient
+
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+POLL = ("--file_system_poll_wait_seconds", "0.2", "--max_num_load_retries", "0")
+QUICK = ["--epochs", "1", "--classifier-epochs", "1", "--batch-size", "2", "--crop", "96", "--classifier-size", "32"]
+
+
+@pytest.fixture
+def voc(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(5)
+    specs = []
+    for i in range(8):
+        x, y = int(rng.integers(5, 50)), int(rng.integers(5, 30))
+        side = int(rng.integers(18, 36))
+        label = ("with_mask", "without_mask", "mask_weared_incorrect")[i % 3]
+        specs.append((f"im{i}", (112, 84), [(label, (x, y, x + side, y + side))]))
+    return write_voc(tmp_path / "voc", specs, seed=7)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ModelServer]:
+    build_model(tmp_path / "models" / "mask_detector", 1)  # a cheap stand-in for the running version
+    server = start_server("--model_base_path", str(tmp_path / "models" / "mask_detector"), *POLL)
+    yield server
+    server.stop(grace=2)
+
+
+@pytest.mark.timeout(900)
+def test_train_exports_a_version_the_server_swaps_in(
+    voc: Path, server: ModelServer, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "models"
+    installed = tmp_path / "weights"
+    argv = ["--data", str(voc), "--out", str(out), "--val-fraction", "0.25", "--fps-frames", "2", *QUICK]
+    assert train_main([*argv, "--install-weights", str(installed)]) == 0
+
+    version = out / "mask_detector" / "2"  # the next free number
+    assert (version / "saved_model.pb").is_file()
+    validation = json.loads((version / ASSETS_EXTRA / REPORT_DIR / "report.json").read_text())
+    assert validation["split"] == "val" and validation["images"] == 2
+    assert set(validation["classes"]) == {"with_mask", "without_mask", "mask_worn_incorrectly", "face"}
+    assert (version / ASSETS_EXTRA / REPORT_DIR / "pr.png").is_file()
+    assert not list((out / "mask_detector").glob(".export-*"))  # staging gone
+    manifest = tuned.Manifest.read(installed)
+    tuned.verify(installed, manifest)
+    assert manifest.classifier_size == 32 and manifest.training["detector"]["epochs"] == 1
+
+    target = f"127.0.0.1:{server.grpc_port}"
+    wait_until(lambda: version_states(target).get(2) == AVAILABLE, 180, "version 2 to be served")
+    client = ModelClient(target, timeout_s=60)
+    try:
+        info = client.load_metadata()
+        assert info.version == 2 and info.input_name == "images"
+        frame = cv2.imencode(".jpg", cv2.imread(str(voc / "images" / "im0.jpg")))[1].tobytes()
+        (detections,) = parse_outputs(client.predict([frame]), 1)
+    finally:
+        client.close()
+    assert all(d.label in {"with_mask", "without_mask", "mask_worn_incorrectly"} for d in detections.items)
+
+    # resume: the checkpoints are complete, so the same weights are exported again as version 3, untrained
+    capfd.readouterr()
+    assert train_main([*argv, "--resume", "--version", "3"]) == 0
+    text = capfd.readouterr().err
+    assert "detector resumed" in text and "classifier resumed" in text
+    assert "detector epoch=" not in text and "classifier epoch=" not in text
+    again = tuned.Manifest.read(out / ".train" / "weights")
+    assert again.files == manifest.files  # byte-identical weights
+    # resuming with other settings is refused rather than mixing two runs
+    assert train_main([*argv, "--resume", "--epochs", "2", "--version", "4"]) == 2
+    assert not (out / "mask_detector" / "4").exists()

@@ -1,0 +1,271 @@
+"""Worker fault tolerance on real parts: totals stay exact through SIGKILLs, outages, rebalances and bad input."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from maskwatch import frames as F
+from maskwatch.detections import Counts
+from maskwatch.stack import free_port, redis_answers, redis_command, wait_for
+from maskwatch.store import Store
+from maskwatch.topics import ensure_topics
+from tests.integration.cheap_model import export_cheap_model
+from tests.integration.worker_fixtures import (
+    Procs,
+    accounted,
+    env_for,
+    expected,
+    frame,
+    produce,
+    produce_in_background,
+)
+
+CAMS = ["cam-a", "cam-b", "cam-c", "cam-d", "cam-e"]
+
+
+@pytest.fixture(scope="session")
+def cheap_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_cheap_model(tmp_path_factory.mktemp("cheap"))
+
+
+@pytest.fixture(scope="session")
+def cheap_serving(cheap_model: Path, logs_dir: Path) -> Iterator[str]:
+    procs = Procs(logs_dir, {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    port = free_port()
+    procs.serving("cheap-serving", port, cheap_model)
+    yield f"127.0.0.1:{port}"
+    procs.stop_all()
+
+
+EXACT = ("frames", "faces", "with_mask", "without_mask", "mask_worn_incorrectly", "invalid", "dropped_stale")
+
+
+def _exact(c: Counts) -> dict[str, int]:
+    """The per-frame fields, which must be exact; unique-person counts are estimates and restart with a worker."""
+    d = c.as_dict()
+    return {k: d[k] for k in EXACT}
+
+
+def _totals(store: Store) -> dict[str, dict[str, int]]:
+    return {c: _exact(store.totals(c)) for c in CAMS}
+
+
+def _expected(n: int) -> dict[str, dict[str, int]]:
+    return {c: _exact(v) for c, v in expected(CAMS, n).items()}
+
+
+def _settled(store: Store, n: int) -> None:
+    wait_for(lambda: accounted(store, CAMS) >= n, 240, f"{n} frames accounted", interval_s=0.25)
+
+
+def _all_counted_exactly(feeder: threading.Thread, store: Store, n: int) -> None:
+    feeder.join(timeout=60)
+    _settled(store, n)
+    assert _totals(store) == _expected(n)
+
+
+def _workers_status(store: Store) -> dict[str, str]:
+    return {w: hb.get("status", "") for w, hb in store.heartbeats("worker").items()}
+
+
+@pytest.mark.timeout(420)
+def test_sigkill_three_times_loses_and_doubles_nothing(
+    kafka: str, redis_url: str, cheap_serving: str, names: dict[str, str], topic: str, logs_dir: Path
+) -> None:
+    n = 2000
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names, MW_MAX_POLL_RECORDS="32"))
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    try:
+        procs.worker("w1")
+        procs.worker("w2")
+        feeder = produce_in_background(kafka, topic, CAMS, n, per_s=120)
+        rnd = random.Random(7)
+        for kill in range(3):
+            target = accounted(store, CAMS) + rnd.randint(150, 350)
+            wait_for(lambda t=target: accounted(store, CAMS) >= t, 120, f"progress before kill {kill + 1}")
+            victim = rnd.choice(["w1", "w2"])
+            procs.kill(victim, signal.SIGKILL)
+            procs.worker(victim)
+        feeder.join(timeout=120)
+        _settled(store, n)
+        got = _totals(store)
+        assert got == _expected(n), got
+        assert accounted(store, CAMS) == n
+        assert all(rc == 0 for rc in procs.stop_all().values())
+
+        # a fresh consumer group over the same topic counts the same
+        recount = {**names, "group": names["group"] + "-re", "redis_prefix": names["redis_prefix"] + "re:"}
+        procs2 = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, recount))
+        store2 = Store.from_url(redis_url, recount["redis_prefix"])
+        procs2.worker("w-recount")
+        _settled(store2, n)
+        assert _totals(store2) == got
+        assert procs2.stop_all() == {"w-recount": 0}
+        store2.close()
+    finally:
+        procs.stop_all()
+        store.close()
+
+
+@pytest.mark.timeout(300)
+def test_model_server_down_ten_seconds(
+    kafka: str, redis_url: str, cheap_model: Path, names: dict[str, str], topic: str, logs_dir: Path
+) -> None:
+    n = 600
+    port = free_port()
+    procs = Procs(logs_dir, env_for(kafka, redis_url, f"127.0.0.1:{port}", names))
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    try:
+        procs.serving("serving-outage", port, cheap_model)
+        procs.worker("w-outage")
+        feeder = produce_in_background(kafka, topic, CAMS, n, per_s=40)
+        wait_for(lambda: accounted(store, CAMS) >= 100, 60, "first frames")
+        procs.kill("serving-outage", signal.SIGKILL)
+        wait_for(lambda: _workers_status(store).get("w-outage") == "degraded", 30, "worker reports degraded")
+        reason = store.heartbeats("worker")["w-outage"]["reason"]
+        assert reason.startswith("model"), reason
+        held = accounted(store, CAMS)
+        outage_end = time.monotonic() + 10
+        wait_for(lambda: time.monotonic() >= outage_end, 15, "the 10 s outage")
+        assert accounted(store, CAMS) == held  # nothing counted (nor dropped) while the model is away
+        procs.serving("serving-outage", port, cheap_model)
+        wait_for(lambda: _workers_status(store).get("w-outage") == "ok", 60, "worker recovers")
+        _all_counted_exactly(feeder, store, n)
+    finally:
+        procs.stop_all()
+        store.close()
+
+
+@pytest.mark.timeout(300)
+def test_redis_down_ten_seconds(
+    kafka: str, cheap_serving: str, names: dict[str, str], topic: str, logs_dir: Path, tmp_path: Path
+) -> None:
+    n = 600
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    argv = redis_command(port, str(tmp_path)) + ["--appendonly", "yes", "--appendfsync", "always"]
+
+    def start_redis() -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_for(lambda: redis_answers(url), 20, "redis")
+        return p
+
+    rproc = start_redis()
+    procs = Procs(logs_dir, env_for(kafka, url, cheap_serving, names))
+    store = Store.from_url(url, names["redis_prefix"])
+    try:
+        procs.worker("w-redis")
+        feeder = produce_in_background(kafka, topic, CAMS, n, per_s=40)
+        wait_for(lambda: accounted(store, CAMS) >= 100, 60, "first frames")
+        rproc.send_signal(signal.SIGTERM)  # redis persists (AOF) and exits
+        rproc.wait(timeout=20)
+        outage_end = time.monotonic() + 10
+        wait_for(lambda: time.monotonic() >= outage_end, 15, "the 10 s outage")
+        rproc = start_redis()
+        wait_for(lambda: _workers_status(store).get("w-redis") == "ok", 60, "worker heartbeat after redis returns")
+        _all_counted_exactly(feeder, store, n)
+    finally:
+        procs.stop_all()
+        store.close()
+        rproc.terminate()
+        rproc.wait(timeout=20)
+
+
+@pytest.mark.timeout(300)
+def test_scale_one_three_one(
+    kafka: str, redis_url: str, cheap_serving: str, names: dict[str, str], topic: str, logs_dir: Path
+) -> None:
+    n = 1200
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names))
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    try:
+        procs.worker("s1")
+        feeder = produce_in_background(kafka, topic, CAMS, n, per_s=60)
+        wait_for(lambda: accounted(store, CAMS) >= 200, 60, "progress with one worker")
+        procs.worker("s2")
+        procs.worker("s3")
+        wait_for(lambda: len([w for w, hb in store.heartbeats("worker").items() if hb.get("partitions") not in ("[]", "")]) == 3, 90, "three workers own partitions")
+        procs.kill("s2", signal.SIGTERM)
+        procs.kill("s3", signal.SIGTERM)
+        assert procs.procs["s2"].returncode == 0 and procs.procs["s3"].returncode == 0
+        _all_counted_exactly(feeder, store, n)
+    finally:
+        procs.stop_all()
+        store.close()
+
+
+@pytest.mark.timeout(240)
+def test_bad_messages_are_dead_lettered(
+    kafka: str, redis_url: str, cheap_serving: str, names: dict[str, str], topic: str, logs_dir: Path
+) -> None:
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names))
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    good = frame("cam-a", 0)
+    hdr = dict(good.headers())
+    corrupt = good.jpeg[:20] + b"\x00" * 200
+    bad: list[tuple[bytes, bytes, list[tuple[str, bytes]], str]] = [
+        (b"cam-b", good.jpeg, [(k, v) for k, v in hdr.items() if k != F.H_VERSION], F.ERR_NO_VERSION),
+        (b"cam-b", good.jpeg, [(k, b"9" if k == F.H_VERSION else v) for k, v in hdr.items()], F.ERR_BAD_VERSION),
+        (b"bad camera!", good.jpeg, list(hdr.items()), F.ERR_BAD_CAMERA),
+        (b"cam-c", b"GIF89a....", [(k, b"cam-c" if k == F.H_CAMERA else v) for k, v in hdr.items()], F.ERR_NOT_JPEG),
+        (b"cam-c", corrupt, [(k, b"cam-c" if k == F.H_CAMERA else v) for k, v in hdr.items()], F.ERR_UNDECODABLE),
+    ]
+    try:
+        procs.worker("w-bad")
+        p = KafkaProducer(bootstrap_servers=[kafka])
+        for key, value, headers, _ in bad:
+            p.send(topic, key=key, value=value, headers=headers)
+        for i in range(10):
+            f = frame("cam-a", i)
+            p.send(topic, key=f.key, value=f.jpeg, headers=f.headers())
+        p.flush()
+        p.close()
+        wait_for(lambda: store.totals("cam-a").frames == 10 and store.totals("cam-c").invalid == 2, 120, "good frames counted, bad ones rejected")
+        assert store.totals("cam-b").invalid == 2 and store.totals("cam-b").frames == 0
+        assert procs.procs["w-bad"].poll() is None
+
+        dlq = KafkaConsumer(names["dlq_topic"], bootstrap_servers=[kafka], auto_offset_reset="earliest", consumer_timeout_ms=3000, group_id=None)
+        seen: list[str] = []
+        deadline = time.monotonic() + 60
+        while len(seen) < len(bad) and time.monotonic() < deadline:
+            for rec in dlq:
+                seen.append(dict(rec.headers)[F.H_ERROR].decode())
+        dlq.close()
+        assert sorted(seen) == sorted(reason for *_, reason in bad)
+    finally:
+        assert procs.stop_all() == {"w-bad": 0}
+        store.close()
+
+
+@pytest.mark.timeout(240)
+def test_stale_backlog_dropped_fresh_counted(
+    kafka: str, redis_url: str, cheap_serving: str, names: dict[str, str], topic: str, logs_dir: Path
+) -> None:
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names, MW_MAX_FRAME_AGE_S="2"))
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    try:
+        produce(kafka, topic, CAMS, 100, ts_ms=int(time.time() * 1000) - 60_000)
+        procs.worker("w-stale")
+        wait_for(lambda: accounted(store, CAMS) >= 100, 120, "backlog accounted")
+        assert sum(store.totals(c).dropped_stale for c in CAMS) == 100
+        assert sum(store.totals(c).frames for c in CAMS) == 0
+        produce(kafka, topic, CAMS, 50)
+        wait_for(lambda: accounted(store, CAMS) >= 150, 120, "fresh frames accounted")
+        assert sum(store.totals(c).frames for c in CAMS) == 50
+    finally:
+        procs.stop_all()
+        store.close()
+
+
+def test_topic_fixture_partitions(kafka: str, names: dict[str, str]) -> None:
+    ready = ensure_topics([kafka], names["topic"], 4, names["dlq_topic"])
+    assert ready[names["topic"]] == 4 and ready[names["dlq_topic"]] == 1

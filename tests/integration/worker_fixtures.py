@@ -1,0 +1,140 @@
+"""Helpers for the worker fault tests: a served cheap model, frame producers, worker processes, exact totals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from kafka import KafkaProducer
+
+from maskwatch.detections import Counts
+from maskwatch.frames import Frame
+from maskwatch.stack import port_open, wait_for
+from maskwatch.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_jpeg(width: int, height: int = 48) -> bytes:
+    img = np.full((height, width, 3), 90, np.uint8)
+    cv2.circle(img, (width // 2, height // 2), min(width, height) // 3, (200, 180, 170), -1)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 70])
+    assert ok
+    return buf.tobytes()
+
+
+JPEGS = {w: tiny_jpeg(w) for w in (64, 65)}
+
+
+def frame(camera: str, seq: int, ts_ms: int | None = None) -> Frame:
+    w = 64 + (seq % 3 == 0)  # a third of frames odd width → without_mask in the cheap model
+    return Frame(camera, JPEGS[w], seq, int(time.time() * 1000) if ts_ms is None else ts_ms, w, 48, "test")
+
+
+def expected(cameras: list[str], n: int) -> dict[str, Counts]:
+    """What the cheap model counts for `n` frames spread round-robin over `cameras`."""
+    out = {c: Counts() for c in cameras}
+    for i in range(n):
+        cam = cameras[i % len(cameras)]
+        bad = (i // len(cameras)) % 3 == 0
+        out[cam] = out[cam] + Counts(frames=1, faces=1, with_mask=0 if bad else 1, without_mask=1 if bad else 0)
+    return out
+
+
+def produce(kafka: str, topic: str, cameras: list[str], n: int, per_s: float = 0.0, ts_ms: int | None = None) -> None:
+    """Send `n` frames round-robin over `cameras` (frame i of a camera has seq i), optionally paced."""
+    p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5)
+    start = time.monotonic()
+    try:
+        for i in range(n):
+            cam = cameras[i % len(cameras)]
+            f = frame(cam, i // len(cameras), ts_ms)
+            p.send(topic, key=f.key, value=f.jpeg, headers=f.headers())
+            if per_s:
+                ahead = start + (i + 1) / per_s - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)  # pacing a load generator, not waiting on a condition
+        p.flush(timeout=30)
+    finally:
+        p.close()
+
+
+def produce_in_background(kafka: str, topic: str, cameras: list[str], n: int, per_s: float) -> threading.Thread:
+    t = threading.Thread(target=produce, args=(kafka, topic, cameras, n, per_s), daemon=True)
+    t.start()
+    return t
+
+
+def accounted(store: Store, cameras: list[str]) -> int:
+    return sum(c.frames + c.dropped_stale + c.invalid for c in (store.totals(cam) for cam in cameras))
+
+
+def env_for(kafka: str, redis_url: str, serving: str, names: dict[str, str], **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "MW_KAFKA": kafka,
+        "MW_REDIS_URL": redis_url,
+        "MW_SERVING": serving,
+        "MW_TOPIC": names["topic"],
+        "MW_DLQ_TOPIC": names["dlq_topic"],
+        "MW_REDIS_PREFIX": names["redis_prefix"],
+        "MW_GROUP": names["group"],
+        "MW_MAX_FRAME_AGE_S": "600",
+        "MW_START_FROM": "earliest",
+        "MW_HEARTBEAT_INTERVAL_S": "0.5",
+        "MW_RETRY_MAX_S": "2",
+        **extra,
+    }
+
+
+@dataclass
+class Procs:
+    """Processes a test started; all are killed at teardown."""
+
+    logs: Path
+    env: dict[str, str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def worker(self, wid: str) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{wid}.log", "ab")  # noqa: SIM115
+        p = subprocess.Popen([sys.executable, "-m", "worker", "--worker-id", wid], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs[wid] = p
+        return p
+
+    def serving(self, name: str, port: int, model_base_path: Path) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
+        argv = [sys.executable, "-m", "serving", "--port", str(port), "--rest_api_port", "0", "--model_name", "mask_detector", "--model_base_path", str(model_base_path)]
+        p = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.procs[name] = p
+        wait_for(lambda: port_open("127.0.0.1", port) or p.poll() is not None, 120, "the model server")
+        assert p.poll() is None, (self.logs / f"{name}.log").read_text()[-2000:]
+        return p
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        p = self.procs[name]
+        p.send_signal(sig)
+        p.wait(timeout=20)
+
+    def stop_all(self) -> dict[str, int]:
+        rcs = {}
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for name, p in self.procs.items():
+            try:
+                rcs[name] = p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                rcs[name] = p.wait()
+        return rcs

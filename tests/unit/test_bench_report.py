@@ -1,0 +1,64 @@
+"""The benchmark's result files: main and soak runs merge without erasing each other; the table names every figure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.profile import phases_of
+from bench.report import MAIN_KEYS, SOAK_KEYS, markdown, merge, thin
+
+
+def stamp(date: str) -> dict[str, Any]:
+    return {"date": date, "git_commit": "abc", "git_dirty": False, "machine": {"cores": 2, "cpu_model": "x"}}
+
+
+def test_a_soak_run_keeps_the_main_figures() -> None:
+    main = merge({}, {"model_limit_fps": 12.0, "scaling_fps": [1.0, 2.0], "details": {"pipeline": {"a": 1}}, "stamp": stamp("d1")}, MAIN_KEYS, "main")
+    both = merge(main, {"soak_rss_growth_pct": 1.5, "soak_frames_lost": 0, "details": {"soak": {"b": 2}}, "stamp": stamp("d2")}, SOAK_KEYS, "soak")
+    assert both["model_limit_fps"] == 12.0
+    assert both["scaling_fps"] == [1.0, 2.0]
+    assert both["soak_frames_lost"] == 0
+    assert set(both["details"]) == {"pipeline", "soak"}
+    assert both["runs"]["main"]["date"] == "d1" and both["runs"]["soak"]["date"] == "d2"
+    assert both["date"] == "d2"
+
+
+def test_a_main_run_replaces_main_figures_and_keeps_the_soak() -> None:
+    old = merge({}, {"soak_rss_growth_pct": 3.0, "soak_frames_lost": 0, "details": {"soak": {}}, "stamp": stamp("d1")}, SOAK_KEYS, "soak")
+    new = merge(old, {"pipeline_fps": 9.0, "details": {}, "stamp": stamp("d2")}, MAIN_KEYS, "main")
+    assert new["pipeline_fps"] == 9.0 and new["soak_rss_growth_pct"] == 3.0
+    assert new["model_limit_fps"] is None  # every key is present, unmeasured ones as null
+
+
+def test_every_headline_key_is_present_after_a_merge() -> None:
+    data = merge({}, {"details": {}, "stamp": stamp("d")}, MAIN_KEYS, "main")
+    assert set(MAIN_KEYS) | set(SOAK_KEYS) <= set(data)
+
+
+def test_markdown_lists_every_headline_figure() -> None:
+    data = merge({}, {"pipeline_fps": 9.5, "details": {}, "stamp": stamp("d")}, MAIN_KEYS, "main")
+    text = markdown(data)
+    for key in (*MAIN_KEYS, *SOAK_KEYS):
+        assert f"`{key}`" in text
+    assert "**9.50**" in text
+
+
+def test_phases_of_splits_the_worker_main_thread() -> None:
+    raw = "\n".join(
+        [
+            "<module> (worker/__main__.py:1);run_worker (/work/main/worker/consumer.py:9);run (/work/main/worker/consumer.py:2);Worker._finish (/work/main/worker/consumer.py:3);Worker._detections (/work/main/worker/consumer.py:4);result (grpc/_channel.py:5) 6",
+            "<module> (worker/__main__.py:1);run_worker (/work/main/worker/consumer.py:9);run (/work/main/worker/consumer.py:2);_poll (/work/main/worker/consumer.py:3);poll (kafka/consumer/group.py:4) 3",
+            "<module> (worker/__main__.py:1);run_worker (/work/main/worker/consumer.py:9);run (/work/main/worker/consumer.py:2);_finish (/work/main/worker/consumer.py:3);commit_batch (/srv/maskwatch/store.py:4) 1",
+            "heartbeat_thread (kafka/coordinator/base.py:1);wait (threading.py:2) 50",
+        ]
+    )
+    assert phases_of(raw) == {"model: waiting for Predict": 0.6, "kafka poll / fetch / decode": 0.3, "redis transaction": 0.1}
+    assert phases_of("") == {}
+
+
+def test_thin_keeps_the_ends_and_at_most_about_n() -> None:
+    rows = list(range(121))
+    kept = thin(rows, 40)
+    assert kept[0] == 0 and kept[-1] == 120
+    assert len(kept) <= 42
+    assert thin([1, 2, 3], 40) == [1, 2, 3]

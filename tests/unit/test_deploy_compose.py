@@ -1,0 +1,296 @@
+"""docker-compose.yml: valid for Compose itself (`docker-compose config -q`, no Docker engine needed), and
+shaped for production: health-gated start order, a scalable worker, persistent volumes, pinned images,
+limits, and env defaults documented in deploy/env.example. Also runs the model-AVAILABLE probe (compose
+health check and Kubernetes readiness) against a stand-in for TF Serving's REST status endpoint."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / "deploy" / "env.example"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+ONE_SHOTS = {"kafka-init", "model-export"}
+
+
+def compose_cmd() -> list[str]:
+    """Compose v1 (Debian's docker-compose package) or the v2 plugin; fails the test when neither exists."""
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    pytest.fail(
+        "neither docker-compose nor `docker compose` is installed: `apt-get install docker-compose` (Debian package)"
+    )
+
+
+def compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run compose on docker-compose.yml with a clean environment: no MW_* or COMPOSE_* from the caller, and
+    `env_file` instead of a developer's .env."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MW_", "COMPOSE_"))}
+    cmd = [*compose_cmd(), "--project-directory", str(ROOT), "-f", str(COMPOSE), "--env-file", str(env_file)]
+    return subprocess.run([*cmd, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture(scope="module")
+def no_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty env file: every variable takes docker-compose.yml's default."""
+    path = tmp_path_factory.mktemp("compose") / "empty.env"
+    path.write_text("")
+    return path
+
+
+@pytest.fixture(scope="module")
+def resolved(no_env: Path) -> dict[str, Any]:
+    """`compose config`: the file as Compose understands it, variables resolved to their defaults."""
+    out = compose(no_env, "config")
+    assert out.returncode == 0, out.stderr
+    doc = yaml.safe_load(out.stdout)
+    assert isinstance(doc, dict)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def services(resolved: dict[str, Any]) -> dict[str, Any]:
+    return dict(resolved["services"])
+
+
+def seconds(duration: str | int) -> float:
+    """A Compose duration ("1m30s", "45s", 45) in seconds."""
+    if isinstance(duration, int | float):
+        return float(duration)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s|us)", duration)
+    scale = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}
+    assert parts and "".join(a + b for a, b in parts) == duration, duration
+    return sum(float(a) * scale[b] for a, b in parts)
+
+
+def mounts(svc: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """target -> (source, read-only) of a resolved service; short ("src:dst:ro", Compose v1) or long (v2) syntax."""
+    out = {}
+    for v in svc.get("volumes", []):
+        if isinstance(v, str):
+            src, _, rest = v.partition(":")
+            target, _, mode = rest.partition(":")
+            out[target] = (src, mode == "ro")
+        else:
+            out[v["target"]] = (v.get("source", ""), bool(v.get("read_only")))
+    return out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("example", [False, True], ids=["defaults", "env.example"])
+def test_compose_accepts_the_file(no_env: Path, example: bool) -> None:
+    out = compose(ENV_EXAMPLE if example else no_env, "config", "-q")
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.timeout(60)
+def test_every_long_running_service_has_a_healthcheck_restart_policy_and_limits(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        if name in ONE_SHOTS:
+            assert svc.get("restart") == "no", f"{name} is a one-shot"
+            continue
+        assert svc.get("restart") in ("unless-stopped", "always", "on-failure"), name
+        test = svc.get("healthcheck", {}).get("test")
+        assert test and test != ["NONE"] and not svc["healthcheck"].get("disable"), f"{name}: no healthcheck"
+        limits = svc.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert {"cpus", "memory"} <= set(limits), f"{name}: resource limits"
+        assert "stop_grace_period" in svc, name
+
+
+@pytest.mark.timeout(60)
+def test_start_order_waits_on_health_and_on_one_shots_finishing(services: dict[str, Any]) -> None:
+    depended = set()
+    for name, svc in services.items():
+        deps = svc.get("depends_on", {})
+        assert isinstance(deps, dict), f"{name}: depends_on needs conditions"
+        for dep, how in deps.items():
+            depended.add(dep)
+            want = "service_completed_successfully" if dep in ONE_SHOTS else "service_healthy"
+            assert how.get("condition") == want, f"{name} -> {dep}"
+            if dep not in ONE_SHOTS:
+                assert services[dep].get("healthcheck", {}).get("test"), f"{dep} is waited on but has no healthcheck"
+    assert {"kafka", "kafka-init", "redis", "tf-serving", "model-export"} <= depended
+
+
+@pytest.mark.timeout(60)
+def test_worker_scales_and_drains(services: dict[str, Any]) -> None:
+    worker = services["worker"]
+    assert "container_name" not in worker and "ports" not in worker
+    assert "replicas" not in worker.get("deploy", {}), "`--scale worker=N` sets the count"
+    assert seconds(worker["stop_grace_period"]) > 30, "the worker drains for up to 30 s"
+    assert not [n for n, s in services.items() if "container_name" in s], "container_name blocks --scale"
+
+
+@pytest.mark.timeout(60)
+def test_state_lives_in_named_volumes(resolved: dict[str, Any], services: dict[str, Any]) -> None:
+    assert {"redis-data", "models", "kafka-data"} <= set(resolved["volumes"])
+
+    assert mounts(services["redis"])["/data"][0] == "redis-data"
+    assert mounts(services["kafka"])["/var/lib/kafka/data"][0] == "kafka-data"
+    assert mounts(services["model-export"])["/models"] == ("models", False)
+    assert mounts(services["tf-serving"])["/models"] == ("models", True)
+    cmd = services["redis"]["command"]
+    assert cmd[cmd.index("--appendonly") + 1] == "yes"
+
+
+@pytest.mark.timeout(60)
+def test_every_image_is_pinned(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        image = svc["image"]
+        ref, _, digest = image.partition("@")
+        tag = ref.rpartition(":")[2] if ":" in ref.rpartition("/")[2] else ""
+        assert digest or (tag and tag != "latest" and re.search(r"\d", tag)), f"{name}: {image} is not pinned"
+        if "build" in svc:
+            stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", DOCKERFILE.read_text(), re.M | re.I)
+            assert Path(svc["build"]["context"]) == ROOT and svc["build"]["dockerfile"] == "deploy/Dockerfile"
+            assert svc["build"]["target"] in stages, f"{name}: no stage {svc['build']['target']}"
+
+
+@pytest.mark.timeout(60)
+def test_tf_serving_reads_the_serving_configs(services: dict[str, Any]) -> None:
+    svc = services["tf-serving"]
+    assert svc["image"].startswith("tensorflow/serving:")
+    cmd = svc["command"]
+    assert "--model_config_file=/config/models.config" in cmd
+    assert "--enable_batching" in cmd and "--batching_parameters_file=/config/batching.config" in cmd
+    binds = {target: src for target, (src, _) in mounts(svc).items()}
+    for target, name in (("/config/models.config", "models.config"), ("/config/batching.config", "batching.config")):
+        assert Path(binds[target]) == ROOT / "serving" / name
+        assert (ROOT / "serving" / name).is_file(), f"serving/{name} is mounted but missing"
+    assert 'base_path: "/models/mask_detector"' in (ROOT / "serving" / "models.config").read_text()
+    assert services["worker"]["environment"]["MW_SERVING"] == "tf-serving:8500"
+
+
+@pytest.mark.timeout(60)
+def test_kafka_runs_kraft_with_compose_and_host_listeners(services: dict[str, Any]) -> None:
+    env = services["kafka"]["environment"]
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert not [k for k in env if "ZOOKEEPER" in k]
+    advertised = dict(x.split("://") for x in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    assert advertised["INTERNAL"] == "kafka:9092" and advertised["EXTERNAL"].endswith(":9094")
+    assert services["worker"]["environment"]["MW_KAFKA"] == advertised["INTERNAL"]
+    init = services["kafka-init"]
+    script = next(src for src, _ in mounts(init).values() if src.endswith("create-topics.sh"))
+    assert Path(script).is_file()
+    assert init["environment"]["MW_PARTITIONS"] == "12"
+
+
+@pytest.mark.timeout(60)
+def test_producer_reads_the_mounted_site_file(services: dict[str, Any]) -> None:
+    from maskwatch.site import load_site
+
+    svc = services["producer"]
+    site_arg = svc["command"][svc["command"].index("--site") + 1]
+    src = mounts(svc)[site_arg][0]
+    assert load_site(src).cameras
+
+
+@pytest.mark.timeout(60)
+def test_env_example_documents_exactly_the_variables_compose_reads() -> None:
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", COMPOSE.read_text()))
+    documented = {
+        line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines() if re.match(r"^[A-Z0-9_]+=", line)
+    }
+    documented.discard("COMPOSE_PROJECT_NAME")  # read by compose itself
+    passed_through = {"MW_DASHBOARD_TOKEN"}  # `KEY:` with no value in compose: taken from .env when set
+    assert used - documented == set(), "add these to deploy/env.example"
+    assert documented - used - passed_through == set(), "deploy/env.example documents variables compose never reads"
+
+
+# ---- the model-AVAILABLE probe ------------------------------------------------------------------------------
+
+
+class _Status(http.server.BaseHTTPRequestHandler):
+    state = "AVAILABLE"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        if self.path != "/v1/models/mask_detector":
+            self.send_error(404)
+            return
+        body = json.dumps(
+            {
+                "model_version_status": [
+                    {"version": "1", "state": self.state, "status": {"error_code": "OK", "error_message": ""}}
+                ]
+            },
+            indent=1,
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def status_server() -> Iterator[tuple[int, type[_Status]]]:
+    handler = type("Status", (_Status,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def probe_scripts(services: dict[str, Any]) -> dict[str, str]:
+    """The bash scripts of compose's tf-serving health check and the Kubernetes readiness probe."""
+    k8s = [d for d in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "base" / "tf-serving.yaml").read_text()) if d]
+    deployment = next(d for d in k8s if d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {
+        "compose": services["tf-serving"]["healthcheck"]["test"][-1],
+        "k8s": container["readinessProbe"]["exec"]["command"][-1],
+    }
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "state, healthy", [("AVAILABLE", True), ("LOADING", False), ("UNLOADING", False), ("END", False)]
+)
+def test_model_available_probe(
+    services: dict[str, Any], status_server: tuple[int, type[_Status]], state: str, healthy: bool
+) -> None:
+    port, handler = status_server
+    handler.state = state
+    scripts = probe_scripts(services)
+    assert scripts["compose"] == scripts["k8s"]
+    script = scripts["compose"].replace("/dev/tcp/127.0.0.1/8501", f"/dev/tcp/127.0.0.1/{port}")
+    assert script != scripts["compose"]
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=20, check=False)
+    assert (out.returncode == 0) is healthy, out.stderr
+
+
+@pytest.mark.timeout(60)
+def test_model_available_probe_fails_when_nothing_listens(services: dict[str, Any]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = probe_scripts(services)["compose"].replace("/dev/tcp/127.0.0.1/8501", f"/dev/tcp/127.0.0.1/{port}")
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=20, check=False)
+    assert out.returncode != 0

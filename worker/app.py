@@ -1,0 +1,54 @@
+"""Builds the worker's collaborators (consumer, dead-letter producer, model client, store) and closes them in reverse."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from maskwatch.store import Store
+from worker import metrics
+from worker.consumer import Worker, run_worker
+from worker.model import ModelClient
+from worker.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+
+def run(settings: WorkerSettings, stop: threading.Event) -> int:
+    logger.info("worker starting worker=%s group=%s topic=%s serving=%s", settings.worker_id, settings.group, settings.topic, settings.serving)
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+        logger.info("metrics listening port=%d", settings.metrics_port)
+    with contextlib.ExitStack() as stack:
+        store = Store.from_url(settings.redis_url, settings.redis_prefix)
+        stack.callback(store.close)
+        model = ModelClient(settings.serving, settings.model_name, timeout_s=settings.model_timeout_s)
+        stack.callback(model.close)
+        kafka = settings.kafka_client_config()
+        dlq = KafkaProducer(**kafka, acks=1, max_block_ms=5000, client_id="maskwatch-worker-dlq")
+        stack.callback(dlq.close, timeout=5)
+        consumer = KafkaConsumer(
+            **kafka,
+            group_id=settings.group,
+            client_id=f"maskwatch-worker-{settings.worker_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            max_poll_records=settings.max_poll_records,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            # Tansu may answer a fetch with more than fetch_max_bytes; kafka-python's 1 MB default frame cap
+            # then closes the connection (InvalidReceiveError), so allow large frames.
+            receive_message_max_bytes=128 * 1024 * 1024,
+        )
+        stack.callback(consumer.close, autocommit=False)
+        worker = Worker(settings, consumer, dlq, model, store, stop)
+        stack.callback(store.drop_heartbeat, "worker", settings.worker_id)
+        run_worker(worker)
+        logger.info("worker stopped worker=%s frames=%d batches=%d", settings.worker_id, worker.processed, worker.batches)
+    return 0

@@ -1,0 +1,485 @@
+"""The worker loop: poll a batch → validate → one Predict → counts + offsets in one Redis transaction → live update → Kafka commit."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+import redis
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from maskwatch.detections import VIOLATION_CLASSES, Counts, Detections, ModelOutputError, parse_outputs
+from maskwatch.frames import (
+    ERR_MODEL_OUTPUT,
+    ERR_UNDECODABLE,
+    H_ERROR,
+    Frame,
+    FrameError,
+    camera_of,
+    parse_message,
+)
+from maskwatch.store import BatchWrite, Store, Violation
+from worker import annotate, metrics
+from worker.model import RETRYABLE, ModelClient, outputs_of
+from worker.settings import WorkerSettings
+from worker.tracker import Trackers
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+STATUS_OK = "ok"
+STATUS_DEGRADED = "degraded"
+
+
+@dataclass
+class InFlight:
+    """A polled batch: the frames sent to the model, what was rejected, and the Predict future."""
+
+    batch: BatchWrite
+    frames: list[tuple[int, Frame]]
+    records: int
+    future: Any = None
+    dead: list[tuple[Any, str]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        logger.info("partitions revoked partitions=%s", sorted(tp.partition for tp in revoked))
+        for tp in revoked:
+            self.worker._carry.pop(tp, None)
+            self.worker._unpositioned.discard(tp)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        # Positioning needs Redis, which may be down: pause now (nothing is fetched from an unknown
+        # position) and let the main loop seek to the stored offsets, retrying outside this callback.
+        if assigned:
+            self.worker.consumer.pause(*assigned)
+            self.worker._unpositioned.update(assigned)
+
+
+class Worker:
+    """One consumer-group member."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        consumer: KafkaConsumer,
+        dlq: KafkaProducer,
+        model: ModelClient,
+        store: Store,
+        stop: threading.Event,
+    ) -> None:
+        self.s = settings
+        self.consumer = consumer
+        self.dlq = dlq
+        self.model = model
+        self.store = store
+        self.stop = stop
+        self.status = STATUS_OK
+        self.reason = ""
+        self.processed = 0
+        self.batches = 0
+        self.model_ms_ewma = 0.0
+        self._rate: list[tuple[float, int]] = []
+        self._last_hb = 0.0
+        self._last_violation: dict[str, float] = {}
+        self._carry: dict[Any, list[Any]] = {}
+        self.trackers = Trackers()
+        self._unpositioned: set[TopicPartition] = set()
+
+    # ---- assignment ----------------------------------------------------------------------
+    def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
+        """Start each new partition at the offset stored with the counts; else Kafka's commit; else the end."""
+        if not assigned:
+            return
+        stored = self._retry("redis", lambda: self.store.stored_offsets(self.s.group, self.s.topic))
+        no_stored = [tp for tp in assigned if tp.partition not in stored]
+        committed = {}
+        for tp in no_stored:
+            off = self.consumer.committed(tp)
+            if off is not None:
+                committed[tp] = off
+        fresh = [tp for tp in no_stored if tp not in committed]
+        if self.s.start_from == "earliest":
+            ends = self.consumer.beginning_offsets(fresh) if fresh else {}
+        else:
+            ends = self.consumer.end_offsets(fresh) if fresh else {}
+        for tp in assigned:
+            if tp.partition in stored:
+                self.consumer.seek(tp, stored[tp.partition])
+                where = ("stored", stored[tp.partition])
+            elif tp in committed:
+                self.consumer.seek(tp, committed[tp])
+                where = ("kafka_committed", committed[tp])
+            else:
+                self.consumer.seek(tp, ends.get(tp, 0))
+                where = (self.s.start_from, ends.get(tp, 0))
+            logger.info("partition assigned partition=%d from=%s offset=%d", tp.partition, *where)
+
+    def _position(self) -> None:
+        todo = [tp for tp in self._unpositioned if tp in self.consumer.assignment()]
+        self.seek_to_stored(todo)
+        self._unpositioned.difference_update(todo)
+        if todo and self.status != STATUS_DEGRADED:
+            self.consumer.resume(*todo)
+
+    # ---- main loop -----------------------------------------------------------------------
+    def run(self) -> None:
+        self._retry("model", self.model.load_metadata)
+        self.consumer.subscribe([self.s.topic], listener=_Rebalance(self))
+        pending: InFlight | None = None
+        while not self.stop.is_set():
+            if self._unpositioned:
+                self._position()
+            polled = self._poll()
+            if pending is not None:
+                self._finish(pending)
+                pending = None
+            if polled:
+                pending = self._start(polled)
+            self._heartbeat()
+        if pending is not None:
+            logger.info("stopping: abandoning in-flight batch frames=%d (its offsets are not stored, so it is redone)", pending.records)
+            if pending.future is not None:
+                pending.future.cancel()
+
+    def _poll(self) -> dict[Any, list[Any]]:
+        records: dict[Any, list[Any]] = self.consumer.poll(timeout_ms=self.s.poll_timeout_ms, max_records=self.s.max_poll_records)
+        if self._carry:
+            for tp, recs in self._carry.items():
+                records[tp] = recs + records.get(tp, [])
+            self._carry = {}
+        return records
+
+    def _start(self, polled: dict[Any, list[Any]]) -> InFlight:
+        batch = BatchWrite()
+        frames: list[tuple[int, Frame]] = []
+        dead: list[tuple[Any, str]] = []
+        now_ms = int(time.time() * 1000)
+        max_age_ms = int(self.s.max_frame_age_s * 1000)
+        n = 0
+        for tp, recs in polled.items():
+            if not recs:
+                continue
+            batch.start_offsets[tp.partition] = recs[0].offset
+            batch.next_offsets[tp.partition] = recs[-1].offset + 1
+            for rec in recs:
+                n += 1
+                try:
+                    frame = parse_message(rec.key, rec.value, rec.headers, self.s.max_frame_bytes)
+                except FrameError as e:
+                    dead.append((rec, e.reason))
+                    cid = camera_of(rec.key)
+                    if cid is not None:
+                        batch.add(tp.partition, cid, rec.timestamp or now_ms, Counts(invalid=1))
+                    logger.warning("frame rejected camera=%s partition=%d offset=%d reason=%s", cid, tp.partition, rec.offset, e)
+                    continue
+                if now_ms - frame.ts_ms > max_age_ms:
+                    batch.add(tp.partition, frame.camera_id, frame.ts_ms, Counts(dropped_stale=1))
+                    continue
+                frames.append((tp.partition, frame))
+        metrics.BATCH.observe(n)
+        inflight = InFlight(batch=batch, frames=frames, records=n, dead=dead)
+        if frames:
+            inflight.future = self._submit([f.jpeg for _, f in frames])
+        return inflight
+
+    def _submit(self, jpegs: list[bytes]) -> Any:
+        try:
+            return self.model.predict_future(jpegs)
+        except grpc.RpcError as e:
+            return _Failed(e)
+
+    def _finish(self, p: InFlight) -> None:
+        if p.frames:
+            dets = self._detections(p)
+            self._count(p, dets)
+        self._dead_letter(p)
+        result = self._retry("redis", lambda: self.store.commit_batch(p.batch, self.s.group, self.s.topic))
+        for part, stored in result.conflicts.items():
+            tp = TopicPartition(self.s.topic, part)
+            if tp in self.consumer.assignment():
+                logger.warning("offset conflict, re-reading partition=%d from=%d", part, stored)
+                self.consumer.seek(tp, stored)
+        if result.applied:
+            self._publish(p, result.applied)
+            for (part, cid, _), c in p.batch.counts.items():
+                if part in result.applied:
+                    for outcome in ("frames", "invalid", "dropped_stale"):
+                        if getattr(c, outcome):
+                            metrics.FRAMES.labels(cid, outcome).inc(getattr(c, outcome))
+                    for cls in ("with_mask", "without_mask", "mask_worn_incorrectly"):
+                        if getattr(c, cls):
+                            metrics.FACES.labels(cid, cls).inc(getattr(c, cls))
+        self._commit_kafka(p.batch, result.applied)
+        self.processed += p.records
+        self.batches += 1
+        self._rate.append((time.monotonic(), p.records))
+
+    # ---- model ---------------------------------------------------------------------------
+    def _detections(self, p: InFlight) -> list[Detections | None]:
+        """Detections per frame (None = the frame was dead-lettered); retries while the server is down."""
+        attempt = 0
+        jpegs = [f.jpeg for _, f in p.frames]
+        future = p.future
+        while True:
+            try:
+                resp = future.result()
+                t_ms = (time.monotonic() - p.started) * 1000
+                metrics.MODEL_SECONDS.observe(t_ms / 1000)
+                self.model_ms_ewma = t_ms if not self.model_ms_ewma else 0.8 * self.model_ms_ewma + 0.2 * t_ms
+                self._ok("model")
+                try:
+                    return list(parse_outputs(outputs_of(resp), len(jpegs)))
+                except (ModelOutputError, ValueError) as e:
+                    logger.warning("model output malformed frames=%d error=%s", len(jpegs), e)
+                    return self._one_by_one(p, ERR_MODEL_OUTPUT)
+            except grpc.RpcError as e:
+                code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
+                if code == grpc.StatusCode.INVALID_ARGUMENT:
+                    return self._one_by_one(p, ERR_UNDECODABLE)
+                if code not in RETRYABLE and code != grpc.StatusCode.NOT_FOUND and code != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise
+                self._degraded("model", f"{code.name}: {e.details() if hasattr(e, 'details') else e}")
+                self._wait_backoff(attempt)
+                attempt += 1
+                if self.stop.is_set():
+                    raise _Abandon() from None
+                p.started = time.monotonic()
+                future = self._submit(jpegs)
+
+    def _one_by_one(self, p: InFlight, reason: str) -> list[Detections | None]:
+        """A batch the server refused: ask per frame, dead-letter the frames that fail."""
+        out: list[Detections | None] = []
+        for part, frame in p.frames:
+            try:
+                resp = self._retry("model", _call_one(self, frame), give_up=(grpc.StatusCode.INVALID_ARGUMENT,))
+                out.append(parse_outputs(outputs_of(resp), 1)[0])
+            except (grpc.RpcError, ModelOutputError, ValueError) as e:
+                logger.warning("frame rejected by model camera=%s seq=%d reason=%s error=%s", frame.camera_id, frame.seq, reason, e)
+                p.dead.append((_FrameRecord(frame), reason))
+                p.batch.add(part, frame.camera_id, frame.ts_ms, Counts(invalid=1))
+                out.append(None)
+        return out
+
+    def _count(self, p: InFlight, dets: list[Detections | None]) -> None:
+        latest: dict[str, tuple[Frame, Detections]] = {}
+        for (part, frame), d in zip(p.frames, dets, strict=True):
+            if d is None:
+                continue
+            d = d.above(self.s.min_score)
+            persons = self.trackers.update(frame.camera_id, frame.ts_ms, d.items)
+            p.batch.add(part, frame.camera_id, frame.ts_ms, d.counts(frame.width) + persons)
+            prev = latest.get(frame.camera_id)
+            if prev is None or frame.ts_ms >= prev[0].ts_ms:
+                latest[frame.camera_id] = (frame, d)
+        part_of = {f.camera_id: part for part, f in p.frames}
+        now = time.monotonic()
+        for cid, (frame, d) in latest.items():
+            img = annotate.decode(frame.jpeg)
+            if img is None:
+                continue
+            p.batch.latest_jpeg[cid] = annotate.encode(annotate.annotate(img, d))
+            bad = [x for x in d.items if x.label in VIOLATION_CLASSES]
+            if bad and now - self._last_violation.get(cid, 0.0) >= self.s.violation_interval_s:
+                self._last_violation[cid] = now
+                for x in bad:
+                    snap = annotate.crop(img, x, self.s.blur_faces)
+                    p.batch.violations.append((part_of[cid], Violation(cid, frame.ts_ms, x.label, x.score, x.box, snap)))
+
+    # ---- outputs -------------------------------------------------------------------------
+    def _dead_letter(self, p: InFlight) -> None:
+        for rec, reason in p.dead:
+            headers = list(rec.headers or []) + [(H_ERROR, reason.encode())]
+            try:
+                self.dlq.send(self.s.dlq_topic, key=rec.key, value=rec.value, headers=headers)
+            except KafkaError as e:
+                logger.warning("dead-letter send failed reason=%s error=%s", reason, e)
+        if p.dead:
+            self.dlq.flush(timeout=10)
+
+    def _publish(self, p: InFlight, applied: set[int]) -> None:
+        cams: dict[str, dict[str, int]] = defaultdict(dict)
+        for (part, cid, _), c in p.batch.counts.items():
+            if part in applied:
+                entry = cams[cid]
+                entry["frames"] = entry.get("frames", 0) + c.frames
+                entry["last_frame_ms"] = p.batch.last_frame_ms.get(cid, 0)
+        payload = {
+            "type": "batch",
+            "worker": self.s.worker_id,
+            "ts_ms": int(time.time() * 1000),
+            "cameras": cams,
+            "violations": [
+                {"camera": v.camera_id, "class": v.label, "score": round(v.score, 3), "ts_ms": v.ts_ms}
+                for part, v in p.batch.violations
+                if part in applied
+            ],
+        }
+        try:
+            self.store.publish_update(payload)
+        except redis.RedisError as e:
+            logger.warning("live update not published error=%s", e)
+
+    def _commit_kafka(self, batch: BatchWrite, applied: set[int]) -> None:
+        offsets = {
+            TopicPartition(self.s.topic, part): OffsetAndMetadata(nxt, "", -1)
+            for part, nxt in batch.next_offsets.items()
+            if part in applied
+        }
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets)
+        except CommitFailedError as e:
+            logger.warning("kafka commit failed after a rebalance (counts are safe in Redis) error=%s", e)
+        except KafkaError as e:
+            logger.warning("kafka commit failed error=%s", e)
+
+    # ---- dependency failures -------------------------------------------------------------
+    def _degraded(self, dep: str, reason: str) -> None:
+        if self.status != STATUS_DEGRADED or not self.reason.startswith(dep):
+            logger.warning("degraded dependency=%s reason=%s", dep, reason)
+        self.status, self.reason = STATUS_DEGRADED, f"{dep}: {reason}"
+        metrics.DEGRADED.labels(dep).set(1)
+        self._heartbeat(force=True)
+
+    def _ok(self, dep: str) -> None:
+        if self.status == STATUS_DEGRADED and self.reason.startswith(dep):
+            logger.info("recovered dependency=%s", dep)
+            metrics.DEGRADED.labels(dep).set(0)
+            self.status, self.reason = STATUS_OK, ""
+            ready = [tp for tp in self.consumer.paused() if tp not in self._unpositioned]
+            if ready:
+                self.consumer.resume(*ready)
+            self._heartbeat(force=True)
+
+    def _wait_backoff(self, attempt: int) -> None:
+        """Wait with capped backoff while keeping group membership: partitions paused, poll keeps running."""
+        delay = random.uniform(0.5, 1.0) * min(self.s.retry_max_s, 0.25 * 2**attempt)
+        deadline = time.monotonic() + delay
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            assigned = self.consumer.assignment()
+            if assigned:
+                self.consumer.pause(*assigned)
+            got = self.consumer.poll(timeout_ms=min(200, max(1, int((deadline - time.monotonic()) * 1000))))
+            for tp, recs in got.items():
+                self._carry.setdefault(tp, []).extend(recs)
+
+    def _retry(self, dep: str, call: Callable[[], T], give_up: tuple[grpc.StatusCode, ...] = ()) -> T:
+        attempt = 0
+        while True:
+            try:
+                out = call()
+                self._ok(dep)
+                return out
+            except redis.RedisError as e:
+                self._degraded(dep, f"{type(e).__name__}: {e}")
+            except grpc.RpcError as e:
+                code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
+                if code in give_up:
+                    raise
+                self._degraded(dep, f"{code.name}: {e.details() if hasattr(e, 'details') else e}")
+            if self.stop.is_set():
+                raise _Abandon()
+            self._wait_backoff(attempt)
+            attempt += 1
+
+    # ---- heartbeat -----------------------------------------------------------------------
+    def fps(self) -> float:
+        now = time.monotonic()
+        self._rate = [(t, n) for t, n in self._rate if now - t <= 10]
+        if not self._rate:
+            return 0.0
+        span = max(1.0, now - self._rate[0][0])
+        return sum(n for _, n in self._rate) / span
+
+    def lag(self) -> int:
+        total = 0
+        for tp in self.consumer.assignment():
+            hw = self.consumer.highwater(tp)
+            if hw is None:
+                continue
+            try:
+                pos = self.consumer.position(tp, timeout_ms=100)
+            except KafkaError:
+                continue
+            if pos is not None:
+                total += max(0, hw - pos)
+        return total
+
+    def _heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_hb < self.s.heartbeat_interval_s:
+            return
+        self._last_hb = now
+        lag = self.lag()
+        metrics.LAG.set(lag)
+        fields = {
+            "status": self.status,
+            "reason": self.reason,
+            "partitions": sorted(tp.partition for tp in self.consumer.assignment()),
+            "fps": round(self.fps(), 2),
+            "frames": self.processed,
+            "batches": self.batches,
+            "model_ms": round(self.model_ms_ewma, 1),
+            "lag": lag,
+        }
+        try:
+            self.store.heartbeat("worker", self.s.worker_id, fields)
+        except redis.RedisError as e:
+            logger.debug("heartbeat not written error=%s", e)
+
+
+class _Abandon(Exception):
+    """Stop was requested while a dependency was down: the batch is abandoned, not lost (offsets not stored)."""
+
+
+class _Failed:
+    """A future that already failed (the call could not even start)."""
+
+    def __init__(self, err: grpc.RpcError) -> None:
+        self.err = err
+
+    def result(self) -> Any:
+        raise self.err
+
+    def cancel(self) -> bool:
+        return False
+
+
+def _call_one(worker: Worker, frame: Frame) -> Callable[[], Any]:
+    def call() -> Any:
+        return worker._submit([frame.jpeg]).result()
+
+    return call
+
+
+class _FrameRecord:
+    """A valid frame rebuilt as a record for the dead-letter topic."""
+
+    def __init__(self, frame: Frame) -> None:
+        self.key = frame.key
+        self.value = frame.jpeg
+        self.headers = frame.headers()
+
+
+def run_worker(worker: Worker) -> None:
+    try:
+        worker.run()
+    except _Abandon:
+        logger.info("stopped while a dependency was down; the held batch will be redone by the next owner")

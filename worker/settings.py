@@ -1,0 +1,40 @@
+"""Worker settings (env MW_*, flags over them)."""
+
+from __future__ import annotations
+
+import socket
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from maskwatch.settings import CommonSettings
+
+
+class WorkerSettings(CommonSettings):
+    group: str = Field("maskwatch-workers", min_length=1, description="Kafka consumer group")
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{__import__('os').getpid()}", description="Worker id in heartbeats")
+    start_from: Literal["latest", "earliest"] = Field(
+        "latest", description="Where a partition with no stored or committed offset starts (a new deployment)"
+    )
+    model_name: str = Field("mask_detector", description="Model name on the server")
+    max_poll_records: int = Field(16, ge=1, le=256, description="Frames per batch (one Predict each)")
+    poll_timeout_ms: int = Field(200, ge=1, le=10_000, description="Longest a poll waits for frames")
+    model_timeout_s: float = Field(10.0, gt=0, le=60, description="Deadline of one Predict call")
+    max_poll_interval_ms: int = Field(300_000, ge=10_000, description="Kafka max.poll.interval.ms")
+    max_frame_age_s: float = Field(2.0, gt=0, description="Frames older than this when consumed are counted dropped_stale")
+    min_score: float = Field(0.0, ge=0, le=1, description="Detections below this score are ignored (the model has its own face threshold)")
+    blur_faces: bool = Field(True, description="Blur violation snapshots")
+    violation_interval_s: float = Field(5.0, ge=0, description="At most one violation event per camera per this many seconds")
+    max_frame_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger frames are dead-lettered")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port (0 = off)")
+    heartbeat_interval_s: float = Field(2.0, gt=0, le=30, description="Heartbeat period")
+    retry_max_s: float = Field(10.0, gt=0, le=120, description="Cap of the retry backoff while a dependency is down")
+
+    @model_validator(mode="after")
+    def _poll_budget(self) -> WorkerSettings:
+        worst_ms = self.model_timeout_s * 1000 * 3
+        if worst_ms >= self.max_poll_interval_ms:
+            raise ValueError(
+                f"model_timeout_s={self.model_timeout_s} is too close to max_poll_interval_ms={self.max_poll_interval_ms}"
+            )
+        return self
