@@ -47,4 +47,6 @@ def camera(cid: str) -> str:
 
 @bp.get("/check")
 def check() -> str:
-    return render_template("check.html", cfg=page_config(), missing_assets=missing_vendor_files())
+    return render_template(
+        "check.html", cfg=page_config(), missing_assets=missing_vendor_files(), min_score=dashboard().settings.min_score
+    )

@@ -31,7 +31,6 @@ from serving.signature import INPUT_IMAGES, MODEL_NAME, SIGNATURE_NAME
 logger = logging.getLogger(__name__)
 
 CLIENT_EXTENSION = "maskwatch_model"
-DEFAULT_MIN_SCORE = 0.5
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Decoded size limit: a few KB of PNG can claim a 100000×100000 canvas (a "decompression bomb").
 MAX_PIXELS = 40_000_000
@@ -183,7 +182,7 @@ def predict() -> Any:
     if width * height > MAX_PIXELS:
         return _error(413, "image too large", detail=f"{width}x{height} pixels", limit_pixels=MAX_PIXELS)
     try:
-        min_score = float(request.args.get("min_score", DEFAULT_MIN_SCORE))
+        min_score = float(request.args.get("min_score", dashboard().settings.min_score))
     except ValueError:
         return _error(400, "bad min_score", min_score=request.args.get("min_score"))
     if not 0.0 <= min_score <= 1.0:

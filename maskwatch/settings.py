@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from maskwatch.detections import DEFAULT_MIN_SCORE
 from maskwatch.store import DEFAULT_PREFIX
 
 
@@ -32,6 +33,12 @@ class CommonSettings(BaseSettings):
     kafka_ssl_cafile: str | None = Field(None, description="CA bundle for the broker's certificate (default: system)")
     kafka_ssl_certfile: str | None = Field(None, description="Client certificate (mutual TLS)")
     kafka_ssl_keyfile: str | None = Field(None, description="Client key (mutual TLS)")
+    min_score: float = Field(
+        DEFAULT_MIN_SCORE,
+        ge=0,
+        le=1,
+        description="Detections scoring below this are not counted or drawn (the model reports candidates lower)",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     log_format: Literal["kv", "json"] = Field("kv", description="key=value lines or JSON lines")
 

@@ -22,7 +22,6 @@ class WorkerSettings(CommonSettings):
     model_timeout_s: float = Field(10.0, gt=0, le=60, description="Deadline of one Predict call")
     max_poll_interval_ms: int = Field(300_000, ge=10_000, description="Kafka max.poll.interval.ms")
     max_frame_age_s: float = Field(2.0, gt=0, description="Frames older than this when consumed are counted dropped_stale")
-    min_score: float = Field(0.0, ge=0, le=1, description="Detections below this score are ignored (the model has its own face threshold)")
     blur_faces: bool = Field(True, description="Blur violation snapshots")
     violation_interval_s: float = Field(5.0, ge=0, description="At most one violation event per camera per this many seconds")
     max_frame_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger frames are dead-lettered")

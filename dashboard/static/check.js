@@ -7,7 +7,7 @@
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const data = new FormData(form);
-    const minScore = data.get("min_score") || "0.5";
+    const minScore = data.get("min_score") || form.querySelector('input[name="min_score"]').defaultValue;
     data.delete("min_score");
     $("check-submit").disabled = true;
     $("check-error").hidden = true;

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from maskwatch.detections import DEFAULT_MIN_SCORE
 from maskwatch.eval import dataset, report, runner, split
 from maskwatch.eval.metrics import DEFAULT_IOU, Report, Truth, evaluate
 from maskwatch.logs import setup_logging
@@ -30,7 +31,7 @@ def evaluate_split(
     predictor: runner.Predictor,
     samples: Sequence[dataset.Sample],
     iou: float = DEFAULT_IOU,
-    min_score: float = 0.0,
+    min_score: float = DEFAULT_MIN_SCORE,
     batch_size: int = 1,
     fps_frames: int = DEFAULT_FPS_FRAMES,
 ) -> tuple[Report, dict[str, Any]]:
@@ -61,7 +62,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--val-fraction", type=float, default=split.DEFAULT_VAL_FRACTION, help="as used for training")
     ap.add_argument("--seed", type=int, default=split.DEFAULT_SEED, help="split seed, as used for training")
     ap.add_argument("--iou", type=float, default=DEFAULT_IOU, help="IoU for a hit (default: 0.5)")
-    ap.add_argument("--min-score", type=float, default=0.0, help="operating score for recall/confusion (default: 0, what the worker counts)")
+    ap.add_argument(
+        "--min-score",
+        type=float,
+        default=DEFAULT_MIN_SCORE,
+        help=f"operating score for recall, precision, widths and confusion (default: {DEFAULT_MIN_SCORE}, what the worker counts)",
+    )
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--fps-frames", type=int, default=DEFAULT_FPS_FRAMES, help="640x480 frames to time (0: skip)")
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow threads for an in-process model")

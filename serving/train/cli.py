@@ -18,7 +18,7 @@ from maskwatch.eval import dataset, report, split
 from maskwatch.logs import setup_logging
 from serving.signature import ASSETS_EXTRA, MODEL_NAME
 from serving.train.config import ClassifierConfig, DetectorConfig
-from serving.train.model import DEFAULT_CANVAS_HW
+from serving.train.model import DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_CANVAS_HW
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--work-dir", type=Path, help="checkpoints and weights (default: <out>/.train)")
     ap.add_argument("--resume", action="store_true", help="carry on from the work directory's checkpoints")
     ap.add_argument("--install-weights", type=Path, help="also copy the weights here (e.g. serving/weights)")
-    ap.add_argument("--face-threshold", type=float, default=0.3, help="the exported model's face threshold")
+    ap.add_argument(
+        "--face-threshold",
+        type=float,
+        default=DEFAULT_CANDIDATE_THRESHOLD,
+        help="the exported model's face threshold: the lowest candidate it reports (consumers count above MW_MIN_SCORE)",
+    )
     ap.add_argument("--canvas", default="x".join(map(str, DEFAULT_CANVAS_HW)), help="detector input HxW when served")
     ap.add_argument("--max-upscale", type=float, default=1.0, help="largest factor the served model scales an image by")
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow threads")

@@ -23,6 +23,8 @@ TUNED_CLASS_IDS = (CLASS_IDS[WITH_MASK], CLASS_IDS[WITHOUT_MASK], CLASS_IDS[INCO
 DEFAULT_CANVAS_HW = (480, 640)
 DEFAULT_CLASSIFIER_SIZE = 96
 DEFAULT_CROP_MARGIN = 0.15
+# The served model reports faces down to this score; consumers count above maskwatch.detections.DEFAULT_MIN_SCORE.
+DEFAULT_CANDIDATE_THRESHOLD = 0.1
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class Manifest:
     classifier_size: int = DEFAULT_CLASSIFIER_SIZE
     crop_margin: float = DEFAULT_CROP_MARGIN
     class_ids: tuple[int, ...] = TUNED_CLASS_IDS
-    face_threshold: float = 0.3
+    face_threshold: float = DEFAULT_CANDIDATE_THRESHOLD
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     training: dict[str, Any] = field(default_factory=dict)  # data, split, epochs, seed, figures
 
