@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 STATUS_OK = "ok"
 STATUS_DEGRADED = "degraded"
+# While a Predict is in flight the worker polls in slices this long, so a finished batch is counted within
+# a slice instead of waiting out the whole poll timeout when no new frames come.
+POLL_SLICE_MS = 10
 
 
 @dataclass
@@ -145,7 +148,7 @@ class Worker:
         while not self.stop.is_set():
             if self._unpositioned:
                 self._position()
-            polled = self._poll()
+            polled = self._poll_beside(pending)
             if pending is not None:
                 self._finish(pending)
                 pending = None
@@ -157,8 +160,18 @@ class Worker:
             if pending.future is not None:
                 pending.future.cancel()
 
-    def _poll(self) -> dict[Any, list[Any]]:
-        records: dict[Any, list[Any]] = self.consumer.poll(timeout_ms=self.s.poll_timeout_ms, max_records=self.s.max_poll_records)
+    def _poll_beside(self, pending: InFlight | None) -> dict[Any, list[Any]]:
+        """The next frames, fetched while `pending`'s Predict runs; returns early once that call is done."""
+        if pending is None or pending.future is None:
+            return self._poll(self.s.poll_timeout_ms)
+        deadline = time.monotonic() + self.s.poll_timeout_ms / 1000
+        while True:
+            records = self._poll(0 if pending.future.done() else POLL_SLICE_MS)
+            if records or pending.future.done() or time.monotonic() >= deadline:
+                return records
+
+    def _poll(self, timeout_ms: int) -> dict[Any, list[Any]]:
+        records: dict[Any, list[Any]] = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.s.max_poll_records)
         if self._carry:
             for tp, recs in self._carry.items():
                 records[tp] = recs + records.get(tp, [])
@@ -457,6 +470,9 @@ class _Failed:
 
     def result(self) -> Any:
         raise self.err
+
+    def done(self) -> bool:
+        return True
 
     def cancel(self) -> bool:
         return False

@@ -44,6 +44,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="detector crops per step")
     ap.add_argument("--crop", type=int, default=d.crop, help="detector training crop side in pixels")
     ap.add_argument("--classifier-size", type=int, default=c.size, help="classifier input side in pixels")
+    ap.add_argument(
+        "--class-weight-power",
+        type=float,
+        default=c.weight_power,
+        help=f"classifier class weights (n / (classes * n_c)) ** power: 0 none, 1 balanced (default: {c.weight_power})",
+    )
     ap.add_argument("--seed", type=int, default=split.DEFAULT_SEED)
     ap.add_argument("--val-fraction", type=float, default=split.DEFAULT_VAL_FRACTION)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training images (quick runs)")
@@ -57,7 +63,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="the exported model's face threshold: the lowest candidate it reports (consumers count above MW_MIN_SCORE)",
     )
     ap.add_argument("--canvas", default="x".join(map(str, DEFAULT_CANVAS_HW)), help="detector input HxW when served")
-    ap.add_argument("--max-upscale", type=float, default=1.0, help="largest factor the served model scales an image by")
+    ap.add_argument(
+        "--max-upscale",
+        type=float,
+        default=2.0,
+        help="largest factor the served model scales a small image by to fill its canvas (default: 2)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
     ap.add_argument("--fps-frames", type=int, default=30, help="640x480 frames timed in the validation report")
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -79,6 +90,8 @@ def check(args: argparse.Namespace) -> str | None:
         return "--version must be >= 1"
     if min(args.epochs, args.classifier_epochs, args.batch_size, args.threads) < 1 or args.crop < 64:
         return "epochs, batch size and threads must be >= 1, --crop >= 64"
+    if not 0.0 <= args.class_weight_power <= 2.0:
+        return "--class-weight-power must be in [0, 2]"
     if not 0.0 < args.face_threshold < 1.0:
         return "--face-threshold must be in (0, 1)"
     if not 0.0 < args.val_fraction < 1.0 or args.limit < 0 or args.max_upscale <= 0:
@@ -98,7 +111,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _configs(args: argparse.Namespace) -> tuple[DetectorConfig, ClassifierConfig]:
     det = replace(DetectorConfig(), epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, seed=args.seed)
-    cls = replace(ClassifierConfig(), epochs=args.classifier_epochs, size=args.classifier_size, seed=args.seed)
+    cls = replace(
+        ClassifierConfig(),
+        epochs=args.classifier_epochs,
+        size=args.classifier_size,
+        weight_power=args.class_weight_power,
+        seed=args.seed,
+    )
     return det, cls
 
 
