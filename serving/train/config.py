@@ -9,7 +9,7 @@ from serving.train.model import DEFAULT_CLASSIFIER_SIZE, DEFAULT_CROP_MARGIN
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    epochs: int = 12
+    epochs: int = 20
     batch_size: int = 8
     crop: int = 320
     learning_rate: float = 3e-4
@@ -27,5 +27,5 @@ class ClassifierConfig:
     learning_rate: float = 5e-4
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
-    weight_power: float = 0.5
+    weight_power: float = 1.0
     seed: int = 0
