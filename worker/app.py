@@ -40,6 +40,7 @@ def run(settings: WorkerSettings, stop: threading.Event) -> int:
             max_poll_interval_ms=settings.max_poll_interval_ms,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             fetch_max_bytes=16 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             # Tansu may answer a fetch with more than fetch_max_bytes; kafka-python's 1 MB default frame cap

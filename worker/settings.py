@@ -19,6 +19,11 @@ class WorkerSettings(CommonSettings):
     model_name: str = Field("mask_detector", description="Model name on the server")
     max_poll_records: int = Field(16, ge=1, le=256, description="Frames per batch (one Predict each)")
     poll_timeout_ms: int = Field(200, ge=1, le=10_000, description="Longest a poll waits for frames")
+    # Tansu holds every fetch for the whole wait even when frames arrive (Kafka answers at once): at 500 ms, the
+    # client default, capture -> counted p99 was 529 ms at half load; at 20 ms, 285 ms (bench/results/latest.md).
+    fetch_max_wait_ms: int = Field(
+        20, ge=0, le=10_000, description="Longest the broker holds a fetch for new frames (Kafka fetch.max.wait.ms)"
+    )
     model_timeout_s: float = Field(10.0, gt=0, le=60, description="Deadline of one Predict call")
     max_poll_interval_ms: int = Field(300_000, ge=10_000, description="Kafka max.poll.interval.ms")
     max_frame_age_s: float = Field(2.0, gt=0, description="Frames older than this when consumed are counted dropped_stale")
