@@ -153,6 +153,14 @@ class _PixelsFuture:
         self.client = client
         self.jpegs = list(jpegs)
 
+    def done(self) -> bool:
+        """Nothing runs in the background: the calls are made by result(), so waiting would gain nothing."""
+        return True
+
+    def cancel(self) -> bool:
+        """Nothing was sent yet."""
+        return True
+
     def result(self) -> predict_pb2.PredictResponse:
         assert self.client.info is not None
         merged: dict[str, list[np.ndarray]] = {o: [] for o in REQUIRED_OUTPUTS}
