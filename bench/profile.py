@@ -6,6 +6,7 @@ import collections
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 # What the worker's main thread is doing: the first phase (in this order) with a frame (function, file) on the stack.
@@ -25,7 +26,8 @@ FRAME_RE = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]+)(?::\d+)?\)$")
 
 
 def py_spy() -> str | None:
-    for cand in (os.environ.get("PY_SPY"), shutil.which("py-spy"), "/tmp/pyspy/bin/py-spy"):
+    beside_python = str(Path(sys.executable).parent / "py-spy")  # the venv's, installed by the dev extras
+    for cand in (os.environ.get("PY_SPY"), shutil.which("py-spy"), beside_python):
         if cand and Path(cand).exists():
             return cand
     return None
