@@ -96,18 +96,6 @@ def _cameras_reload(args: argparse.Namespace) -> int:
     return cameras_reload(settings.redis_url, settings.redis_prefix, timeout_s=args.timeout)
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from maskwatch.eval import cli as eval_cli
-
-    return eval_cli.run(args)
-
-
-def _train(args: argparse.Namespace) -> int:
-    from serving.train import cli as train_cli
-
-    return train_cli.run(args)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="maskwatch", description="MaskWatch: live face-mask compliance across cameras")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -139,16 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--redis-prefix")
     rl.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the producers' answers")
     rl.set_defaults(fn=_cameras_reload)
-    from maskwatch.eval.cli import add_arguments as eval_arguments  # argparse only: no TensorFlow import here
+    # both modules import TensorFlow only inside run()
+    from maskwatch.eval import cli as eval_cli
+    from serving.train import cli as train_cli
 
     ev = sub.add_parser("eval", help="VOC AP, recall by face size and frames/s of a model (in-process or --serving)")
-    eval_arguments(ev)
-    ev.set_defaults(fn=_eval)
-    from serving.train.cli import add_arguments as train_arguments
-
+    eval_cli.add_arguments(ev)
+    ev.set_defaults(fn=eval_cli.run)
     tr = sub.add_parser("train", help="fine-tune the detector and the 3-class classifier; export a new model version")
-    train_arguments(tr)
-    tr.set_defaults(fn=_train)
+    train_cli.add_arguments(tr)
+    tr.set_defaults(fn=train_cli.run)
     args = ap.parse_args(argv)
     return int(args.fn(args))
 

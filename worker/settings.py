@@ -20,7 +20,7 @@ class WorkerSettings(CommonSettings):
     max_poll_records: int = Field(16, ge=1, le=256, description="Frames per batch (one Predict each)")
     poll_timeout_ms: int = Field(200, ge=1, le=10_000, description="Longest a poll waits for frames")
     # Tansu holds every fetch for the whole wait even when frames arrive (Kafka answers at once): at 500 ms, the
-    # client default, capture -> counted p99 was 529 ms at half load; at 20 ms, 285 ms (bench/results/latest.md).
+    # client default, capture -> counted p99 was 529 ms at half load; at 20 ms, 285 ms (same stack, same probe).
     fetch_max_wait_ms: int = Field(
         20, ge=0, le=10_000, description="Longest the broker holds a fetch for new frames (Kafka fetch.max.wait.ms)"
     )

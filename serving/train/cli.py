@@ -18,7 +18,7 @@ from maskwatch.eval import dataset, report, split
 from maskwatch.logs import setup_logging
 from serving.signature import ASSETS_EXTRA, MODEL_NAME
 from serving.train.config import ClassifierConfig, DetectorConfig
-from serving.train.model import DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_CANVAS_HW
+from serving.train.model import DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_CANVAS_HW, DEFAULT_MAX_UPSCALE
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--max-upscale",
         type=float,
-        default=2.0,
-        help="largest factor the served model scales a small image by to fill its canvas (default: 2)",
+        default=DEFAULT_MAX_UPSCALE,
+        help=f"largest factor the served model scales a small image by to fill its canvas (default: {DEFAULT_MAX_UPSCALE:g})",
     )
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
     ap.add_argument("--fps-frames", type=int, default=30, help="640x480 frames timed in the validation report")

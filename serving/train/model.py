@@ -23,6 +23,8 @@ TUNED_CLASS_IDS = (CLASS_IDS[WITH_MASK], CLASS_IDS[WITHOUT_MASK], CLASS_IDS[INCO
 # Served detector input: 640x480 frames are shrunk by 0.75. 480x640 finds more faces under 32 px at 2/3 of the
 # speed (serving/MODEL_CARD.md: `python -m serving.export --canvas 480x640`).
 DEFAULT_CANVAS_HW = (360, 480)
+# A smaller image is upscaled by up to this factor to fill the canvas (free: the canvas size is fixed).
+DEFAULT_MAX_UPSCALE = 2.0
 DEFAULT_CLASSIFIER_SIZE = 96
 DEFAULT_CROP_MARGIN = 0.15
 # The served model reports faces down to this score; consumers count above maskwatch.detections.DEFAULT_MIN_SCORE.
@@ -34,7 +36,7 @@ class Manifest:
     """How the weights files become a model: detector input, classifier input and crop, recommended threshold."""
 
     canvas_hw: tuple[int, int] = DEFAULT_CANVAS_HW
-    max_upscale: float = 1.0
+    max_upscale: float = DEFAULT_MAX_UPSCALE
     classifier_size: int = DEFAULT_CLASSIFIER_SIZE
     crop_margin: float = DEFAULT_CROP_MARGIN
     class_ids: tuple[int, ...] = TUNED_CLASS_IDS
