@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = Path("models/mask_detector")
 DEFAULT_OUT = Path(".maskwatch/eval")
 DEFAULT_FPS_FRAMES = 50
+DEFAULT_BOOTSTRAP = 200
 MAX_FACES_FOR_FPS = 10
 
 
@@ -34,12 +35,13 @@ def evaluate_split(
     min_score: float = DEFAULT_MIN_SCORE,
     batch_size: int = 1,
     fps_frames: int = DEFAULT_FPS_FRAMES,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
 ) -> tuple[Report, dict[str, Any]]:
     """The metrics of `predictor` on `samples`, and timings: the images as they are, then 640x480 frames made
     from images with at most MAX_FACES_FOR_FPS faces."""
     jpegs = [s.read_jpeg() for s in samples]
     preds, timing = runner.run(predictor, jpegs, [(s.width, s.height) for s in samples], batch_size)
-    result = evaluate([truth_of(s) for s in samples], preds, iou, min_score)
+    result = evaluate([truth_of(s) for s in samples], preds, iou, min_score, bootstrap)
     timings = {f"data set images, batch {batch_size}": timing.to_dict()}
     few = [j for j, s in zip(jpegs, samples, strict=True) if len(s.labels) <= MAX_FACES_FOR_FPS]
     if fps_frames > 0 and few:
@@ -68,6 +70,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         default=DEFAULT_MIN_SCORE,
         help=f"operating score for recall, precision, widths and confusion (default: {DEFAULT_MIN_SCORE}, what the worker counts)",
     )
+    ap.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_BOOTSTRAP,
+        help=f"resamples for each AP's 95 %% interval (0: none; default: {DEFAULT_BOOTSTRAP})",
+    )
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--fps-frames", type=int, default=DEFAULT_FPS_FRAMES, help="640x480 frames to time (0: skip)")
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow threads for an in-process model")
@@ -81,8 +89,8 @@ def check(args: argparse.Namespace) -> str | None:
         return "--iou must be in (0, 1)"
     if not 0.0 <= args.min_score <= 1.0:
         return "--min-score must be in [0, 1]"
-    if args.batch_size < 1 or args.threads < 1 or args.fps_frames < 0 or args.limit < 0:
-        return "--batch-size and --threads must be >= 1, --fps-frames and --limit >= 0"
+    if args.batch_size < 1 or args.threads < 1 or min(args.fps_frames, args.limit, args.bootstrap) < 0:
+        return "--batch-size and --threads must be >= 1, --fps-frames, --limit and --bootstrap >= 0"
     return None
 
 
@@ -127,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
     logger.info("evaluating model=%s split=%s images=%d", predictor.name, args.split, len(part))
     started = time.monotonic()
-    result, meta = evaluate_split(predictor, part, args.iou, args.min_score, args.batch_size, args.fps_frames)
+    result, meta = evaluate_split(
+        predictor, part, args.iou, args.min_score, args.batch_size, args.fps_frames, args.bootstrap
+    )
     meta = {
         **meta,
         "data": str(args.data),

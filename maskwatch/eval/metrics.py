@@ -16,6 +16,7 @@ FACE = "face"  # every class merged: the detector's own job
 MISSED = "missed"  # confusion column: a true face no detection matched
 FALSE_POSITIVE = "false_positive"  # confusion row: a detection that took no true face (background, duplicate)
 DEFAULT_IOU = 0.5
+MEAN_AP = "mean_ap"  # key of the mAP's interval in Report.intervals
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,9 @@ class Report:
     recall_by_width: dict[str, dict[str, float | int | None]]  # bucket -> {faces, found, recall}
     confusion: dict[str, dict[str, int]]  # true class (or FALSE_POSITIVE) -> predicted class (or MISSED) -> count
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False)  # name -> (recall, precision)
+    # class (or FACE, or MEAN_AP) -> 95 % bootstrap interval (low, high) of its AP over resampled images
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    resamples: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -205,6 +209,8 @@ class Report:
             "min_score": self.min_score,
             "images": self.images,
             "mean_ap": self.mean_ap,
+            "ap_interval_95": {k: list(v) for k, v in self.intervals.items()},
+            "bootstrap_resamples": self.resamples,
             "classes": {k: vars(v) for k, v in self.classes.items()},
             "recall_by_width": self.recall_by_width,
             "confusion": self.confusion,
@@ -216,9 +222,11 @@ def evaluate(
     preds: Sequence[Predicted],
     iou_threshold: float = DEFAULT_IOU,
     min_score: float = 0.0,
+    resamples: int = 0,
 ) -> Report:
     """AP at `iou_threshold` over every detection; recall, precision, width buckets and confusion over the
-    detections scoring at least `min_score` (the operating point: 0 counts what the worker counts)."""
+    detections scoring at least `min_score` (the operating point: 0 counts what the worker counts). With
+    `resamples`, also each AP's 95 % bootstrap interval (images drawn with replacement, seeded)."""
     classes: dict[str, ClassReport] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in (*CLASSES, FACE):
@@ -270,7 +278,34 @@ def evaluate(
         recall_by_width=by_width,
         confusion=confusion,
         curves=curves,
+        intervals=bootstrap_intervals(truths, preds, iou_threshold, resamples) if resamples else {},
+        resamples=resamples,
     )
+
+
+def bootstrap_intervals(
+    truths: Sequence[Truth], preds: Sequence[Predicted], iou_threshold: float, resamples: int, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """95 % percentile intervals of each class's AP, the face AP and the mAP when the images are drawn again with
+    replacement `resamples` times: how far the figures would move on another set of this size (a class with a
+    dozen faces moves a lot)."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {name: [] for name in (*CLASSES, FACE, MEAN_AP)}
+    for _ in range(resamples):
+        idx = rng.integers(0, len(truths), len(truths))
+        ts, ps = [truths[i] for i in idx], [preds[i] for i in idx]
+        aps = {}
+        for name in (*CLASSES, FACE):
+            ap = match(ts, ps, None if name == FACE else name, iou_threshold).ap()
+            if ap is not None:
+                aps[name] = ap
+                draws[name].append(ap)
+        per_class = [aps[c] for c in CLASSES if c in aps]
+        if per_class:
+            draws[MEAN_AP].append(float(np.mean(per_class)))
+    return {
+        name: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for name, v in draws.items() if v
+    }
 
 
 def _above(p: Predicted, min_score: float) -> Predicted:

@@ -8,13 +8,21 @@ from typing import Any
 
 import numpy as np
 
-from maskwatch.eval.metrics import CLASSES, FACE, FALSE_POSITIVE, MISSED, Report
+from maskwatch.eval.metrics import CLASSES, FACE, FALSE_POSITIVE, MEAN_AP, MISSED, Report
 
 JSON_FILE, MARKDOWN_FILE, PLOT_FILE = "report.json", "report.md", "pr.png"
 
 
 def _pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
+
+
+def _ap(report: Report, name: str, ap: float | None) -> str:
+    """An AP with its bootstrap interval when there is one: `87.3 (84.0–90.1)`."""
+    interval = report.intervals.get(name)
+    if ap is None or interval is None:
+        return _pct(ap)
+    return f"{_pct(ap)} ({_pct(interval[0])}–{_pct(interval[1])})"
 
 
 def _rounded(obj: Any) -> Any:
@@ -38,7 +46,12 @@ def markdown(report: Report, meta: dict[str, Any]) -> str:
         "",
         f"Data `{meta.get('data', '?')}`, split `{meta.get('split', '?')}`: {report.images} images, "
         f"{report.classes[FACE].positives} faces. AP at IoU {report.iou_threshold} (VOC all-point interpolation) "
-        f"over every detection; recall, precision, widths and confusion over detections scoring ≥ {report.min_score}.",
+        f"over every detection; recall, precision, widths and confusion over detections scoring ≥ {report.min_score}."
+        + (
+            f" In brackets: the 95 % interval of an AP over {report.resamples} bootstrap resamples of the images."
+            if report.intervals
+            else ""
+        ),
         "",
         "| class | AP@0.5 % | faces | detections | recall % | precision % |",
         "|---|---:|---:|---:|---:|---:|",
@@ -46,8 +59,8 @@ def markdown(report: Report, meta: dict[str, Any]) -> str:
     for name in (*CLASSES, FACE):
         c = report.classes[name]
         label = f"{name} (any class)" if name == FACE else name
-        lines.append(f"| {label} | {_pct(c.ap)} | {c.positives} | {c.detections} | {_pct(c.recall)} | {_pct(c.precision)} |")
-    lines += ["", f"**mAP@0.5 (3 classes): {_pct(report.mean_ap)} %**", ""]
+        lines.append(f"| {label} | {_ap(report, name, c.ap)} | {c.positives} | {c.detections} | {_pct(c.recall)} | {_pct(c.precision)} |")
+    lines += ["", f"**mAP@0.5 (3 classes): {_ap(report, MEAN_AP, report.mean_ap)} %**", ""]
     lines += ["## Recall by face width (any class)", "", "| face width px | faces | found | recall % |", "|---|---:|---:|---:|"]
     for bucket, row in report.recall_by_width.items():
         label = bucket.removeprefix("faces_").replace("lt", "< ").replace("ge", "≥ ").replace("_", "–")

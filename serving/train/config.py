@@ -9,7 +9,7 @@ from serving.train.model import DEFAULT_CLASSIFIER_SIZE, DEFAULT_CROP_MARGIN
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    epochs: int = 20
+    epochs: int = 50
     batch_size: int = 8
     crop: int = 320
     learning_rate: float = 3e-4
@@ -20,7 +20,7 @@ class DetectorConfig:
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    epochs: int = 12
+    epochs: int = 24
     batch_size: int = 64
     size: int = DEFAULT_CLASSIFIER_SIZE
     margin: float = DEFAULT_CROP_MARGIN

@@ -8,6 +8,7 @@ import pytest
 from maskwatch.eval.metrics import (
     FACE,
     FALSE_POSITIVE,
+    MEAN_AP,
     MISSED,
     Predicted,
     Truth,
@@ -157,3 +158,21 @@ def test_bad_inputs_are_refused(make: object, match_text: str) -> None:
 def test_truths_and_predictions_must_pair_up() -> None:
     with pytest.raises(ValueError, match="2 truths for 1"):
         match(TRUTHS[:2], PREDS[:1], None)
+
+
+def test_bootstrap_intervals_bracket_the_ap_and_vanish_when_every_image_agrees() -> None:
+    # every image alike: any resample gives the same AP, so the interval is a point
+    same = evaluate([TRUTHS[0]] * 5, [PREDS[0]] * 5, resamples=50)
+    assert same.intervals[FACE] == pytest.approx((same.classes[FACE].ap,) * 2)
+    # images that disagree: the interval is wide and holds the figure measured on the set itself
+    r = evaluate(TRUTHS * 3, PREDS * 3, resamples=200)
+    assert r.resamples == 200 and set(r.intervals) == {WM, WO, INC, FACE, MEAN_AP}
+    for name, ap in ((WM, r.classes[WM].ap), (WO, r.classes[WO].ap), (FACE, r.classes[FACE].ap), (MEAN_AP, r.mean_ap)):
+        low, high = r.intervals[name]
+        assert ap is not None and low <= ap <= high
+    assert r.intervals[WO][1] - r.intervals[WO][0] > 0.2
+    assert evaluate(TRUTHS, PREDS).intervals == {}  # none unless asked
+
+
+def test_bootstrap_is_seeded() -> None:
+    assert evaluate(TRUTHS * 3, PREDS * 3, resamples=30).intervals == evaluate(TRUTHS * 3, PREDS * 3, resamples=30).intervals
