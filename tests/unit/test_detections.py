@@ -85,4 +85,5 @@ def test_width_bucket(w: float, bucket: str) -> None:
 
 def test_small_face_share() -> None:
     assert Counts().small_face_share is None
-    assert Counts(faces_lt16=1, faces_16_32=2, faces_ge64=1).small_face_share == 0.75
+    assert Counts(faces_lt16=1, faces_16_32=2, faces_ge64=1).small_face_share == 0.25  # 16-32 px faces are found
+    assert Counts(faces_lt16=3, faces_32_64=1).small_face_share == 0.75
