@@ -19,12 +19,11 @@ from bench.frames import jpegs as bench_jpegs  # noqa: E402
 from bench.inprocess import ModelRunner  # noqa: E402
 from bench.load import closed_loop  # noqa: E402
 from bench.logs import setup_logging  # noqa: E402
-from bench.procs import ROOT, Procs, start_serving  # noqa: E402
+from bench.procs import DEPLOYED_SERVING_ARGS, ROOT, Procs, start_serving  # noqa: E402
 from bench.stats import Summary  # noqa: E402
 
 logger = logging.getLogger("bench.serving")
 GOAL = 0.9
-BATCHING_FILE = ROOT / "serving" / "batching.config"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("starting two servers (batching off, on) and loading the model in process")
         servers = {
             "off": start_serving(procs, base, "serving-nobatch"),
-            "on": start_serving(procs, base, "serving-batch", "--enable_batching", "--batching_parameters_file", str(BATCHING_FILE)),
+            "on": start_serving(procs, base, "serving-batch", *DEPLOYED_SERVING_ARGS),
         }
         model = ModelRunner(version)
         threads = sorted({1, os.cpu_count() or 1})  # one caller, and as many concurrent callers as cores

@@ -18,7 +18,7 @@ from typing import Any
 from bench.frames import frame_set
 from bench.inprocess import ModelRunner, NaiveRunner, Window
 from bench.pipeline import Drain, Pipeline
-from bench.procs import Procs, start_kafka, start_redis, start_serving
+from bench.procs import DEPLOYED_SERVING_ARGS, Procs, start_kafka, start_redis, start_serving
 from bench.scaling import ScalingConfig, run_scaling
 from bench.sleep_model import export_sleep_model
 from bench.stats import Summary, paired_ratio, percentile
@@ -124,6 +124,7 @@ def run_main(cfg: SuiteConfig, log_dir: Path) -> dict[str, Any]:
             cameras=cfg.cameras,
             kafka=kafka,
             redis_url=redis_url,
+            serving_args=DEPLOYED_SERVING_ARGS,
         )
         pipe.warm_up(max(48, cfg.cameras * 4))
         est = Summary.of(w.fps for w in sweep[best]).median
@@ -181,7 +182,7 @@ def run_main(cfg: SuiteConfig, log_dir: Path) -> dict[str, Any]:
             "partitions": cfg.partitions,
             "cameras": cfg.cameras,
             "max_poll_records": 16,
-            "server": "python -m serving, default flags (no batching), as `maskwatch up` runs it",
+            "server": "python -m serving with batching (serving/batching.config), as `maskwatch up`, compose and k8s run it",
             "backlog_drain_s": cfg.drain_s,
             "measured_between": "15 % and 90 % of each backlog counted in Redis",
         },

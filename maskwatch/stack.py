@@ -24,6 +24,10 @@ logger = logging.getLogger(__name__)
 CHILD_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
+# The model server's batching settings, the file deploy/ mounts into TF Serving.
+BATCHING_CONFIG = Path(__file__).resolve().parents[1] / "serving" / "batching.config"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -208,7 +212,21 @@ class Stack:
             env = {"MW_KAFKA": kafka, "MW_REDIS_URL": redis_url, "MW_SERVING": f"127.0.0.1:{cfg.serving_port}"}
             serving = Child(
                 "serving",
-                self._py("serving", "--port", str(cfg.serving_port), "--rest_api_port", "0", "--model_name", "mask_detector", "--model_base_path", str(model_dir.resolve())),
+                self._py(
+                    "serving",
+                    "--port",
+                    str(cfg.serving_port),
+                    "--rest_api_port",
+                    "0",
+                    "--model_name",
+                    "mask_detector",
+                    "--model_base_path",
+                    str(model_dir.resolve()),
+                    # as compose, the Kubernetes base and the image run it: concurrent calls share model runs
+                    "--enable_batching",
+                    "--batching_parameters_file",
+                    str(BATCHING_CONFIG),
+                ),
                 env,
             )
             serving.start(self.log_dir)
