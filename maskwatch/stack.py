@@ -24,8 +24,10 @@ logger = logging.getLogger(__name__)
 CHILD_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
-# The model server's batching settings, the file deploy/ mounts into TF Serving.
+# The model server's batching settings, the file deploy/ mounts into TF Serving, and the flags that turn them on
+# as compose, the Kubernetes base and the image do: concurrent calls share model runs.
 BATCHING_CONFIG = Path(__file__).resolve().parents[1] / "serving" / "batching.config"
+BATCHING_ARGS = ("--enable_batching", "--batching_parameters_file", str(BATCHING_CONFIG))
 
 
 def free_port() -> int:
@@ -222,10 +224,7 @@ class Stack:
                     "mask_detector",
                     "--model_base_path",
                     str(model_dir.resolve()),
-                    # as compose, the Kubernetes base and the image run it: concurrent calls share model runs
-                    "--enable_batching",
-                    "--batching_parameters_file",
-                    str(BATCHING_CONFIG),
+                    *BATCHING_ARGS,
                 ),
                 env,
             )

@@ -3,7 +3,7 @@ face width and per class at an operating score, and the class confusion of match
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,8 +239,7 @@ def evaluate(
             recall=m.recall_at(min_score),
             precision=m.precision_at(min_score),
         )
-    aps = [ap for ap in (classes[c].ap for c in CLASSES) if ap is not None]
-    mean_ap = float(np.mean(aps)) if aps else None
+    mean_ap = _mean_ap(classes[c].ap for c in CLASSES)
 
     kept = [_above(p, min_score) for p in preds]
     faces = match(truths, kept, None, iou_threshold)
@@ -283,6 +282,12 @@ def evaluate(
     )
 
 
+def _mean_ap(aps: Iterable[float | None]) -> float | None:
+    """The mAP: the mean AP over the classes that have true faces (None when none has)."""
+    found = [ap for ap in aps if ap is not None]
+    return float(np.mean(found)) if found else None
+
+
 def bootstrap_intervals(
     truths: Sequence[Truth], preds: Sequence[Predicted], iou_threshold: float, resamples: int, seed: int = 0
 ) -> dict[str, tuple[float, float]]:
@@ -294,15 +299,11 @@ def bootstrap_intervals(
     for _ in range(resamples):
         idx = rng.integers(0, len(truths), len(truths))
         ts, ps = [truths[i] for i in idx], [preds[i] for i in idx]
-        aps = {}
-        for name in (*CLASSES, FACE):
-            ap = match(ts, ps, None if name == FACE else name, iou_threshold).ap()
+        aps = {name: match(ts, ps, None if name == FACE else name, iou_threshold).ap() for name in (*CLASSES, FACE)}
+        aps[MEAN_AP] = _mean_ap(aps[c] for c in CLASSES)
+        for name, ap in aps.items():
             if ap is not None:
-                aps[name] = ap
                 draws[name].append(ap)
-        per_class = [aps[c] for c in CLASSES if c in aps]
-        if per_class:
-            draws[MEAN_AP].append(float(np.mean(per_class)))
     return {
         name: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for name, v in draws.items() if v
     }
