@@ -131,7 +131,7 @@ def build_tuned_module(
     tuned.verify(weights_dir, manifest)
     detector = TunedFaceDetector(caffe.load(sources.prototxt, sources.caffemodel), canvas_hw or manifest.canvas_hw)
     detector.load_weights(tuned.read_arrays(weights_dir / tuned.DETECTOR_FILE))
-    classifier = tuned.build_classifier(manifest.classifier_size, len(manifest.class_ids))
+    classifier = tuned.build_classifier(manifest.classifier_size, len(manifest.class_ids), face_output=manifest.face_output)
     tuned.load_classifier_arrays(classifier, tuned.read_arrays(weights_dir / tuned.CLASSIFIER_FILE))
     module = MaskDetectorModule(
         detector=detector,
@@ -143,17 +143,23 @@ def build_tuned_module(
         crop_margin=manifest.crop_margin,
         letterbox=True,
         max_upscale=manifest.max_upscale if max_upscale is None else max_upscale,
+        face_output=manifest.face_output,
     )
     return module, manifest
 
 
 def tuned_model_info(module: MaskDetectorModule, weights_dir: Path, manifest: tuned.Manifest) -> ModelInfo:
     h, w = module.detector.input_hw
+    face = (
+        "face_score = (detector score + classifier's face probability) / 2"
+        if module.face_output
+        else "face_score = detector score"
+    )
     return ModelInfo(
         face_threshold=round(float(module.face_threshold.numpy()), 6),
         max_detections=module.max_detections,
         nms_threshold=module.detector.params.nms_threshold,
-        scores="face_score * class_probability; detection_face_scores holds face_score",
+        scores=f"face_score * class_probability; detection_face_scores holds face_score; {face}",
         classes={str(i): CLASS_NAMES[i] for i in module.class_ids},
         detector=(
             f"fine-tuned res10 SSD {tuned.DETECTOR_FILE} sha256:{manifest.files[tuned.DETECTOR_FILE][:16]} "

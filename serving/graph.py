@@ -116,10 +116,16 @@ class MaskDetectorModule(tf.Module):
         crop_margin: float | None = None,
         letterbox: bool = False,
         max_upscale: float = 1.0,
+        face_output: bool = False,
     ) -> None:
         """The defaults are the pre-trained model's: the detector's input squashed from the whole image, the
         classifier fed the face box alone at 224 px. `letterbox` keeps the aspect ratio instead (scaling by at most
-        `max_upscale`, padding with the mean colour); `crop_margin` feeds it a square with context around the box."""
+        `max_upscale`, padding with the mean colour); `crop_margin` feeds it a square with context around the box.
+
+        With `face_output` the classifier has one more output, after the classes: the probability that the crop is
+        a face at all. It is a second stage: a candidate's face score becomes the mean of the detector's score and
+        this probability (a face either stage is sure of stays near the operating point, one that both doubt falls
+        below it), and candidates that fall below `face_threshold` are dropped."""
         super().__init__(name=name)
         if not 0.0 < face_threshold < 1.0:
             raise ValueError(f"face_threshold {face_threshold} outside (0, 1)")
@@ -140,6 +146,7 @@ class MaskDetectorModule(tf.Module):
         self.crop_margin = crop_margin
         self.letterbox = letterbox
         self.max_upscale = max_upscale
+        self.face_output = face_output
         self.face_threshold = tf.Variable(face_threshold, dtype=tf.float32, trainable=False, name="face_threshold")
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_IMAGES)])
@@ -211,7 +218,7 @@ class MaskDetectorModule(tf.Module):
         return tf.cond(
             tf.shape(crops)[0] > 0,
             lambda: tf.convert_to_tensor(self.classifier(crops / 127.5 - 1.0, training=False)),
-            lambda: tf.zeros([0, len(self.class_ids)], tf.float32),
+            lambda: tf.zeros([0, len(self.class_ids) + int(self.face_output)], tf.float32),
         )
 
     def predict(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -242,7 +249,13 @@ class MaskDetectorModule(tf.Module):
             [size, size],
             method="bilinear",
         )
-        probs = tf.scatter_nd(where, self.classify(crops), [tf.shape(keep)[0], k, len(self.class_ids)])
+        outputs = len(self.class_ids) + int(self.face_output)
+        probs = tf.scatter_nd(where, self.classify(crops), [tf.shape(keep)[0], k, outputs])
+        if self.face_output:
+            p_face = probs[..., -1]
+            probs = probs[..., :-1]
+            face_scores = tf.where(keep, (face_scores + p_face) / 2.0, face_scores)
+            keep = keep & (face_scores >= self.face_threshold)
 
         class_ids = tf.gather(tf.constant(self.class_ids, tf.float32), tf.argmax(probs, axis=-1))
         scores = face_scores * tf.reduce_max(probs, axis=-1)

@@ -96,6 +96,11 @@ def predict(model: Any, patches: np.ndarray, config: ClassifierConfig, batch: in
     return np.concatenate(out) if out else np.zeros((0, int(model.output_shape[-1])), np.float32)
 
 
+def has_face_output(model: Any) -> bool:
+    """Whether the classifier ends with `build_classifier`'s "is this a face" column."""
+    return any(layer.name == "face" for layer in model.layers)
+
+
 def per_class_recall(probs: np.ndarray, labels: np.ndarray, classes: int) -> list[float | None]:
     predicted = np.argmax(probs, axis=-1)
     return [float(np.mean(predicted[labels == c] == c)) if np.any(labels == c) else None for c in range(classes)]
@@ -117,7 +122,8 @@ def train_classifier(
 
     tf.random.set_seed(config.seed)  # dropout draws: the same whatever ran before in this process
     quicken_batchnorm(model)
-    classes = int(model.output_shape[-1])
+    face_output = has_face_output(model)
+    classes = int(model.output_shape[-1]) - int(face_output)
     steps_per_epoch = max(1, len(patches) // config.batch_size)
     schedule = tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch, alpha=0.05)
     optimizer = tf_keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
@@ -128,22 +134,40 @@ def train_classifier(
     if resume and manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         logger.info("classifier resumed checkpoint=%s epoch=%d", manager.latest_checkpoint, int(epoch.numpy()))
-    weights = tf.constant(class_weights(labels, classes, config.weight_power))
-    logger.info("classifier class_weights=%s counts=%s", np.round(weights.numpy(), 3).tolist(), np.bincount(labels, minlength=classes).tolist())
+    if not face_output and np.any(labels >= classes):
+        raise ValueError(f"labels reach {int(labels.max())}: not-a-face patches need a classifier with a face output")
+    faces = labels[labels < classes]
+    weights = tf.constant(class_weights(faces, classes, config.weight_power))
+    logger.info(
+        "classifier class_weights=%s counts=%s not_faces=%d",
+        np.round(weights.numpy(), 3).tolist(),
+        np.bincount(faces, minlength=classes).tolist(),
+        int(np.sum(labels >= classes)),
+    )
     variables = model.trainable_variables
+    smoothing = config.label_smoothing
 
     @tf.function(reduce_retracing=True)
     def step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        target = tf.one_hot(y, classes) * (1.0 - config.label_smoothing) + config.label_smoothing / classes
+        is_face = y < classes
+        yc = tf.minimum(y, classes - 1)
+        target = tf.one_hot(yc, classes) * (1.0 - smoothing) + smoothing / classes
         with tf.GradientTape() as tape:
-            probs = model(x / 127.5 - 1.0, training=True)
+            out = model(x / 127.5 - 1.0, training=True)
+            probs = out[:, :classes]
             ce = -tf.reduce_sum(target * tf.math.log(tf.clip_by_value(probs, 1e-7, 1.0)), axis=-1)
-            w = tf.gather(weights, y)
-            loss = tf.reduce_sum(ce * w) / tf.reduce_sum(w)
+            w = tf.where(is_face, tf.gather(weights, yc), 0.0)
+            loss = tf.reduce_sum(ce * w) / tf.maximum(tf.reduce_sum(w), 1e-6)
+            right = tf.argmax(probs, axis=-1, output_type=tf.int32) == y
+            if face_output:  # the class loss counts faces only; "is it a face" counts every patch
+                p_face = tf.clip_by_value(out[:, classes], 1e-7, 1.0 - 1e-7)
+                t_face = tf.cast(is_face, tf.float32) * (1.0 - smoothing) + smoothing / 2
+                bce = -(t_face * tf.math.log(p_face) + (1.0 - t_face) * tf.math.log(1.0 - p_face))
+                loss += tf.reduce_mean(bce)
+                right = tf.where(is_face, right & (p_face >= 0.5), p_face < 0.5)
         grads = tape.gradient(loss, variables)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
-        correct = tf.reduce_mean(tf.cast(tf.argmax(probs, axis=-1, output_type=tf.int32) == y, tf.float32))
-        return loss, correct
+        return loss, tf.reduce_mean(tf.cast(right, tf.float32))
 
     figures: dict[str, Any] = last_figures(checkpoint_dir)
     while int(epoch.numpy()) < config.epochs:
@@ -161,14 +185,18 @@ def train_classifier(
         manager.save()
         figures = {"loss": sums[0] / steps_per_epoch, "accuracy": sums[1] / steps_per_epoch}
         if val is not None and len(val[0]):
-            figures["val_recall"] = per_class_recall(predict(model, val[0], config), val[1], classes)
+            val_probs = predict(model, val[0], config)
+            figures["val_recall"] = per_class_recall(val_probs[:, :classes], val[1], classes)
+            if face_output:
+                figures["val_face_recall"] = float(np.mean(val_probs[val[1] < classes, classes] >= 0.5))
         logger.info(
-            "classifier epoch=%d/%d loss=%.4f accuracy=%.3f val_recall=%s seconds=%.0f",
+            "classifier epoch=%d/%d loss=%.4f accuracy=%.3f val_recall=%s val_face_recall=%s seconds=%.0f",
             e + 1,
             config.epochs,
             figures["loss"],
             figures["accuracy"],
             [None if r is None else round(r, 3) for r in figures.get("val_recall", [])],
+            figures.get("val_face_recall"),
             time.monotonic() - started,
         )
         save_figures(checkpoint_dir, e + 1, figures)

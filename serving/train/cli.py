@@ -151,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level, "kv", service="train")
     for noisy in ("absl", "tensorflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    import numpy as np
     import tensorflow as tf
 
     from maskwatch.eval import runner
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     from serving import caffe, export
     from serving.ssd import TunedFaceDetector
     from serving.train import classifier as cls_train
-    from serving.train import data
+    from serving.train import data, negatives
     from serving.train import detector as det_train
     from serving.train import model as tuned
 
@@ -201,12 +202,20 @@ def run(args: argparse.Namespace) -> int:
 
     patches, labels = data.face_patches(images)
     val_patches, val_labels = data.face_patches(data.read_images(parts.val))
+    not_faces = 0
+    if cls_cfg.face_output:
+        # the second stage learns the detector's own mistakes: its candidates on the training images that are no face
+        found = negatives.candidates(detector, train_samples, args.max_upscale)
+        extra = data.not_face_patches(images, found)
+        not_faces = len(extra)
+        patches = np.concatenate([patches, extra])
+        labels = np.concatenate([labels, np.full(not_faces, len(tuned.TUNED_CLASS_IDS), np.int32)])
     import tf_keras
 
     tf_keras.utils.set_random_seed(cls_cfg.seed)  # the new output column's initial weights and dropout draws
-    model = tuned.build_classifier(cls_cfg.size, len(tuned.TUNED_CLASS_IDS))
+    model = tuned.build_classifier(cls_cfg.size, len(tuned.TUNED_CLASS_IDS), face_output=cls_cfg.face_output)
     copied = cls_train.init_from_h5(model, export.load_classifier(sources.classifier))
-    logger.info("classifier initialised layers_from_h5=%d patches=%d", copied, len(patches))
+    logger.info("classifier initialised layers_from_h5=%d faces=%d not_faces=%d", copied, len(patches) - not_faces, not_faces)
     cls_figures = cls_train.train_classifier(
         model, patches, labels, cls_cfg, work / "classifier", args.resume, val=(val_patches, val_labels)
     )
@@ -217,11 +226,16 @@ def run(args: argparse.Namespace) -> int:
         classifier_size=cls_cfg.size,
         crop_margin=cls_cfg.margin,
         face_threshold=args.face_threshold,
+        face_output=cls_cfg.face_output,
         training={
             "data": str(args.data),
             "split": {"val_fraction": args.val_fraction, "seed": args.seed, "train": len(parts.train), "val": len(parts.val)},
             "detector": {**asdict(det_cfg), "final": det_figures},
-            "classifier": {**asdict(cls_cfg), "final": {k: v for k, v in cls_figures.items() if k != "val_recall"}},
+            "classifier": {
+                **asdict(cls_cfg),
+                "not_faces": not_faces,
+                "final": {k: v for k, v in cls_figures.items() if not k.startswith("val_")},
+            },
         },
     )
     weights_dir = work / "weights"

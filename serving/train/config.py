@@ -28,4 +28,6 @@ class ClassifierConfig:
     weight_decay: float = 1e-4
     label_smoothing: float = 0.1
     weight_power: float = 1.0
+    # also learn "is this a face" from the detector's candidates that are none (the served model's second stage)
+    face_output: bool = True
     seed: int = 0

@@ -23,6 +23,8 @@ CLASS_INDEX = {name: i for i, name in enumerate(("with_mask", "without_mask", "m
 # Context patches for the classifier: a square of PATCH_CONTEXT x the face's longer side, at PATCH_PX pixels.
 PATCH_CONTEXT = 2.0
 PATCH_PX = 160
+# A detector candidate overlapping every true face by less than this is a "not a face" example for the classifier.
+NOT_FACE_MAX_IOU = 0.3
 
 
 @dataclass(frozen=True)
@@ -139,19 +141,36 @@ def face_patches(images: Sequence[Image]) -> tuple[np.ndarray, np.ndarray]:
     for image in images:
         rgb = cv2.cvtColor(image.bgr, cv2.COLOR_BGR2RGB)
         for box, label in zip(image.boxes, image.labels, strict=True):
-            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-            half = PATCH_CONTEXT * max(box[2] - box[0], box[3] - box[1]) / 2
-            scale = PATCH_PX / (2 * half)
-            # affine map from the image to the patch: pixel centres, half-pixel convention
-            m = np.array([[scale, 0, (half - cx) * scale - 0.5 + 0.5 * scale], [0, scale, (half - cy) * scale - 0.5 + 0.5 * scale]])
-            patch = cv2.warpAffine(
-                rgb, m, (PATCH_PX, PATCH_PX), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
-            )
-            patches.append(patch)
+            patches.append(context_patch(rgb, box))
             labels.append(CLASS_INDEX[label])
-    if not patches:
-        return np.zeros((0, PATCH_PX, PATCH_PX, 3), np.uint8), np.zeros(0, np.int32)
-    return np.stack(patches), np.asarray(labels, np.int32)
+    return _stack(patches), np.asarray(labels, np.int32)
+
+
+def not_face_patches(images: Sequence[Image], candidates: Sequence[np.ndarray], max_iou: float = NOT_FACE_MAX_IOU) -> np.ndarray:
+    """Patches, as `face_patches` cuts them, of the candidate boxes [K,4] pixel (xmin, ymin, xmax, ymax) of each
+    image that overlap every true face of it by less than `max_iou`: what the detector takes for a face and is not."""
+    patches: list[np.ndarray] = []
+    for image, boxes in zip(images, candidates, strict=True):
+        if not len(boxes):
+            continue
+        overlap = iou_matrix(boxes, image.boxes).max(axis=1) if len(image.boxes) else np.zeros(len(boxes))
+        rgb = cv2.cvtColor(image.bgr, cv2.COLOR_BGR2RGB)
+        patches.extend(context_patch(rgb, box) for box in boxes[overlap < max_iou])
+    return _stack(patches)
+
+
+def context_patch(rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """[PATCH_PX,PATCH_PX,3] of PATCH_CONTEXT x the box's longer side about its centre, black beyond the image."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    half = PATCH_CONTEXT * max(box[2] - box[0], box[3] - box[1], 1.0) / 2
+    scale = PATCH_PX / (2 * half)
+    # affine map from the image to the patch: pixel centres, half-pixel convention
+    m = np.array([[scale, 0, (half - cx) * scale - 0.5 + 0.5 * scale], [0, scale, (half - cy) * scale - 0.5 + 0.5 * scale]])
+    return cv2.warpAffine(rgb, m, (PATCH_PX, PATCH_PX), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def _stack(patches: Sequence[np.ndarray]) -> np.ndarray:
+    return np.stack(patches) if patches else np.zeros((0, PATCH_PX, PATCH_PX, 3), np.uint8)
 
 
 def crop_window(margin: float) -> float:

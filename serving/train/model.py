@@ -41,6 +41,8 @@ class Manifest:
     crop_margin: float = DEFAULT_CROP_MARGIN
     class_ids: tuple[int, ...] = TUNED_CLASS_IDS
     face_threshold: float = DEFAULT_CANDIDATE_THRESHOLD
+    # The classifier also says whether a candidate is a face (a last, sigmoid output); False for older weights.
+    face_output: bool = False
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     training: dict[str, Any] = field(default_factory=dict)  # data, split, epochs, seed, figures
 
@@ -89,9 +91,12 @@ def write(weights_dir: Path, detector: dict[str, np.ndarray], classifier: dict[s
     return final
 
 
-def build_classifier(size: int, classes: int, dropout: float = 0.2) -> Any:
+def build_classifier(size: int, classes: int, dropout: float = 0.2, face_output: bool = False) -> Any:
     """MobileNetV2 (alpha 1) at `size` px, global average pooling, dense 128 ReLU, dropout, dense softmax: the
-    pre-trained H5 classifier's shape with a smaller input and `classes` outputs. A tf-keras (Keras 2) model."""
+    pre-trained H5 classifier's shape with a smaller input and `classes` outputs. A tf-keras (Keras 2) model.
+
+    With `face_output`, a sigmoid "is this a face" column follows the softmax (outputs [M, classes + 1]): the
+    second stage that re-checks the detector's candidates (see `MaskDetectorModule`)."""
     import tf_keras
 
     base = tf_keras.applications.MobileNetV2(input_shape=(size, size, 3), include_top=False, weights=None, alpha=1.0)
@@ -99,6 +104,9 @@ def build_classifier(size: int, classes: int, dropout: float = 0.2) -> Any:
     x = tf_keras.layers.Dense(128, activation="relu", name="dense")(x)
     x = tf_keras.layers.Dropout(dropout, name="dropout")(x)
     out = tf_keras.layers.Dense(classes, activation="softmax", name="dense_1")(x)
+    if face_output:
+        face = tf_keras.layers.Dense(1, activation="sigmoid", name="face")(x)
+        out = tf_keras.layers.Concatenate(name="class_and_face")([out, face])
     return tf_keras.Model(base.input, out, name="mask_classifier")
 
 

@@ -66,6 +66,8 @@ def test_train_exports_a_version_the_server_swaps_in(
     manifest = tuned.Manifest.read(installed)
     tuned.verify(installed, manifest)
     assert manifest.classifier_size == 32 and manifest.training["detector"]["epochs"] == 1
+    # the classifier also learnt "not a face" from the detector's candidates, and the served graph uses it
+    assert manifest.face_output and isinstance(manifest.training["classifier"]["not_faces"], int)
 
     target = f"127.0.0.1:{server.grpc_port}"
     wait_until(lambda: version_states(target).get(2) == AVAILABLE, 180, "version 2 to be served")

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from maskwatch.eval import dataset
 from serving import caffe, export
+from serving.graph import MaskDetectorModule
 from serving.ssd import TUNED_LAYERS, TunedFaceDetector, anchor_boxes, decode_boxes, encode_boxes
 from serving.train import classifier as cls_train
 from serving.train import data
@@ -202,3 +203,83 @@ def test_letterboxed_module_maps_boxes_back_to_each_image() -> None:
     assert out["detection_classes"].numpy()[:, 0].tolist() == [3.0, 3.0]
     np.testing.assert_allclose(out["detection_scores"].numpy()[:, 0], [0.63, 0.63], atol=1e-6)
     assert out["num_detections"].numpy().tolist() == [1.0, 1.0]
+
+
+def _face_module(face_threshold: float) -> MaskDetectorModule:
+    """The fixed detector (score 0.9) and a classifier with a face output that calls bright crops faces (0.9)
+    and dark ones not (0.01); classes 0.1 / 0.2 / 0.7 either way."""
+    from serving.graph import MaskDetectorModule
+
+    def classifier(x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        bright = tf.reduce_mean(x, axis=[1, 2, 3]) > 0.0  # crops arrive scaled to -1..1
+        p_face = tf.where(bright, 0.9, 0.01)[:, tf.newaxis]
+        return tf.concat([tf.tile(tf.constant([[0.1, 0.2, 0.7]]), [tf.shape(x)[0], 1]), p_face], axis=-1)
+
+    return MaskDetectorModule(
+        _FixedDetector(),
+        classifier,
+        face_threshold=face_threshold,
+        max_detections=3,
+        classifier_size=16,
+        class_ids=(1, 2, 3),
+        crop_margin=0.2,
+        letterbox=True,
+        max_upscale=1.0,
+        face_output=True,
+    )
+
+
+def test_face_output_rescores_candidates_and_drops_what_is_no_face() -> None:
+    white = tf.io.encode_jpeg(tf.fill([64, 64, 3], tf.constant(255, tf.uint8))).numpy()
+    black = tf.io.encode_jpeg(tf.zeros([64, 64, 3], tf.uint8)).numpy()
+    module = _face_module(face_threshold=0.5)  # held: `serve` keeps only a weak reference to it
+    out = module.serve(tf.constant([white, black]))
+    # white: face score (0.9 + 0.9) / 2 = 0.9, class 3 at 0.7 -> 0.63; black: (0.9 + 0.01) / 2 = 0.455 < 0.5, dropped
+    assert out["num_detections"].numpy().tolist() == [1.0, 0.0]
+    np.testing.assert_allclose(out["detection_face_scores"].numpy()[:, 0], [0.9, 0.0], atol=1e-6)
+    np.testing.assert_allclose(out["detection_scores"].numpy()[:, 0], [0.63, 0.0], atol=1e-6)
+    assert out["detection_classes"].numpy()[0, 0] == 3.0
+    # a threshold under both keeps the dark candidate with its lowered score
+    lenient = _face_module(face_threshold=0.05)
+    low = lenient.serve(tf.constant([black]))
+    np.testing.assert_allclose(low["detection_face_scores"].numpy()[0, 0], (0.9 + 0.01) / 2, atol=1e-6)
+
+
+def test_not_face_patches_are_the_candidates_that_miss_every_face(tiny: list[data.Image]) -> None:
+    image = tiny[0]  # faces at x 10..34, y 10..36 and x 50..80, y 30..64
+    candidates = np.array([[11, 10, 35, 36], [52, 32, 80, 62], [0, 60, 20, 80], [40, 0, 60, 20]], np.float32)
+    patches = data.not_face_patches([image], [candidates])
+    assert patches.shape == (2, data.PATCH_PX, data.PATCH_PX, 3)
+    rgb = image.bgr[:, :, ::-1]
+    np.testing.assert_array_equal(patches[0], data.context_patch(np.ascontiguousarray(rgb), candidates[2]))
+    assert data.not_face_patches([image], [np.zeros((0, 4), np.float32)]).shape[0] == 0
+
+
+def test_classifier_learns_a_face_output_from_not_face_patches(tiny: list[data.Image], tmp_path: Path) -> None:
+    faces, labels = data.face_patches(tiny)
+    not_faces = np.zeros((4, data.PATCH_PX, data.PATCH_PX, 3), np.uint8)
+    patches = np.concatenate([faces, not_faces])
+    all_labels = np.concatenate([labels, np.full(4, 3, np.int32)])
+    config = replace(ClassifierConfig(), epochs=1, batch_size=4, size=32)
+    plain = tuned.build_classifier(config.size, 3)
+    with pytest.raises(ValueError, match="face output"):
+        cls_train.train_classifier(plain, patches, all_labels, config, tmp_path / "p", resume=False)
+    model = tuned.build_classifier(config.size, 3, face_output=True)
+    assert model.output_shape == (None, 4) and cls_train.has_face_output(model)
+    cls_train.init_from_h5(model, export.load_classifier(export.default_sources().classifier))
+    figures = cls_train.train_classifier(model, patches, all_labels, config, tmp_path / "c", resume=False, val=(faces, labels))
+    assert len(figures["val_recall"]) == 3 and 0.0 <= figures["val_face_recall"] <= 1.0
+    probs = model(tf.random.uniform([3, 32, 32, 3], -1, 1), training=False).numpy()
+    np.testing.assert_allclose(probs[:, :3].sum(axis=1), 1.0, atol=1e-5)  # classes: a softmax; the face: a sigmoid
+    assert np.all((probs[:, 3] > 0) & (probs[:, 3] < 1))
+
+
+def test_mining_maps_the_served_detectors_boxes_to_image_pixels(tmp_path: Path) -> None:
+    from serving.train import negatives
+
+    samples = dataset.load(write_voc(tmp_path / "voc", [("a", (48, 32), []), ("b", (64, 128), [])]))
+    found = negatives.candidates(_FixedDetector(), samples, max_upscale=1.0, min_score=0.5)
+    # the fixed face is at x 16..32, y 8..24 of the 64x64 input; "a" fits at scale 1, "b" is shrunk by 2
+    np.testing.assert_allclose(found[0], [[16, 8, 32, 24]], atol=1e-3)
+    np.testing.assert_allclose(found[1], [[32, 16, 64, 48]], atol=1e-3)
+    assert [len(b) for b in negatives.candidates(_FixedDetector(), samples, 1.0, min_score=0.95)] == [0, 0]

@@ -1,0 +1,54 @@
+"""Candidates of the served detector on training images: the classifier's "not a face" examples are those that
+overlap no true face (`data.not_face_patches`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from maskwatch.detections import OUT_BOXES, OUT_NUM
+from maskwatch.eval.dataset import Sample
+from serving.graph import Detector, MaskDetectorModule
+from serving.signature import OUT_FACE_SCORES
+
+logger = logging.getLogger(__name__)
+
+# Candidates are mined from this detector score: below the served candidate threshold (0.1), so that the classifier
+# learns the weakest ones too.
+MIN_SCORE = 0.05
+
+
+def _any_face(crops: tf.Tensor, training: bool = False) -> tf.Tensor:
+    """A stand-in classifier: one class, certain. Mining needs the detector's boxes and scores only."""
+    return tf.ones([tf.shape(crops)[0], 1], tf.float32)
+
+
+def candidates(
+    detector: Detector, samples: Sequence[Sample], max_upscale: float, min_score: float = MIN_SCORE
+) -> list[np.ndarray]:
+    """Per image: the boxes [K,4] pixel (xmin, ymin, xmax, ymax) that the detector, run as the served graph runs it
+    (JPEG decoded, letterboxed into its input), scores at least `min_score`."""
+    module = MaskDetectorModule(
+        detector,
+        _any_face,
+        face_threshold=min_score,
+        max_detections=detector.params.keep_top_k,
+        classifier_size=8,
+        class_ids=(1,),
+        letterbox=True,
+        max_upscale=max_upscale,
+    )
+    run = tf.function(module.predict, input_signature=[tf.TensorSpec([None], tf.string)])
+    found: list[np.ndarray] = []
+    for k, s in enumerate(samples):
+        out = run(tf.constant([s.read_jpeg()]))
+        n = int(out[OUT_NUM].numpy()[0])
+        yxyx = out[OUT_BOXES].numpy()[0, :n]
+        boxes = yxyx[:, [1, 0, 3, 2]] * np.array([s.width, s.height, s.width, s.height], np.float32)
+        found.append(boxes[out[OUT_FACE_SCORES].numpy()[0, :n] >= min_score].astype(np.float32))
+        if (k + 1) % 100 == 0 or k + 1 == len(samples):
+            logger.info("mining candidates images=%d of=%d boxes=%d", k + 1, len(samples), sum(len(b) for b in found))
+    return found
