@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from serving.train.config import ClassifierConfig
 from serving.train.data import class_weights, jittered_windows
+from serving.train.model import FACE_LAYER
 from serving.train.progress import last_figures, save_figures
 
 logger = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def predict(model: Any, patches: np.ndarray, config: ClassifierConfig, batch: in
 
 def has_face_output(model: Any) -> bool:
     """Whether the classifier ends with `build_classifier`'s "is this a face" column."""
-    return any(layer.name == "face" for layer in model.layers)
+    return any(layer.name == FACE_LAYER for layer in model.layers)
 
 
 def per_class_recall(probs: np.ndarray, labels: np.ndarray, classes: int) -> list[float | None]:

@@ -29,6 +29,8 @@ DEFAULT_CLASSIFIER_SIZE = 96
 DEFAULT_CROP_MARGIN = 0.15
 # The served model reports faces down to this score; consumers count above maskwatch.detections.DEFAULT_MIN_SCORE.
 DEFAULT_CANDIDATE_THRESHOLD = 0.1
+# The classifier's "is this a face" output layer (`build_classifier(face_output=True)`).
+FACE_LAYER = "face"
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def build_classifier(size: int, classes: int, dropout: float = 0.2, face_output:
     x = tf_keras.layers.Dropout(dropout, name="dropout")(x)
     out = tf_keras.layers.Dense(classes, activation="softmax", name="dense_1")(x)
     if face_output:
-        face = tf_keras.layers.Dense(1, activation="sigmoid", name="face")(x)
+        face = tf_keras.layers.Dense(1, activation="sigmoid", name=FACE_LAYER)(x)
         out = tf_keras.layers.Concatenate(name="class_and_face")([out, face])
     return tf_keras.Model(base.input, out, name="mask_classifier")
 

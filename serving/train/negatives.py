@@ -9,10 +9,10 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from maskwatch.detections import OUT_BOXES, OUT_NUM
+from maskwatch.detections import parse_outputs
 from maskwatch.eval.dataset import Sample
+from maskwatch.eval.runner import to_predicted
 from serving.graph import Detector, MaskDetectorModule
-from serving.signature import OUT_FACE_SCORES
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,8 @@ def candidates(
     found: list[np.ndarray] = []
     for k, s in enumerate(samples):
         out = run(tf.constant([s.read_jpeg()]))
-        n = int(out[OUT_NUM].numpy()[0])
-        yxyx = out[OUT_BOXES].numpy()[0, :n]
-        boxes = yxyx[:, [1, 0, 3, 2]] * np.array([s.width, s.height, s.width, s.height], np.float32)
-        found.append(boxes[out[OUT_FACE_SCORES].numpy()[0, :n] >= min_score].astype(np.float32))
+        (detections,) = parse_outputs({k: v.numpy() for k, v in out.items()}, 1)  # the module kept scores >= min_score
+        found.append(to_predicted(detections, s.width, s.height).boxes.astype(np.float32))
         if (k + 1) % 100 == 0 or k + 1 == len(samples):
             logger.info("mining candidates images=%d of=%d boxes=%d", k + 1, len(samples), sum(len(b) for b in found))
     return found

@@ -3,6 +3,7 @@ classifier training that resume from a checkpoint to the same weights as an unin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -179,20 +180,25 @@ class _FixedDetector(tf.Module):
         return tf.tile(box, [n, 1, 1]), tf.tile(tf.constant([[0.9, 0, 0, 0, 0]]), [n, 1]), tf.fill([n], 1)
 
 
-def test_letterboxed_module_maps_boxes_back_to_each_image() -> None:
-    from serving.graph import MaskDetectorModule
-
-    module = MaskDetectorModule(
+def _fixed_module(classifier: Callable[..., tf.Tensor], face_threshold: float = 0.5, face_output: bool = False) -> MaskDetectorModule:
+    """The fixed detector (score 0.9) with `classifier` (3 classes, then a face output with `face_output`),
+    letterboxed at scale 1 at most, crops with context."""
+    return MaskDetectorModule(
         _FixedDetector(),
-        lambda x, training=False: tf.tile(tf.constant([[0.1, 0.2, 0.7]]), [tf.shape(x)[0], 1]),
-        face_threshold=0.5,
+        classifier,
+        face_threshold=face_threshold,
         max_detections=3,
         classifier_size=16,
         class_ids=(1, 2, 3),
         crop_margin=0.2,
         letterbox=True,
         max_upscale=1.0,
+        face_output=face_output,
     )
+
+
+def test_letterboxed_module_maps_boxes_back_to_each_image() -> None:
+    module = _fixed_module(lambda x, training=False: tf.tile(tf.constant([[0.1, 0.2, 0.7]]), [tf.shape(x)[0], 1]))
     wide = tf.io.encode_jpeg(tf.zeros([32, 48, 3], tf.uint8)).numpy()  # fits at scale 1: 48x32 of the 64x64 input
     big = tf.io.encode_jpeg(tf.zeros([128, 64, 3], tf.uint8)).numpy()  # shrunk by 2 to 32x64
     out = module.serve(tf.constant([wide, big]))
@@ -208,25 +214,13 @@ def test_letterboxed_module_maps_boxes_back_to_each_image() -> None:
 def _face_module(face_threshold: float) -> MaskDetectorModule:
     """The fixed detector (score 0.9) and a classifier with a face output that calls bright crops faces (0.9)
     and dark ones not (0.01); classes 0.1 / 0.2 / 0.7 either way."""
-    from serving.graph import MaskDetectorModule
 
     def classifier(x: tf.Tensor, training: bool = False) -> tf.Tensor:
         bright = tf.reduce_mean(x, axis=[1, 2, 3]) > 0.0  # crops arrive scaled to -1..1
         p_face = tf.where(bright, 0.9, 0.01)[:, tf.newaxis]
         return tf.concat([tf.tile(tf.constant([[0.1, 0.2, 0.7]]), [tf.shape(x)[0], 1]), p_face], axis=-1)
 
-    return MaskDetectorModule(
-        _FixedDetector(),
-        classifier,
-        face_threshold=face_threshold,
-        max_detections=3,
-        classifier_size=16,
-        class_ids=(1, 2, 3),
-        crop_margin=0.2,
-        letterbox=True,
-        max_upscale=1.0,
-        face_output=True,
-    )
+    return _fixed_module(classifier, face_threshold, face_output=True)
 
 
 def test_face_output_rescores_candidates_and_drops_what_is_no_face() -> None:
