@@ -18,10 +18,31 @@ from serving.settings import Settings, SettingsError, parse_settings  # noqa: E4
 logger = logging.getLogger("serving")
 
 
+def set_tensorflow_threads(settings: Settings) -> tuple[int, int]:
+    """Size TensorFlow's thread pools as the flags say (0: TensorFlow's own choice) before any model loads; returns
+    the (intra-op, inter-op) sizes in force."""
+    import tensorflow as tf
+
+    threading_config = tf.config.threading
+    try:
+        if settings.tensorflow_intra_op_parallelism:
+            threading_config.set_intra_op_parallelism_threads(settings.tensorflow_intra_op_parallelism)
+        if settings.tensorflow_inter_op_parallelism:
+            threading_config.set_inter_op_parallelism_threads(settings.tensorflow_inter_op_parallelism)
+    except RuntimeError:
+        logger.warning("TensorFlow already running: thread pools unchanged")
+    return (
+        threading_config.get_intra_op_parallelism_threads(),
+        threading_config.get_inter_op_parallelism_threads(),
+    )
+
+
 def run(settings: Settings, stop: threading.Event) -> int:
     """Serve until `stop` is set; the exit code."""
     from serving.server import ModelServer, StartupError
 
+    intra, inter = set_tensorflow_threads(settings)
+    logger.info("tensorflow threads intra_op=%d inter_op=%d (0: one per core)", intra, inter)
     server = ModelServer(settings)
     try:
         ready = server.start(stop)

@@ -49,6 +49,9 @@ class Settings:
     load_retry_interval_micros: int = 60_000_000
     num_load_threads: int = 0
     num_unload_threads: int = 0
+    # TensorFlow's thread pools for every model: 0 lets TensorFlow choose (one thread per core each)
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
     allow_version_labels_for_unavailable_models: bool = False
     monitoring_config_file: str = ""
     shutdown_grace_seconds: float = 10.0
@@ -89,6 +92,8 @@ class Settings:
             ("num_load_threads", self.num_load_threads),
             ("num_unload_threads", self.num_unload_threads),
             ("model_config_file_poll_wait_seconds", self.model_config_file_poll_wait_seconds),
+            ("tensorflow_intra_op_parallelism", self.tensorflow_intra_op_parallelism),
+            ("tensorflow_inter_op_parallelism", self.tensorflow_inter_op_parallelism),
         ):
             if value < 0:
                 raise SettingsError(f"--{name} must not be negative, got {value}")
@@ -150,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("load_retry_interval_micros", int, "Wait between load retries, in microseconds")
     add("num_load_threads", int, "Threads loading versions; 0 = one")
     add("num_unload_threads", int, "Accepted for compatibility; unloads run on their own thread")
+    add("tensorflow_intra_op_parallelism", int, "Threads that one TensorFlow op may use; 0 = TensorFlow's choice")
+    add("tensorflow_inter_op_parallelism", int, "TensorFlow ops that may run at once; 0 = TensorFlow's choice")
     add("allow_version_labels_for_unavailable_models", bool, "Allow labels on versions not yet available")
     add("monitoring_config_file", str, "MonitoringConfig text proto (prometheus_config path)")
     add("shutdown_grace_seconds", float, "On SIGTERM, how long in-flight calls may finish (not a TF Serving flag)")

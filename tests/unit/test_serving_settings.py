@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,8 @@ def test_defaults_mirror_tf_serving(tmp_path: Path) -> None:
         (["--rest_api_port=8501"], "rest_api_port", 8501),
         (["--file_system_poll_wait_seconds=0.5"], "file_system_poll_wait_seconds", 0.5),
         (["--model_name=other"], "model_name", "other"),
+        (["--tensorflow_intra_op_parallelism=1"], "tensorflow_intra_op_parallelism", 1),
+        (["--tensorflow_inter_op_parallelism", "2"], "tensorflow_inter_op_parallelism", 2),
     ],
 )
 def test_flags(tmp_path: Path, argv: list[str], field: str, value: object) -> None:
@@ -53,6 +57,10 @@ def test_flags(tmp_path: Path, argv: list[str], field: str, value: object) -> No
         ({"model_base_path": "/m", "grpc_max_threads": 0}, "--grpc_max_threads must be at least 1"),
         ({"model_base_path": "/m", "max_num_load_retries": -1}, "--max_num_load_retries must not be negative"),
         ({"model_base_path": "/m", "log_level": "LOUD"}, "--log_level"),
+        (
+            {"model_base_path": "/m", "tensorflow_intra_op_parallelism": -1},
+            "--tensorflow_intra_op_parallelism must not",
+        ),
         ({"model_config_file": "/no/such/file"}, "no such file"),
     ],
 )
@@ -73,3 +81,32 @@ def test_base_path_and_config_file_are_exclusive(tmp_path: Path) -> None:
 def test_bad_bool_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         parse_settings(["--model_base_path", str(tmp_path), "--enable_batching=maybe"])
+
+
+@pytest.mark.timeout(120)
+def test_thread_flags_size_tensorflow_pools(tmp_path: Path) -> None:
+    """In a fresh process, as the server starts: the pools TensorFlow reports are the flags' sizes (0 leaves its own)."""
+    script = (
+        "import sys; from serving.__main__ import set_tensorflow_threads; from serving.settings import parse_settings; "
+        "print(set_tensorflow_threads(parse_settings(sys.argv[1:])))"
+    )
+    base = ["--model_base_path", str(tmp_path)]
+    sized = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            *base,
+            "--tensorflow_intra_op_parallelism=1",
+            "--tensorflow_inter_op_parallelism=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=True,
+    )
+    assert sized.stdout.strip().splitlines()[-1] == "(1, 3)"
+    default = subprocess.run(
+        [sys.executable, "-c", script, *base], capture_output=True, text=True, timeout=100, check=True
+    )
+    assert default.stdout.strip().splitlines()[-1] == "(0, 0)"
