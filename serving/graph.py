@@ -117,6 +117,7 @@ class MaskDetectorModule(tf.Module):
         letterbox: bool = False,
         max_upscale: float = 1.0,
         face_output: bool = False,
+        flip_average: bool = False,
     ) -> None:
         """The defaults are the pre-trained model's: the detector's input squashed from the whole image, the
         classifier fed the face box alone at 224 px. `letterbox` keeps the aspect ratio instead (scaling by at most
@@ -125,7 +126,10 @@ class MaskDetectorModule(tf.Module):
         With `face_output` the classifier has one more output, after the classes: the probability that the crop is
         a face at all. It is a second stage: a candidate's face score becomes the mean of the detector's score and
         this probability (a face either stage is sure of stays near the operating point, one that both doubt falls
-        below it), and candidates that fall below `face_threshold` are dropped."""
+        below it), and candidates that fall below `face_threshold` are dropped.
+
+        With `flip_average` the classifier sees every crop twice, as it is and mirrored, and its outputs are the
+        mean of the two (test-time augmentation: steadier on the rare classes for one more classifier pass)."""
         super().__init__(name=name)
         if not 0.0 < face_threshold < 1.0:
             raise ValueError(f"face_threshold {face_threshold} outside (0, 1)")
@@ -147,6 +151,7 @@ class MaskDetectorModule(tf.Module):
         self.letterbox = letterbox
         self.max_upscale = max_upscale
         self.face_output = face_output
+        self.flip_average = flip_average
         self.face_threshold = tf.Variable(face_threshold, dtype=tf.float32, trainable=False, name="face_threshold")
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_IMAGES)])
@@ -214,12 +219,18 @@ class MaskDetectorModule(tf.Module):
         return boxes / tf.tile(extent, [1, 2])[:, tf.newaxis, :]
 
     def classify(self, crops: tf.Tensor) -> tf.Tensor:
-        """Face crops [M,S,S,3] in RGB 0..255 to class probabilities [M,C]; an empty batch skips the model."""
-        return tf.cond(
-            tf.shape(crops)[0] > 0,
-            lambda: tf.convert_to_tensor(self.classifier(crops / 127.5 - 1.0, training=False)),
-            lambda: tf.zeros([0, len(self.class_ids) + int(self.face_output)], tf.float32),
-        )
+        """Face crops [M,S,S,3] in RGB 0..255 to class probabilities [M,C] (with `flip_average`, the mean over each
+        crop and its mirror image, in one classifier batch); an empty batch skips the model."""
+        outputs = len(self.class_ids) + int(self.face_output)
+
+        def run() -> tf.Tensor:
+            x = crops / 127.5 - 1.0
+            if not self.flip_average:
+                return tf.convert_to_tensor(self.classifier(x, training=False))
+            both = tf.convert_to_tensor(self.classifier(tf.concat([x, tf.reverse(x, axis=[2])], axis=0), training=False))
+            return tf.reduce_mean(tf.reshape(both, [2, -1, outputs]), axis=0)
+
+        return tf.cond(tf.shape(crops)[0] > 0, run, lambda: tf.zeros([0, outputs], tf.float32))
 
     def predict(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         blob, padded, sizes = self.decode(images)

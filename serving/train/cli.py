@@ -234,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
             "classifier": {
                 **asdict(cls_cfg),
                 "not_faces": not_faces,
+                "not_face_scores": [negatives.MIN_SCORE, negatives.MAX_SCORE] if cls_cfg.face_output else None,
                 "final": {k: v for k, v in cls_figures.items() if not k.startswith("val_")},
             },
         },

@@ -45,6 +45,9 @@ class Manifest:
     face_threshold: float = DEFAULT_CANDIDATE_THRESHOLD
     # The classifier also says whether a candidate is a face (a last, sigmoid output); False for older weights.
     face_output: bool = False
+    # The classifier's outputs are the mean over each crop and its mirror image (an inference choice: older
+    # manifests get it too).
+    flip_average: bool = True
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     training: dict[str, Any] = field(default_factory=dict)  # data, split, epochs, seed, figures
 

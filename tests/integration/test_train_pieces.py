@@ -54,6 +54,19 @@ def test_anchor_targets_positive_ignored_and_best_anchor() -> None:
     np.testing.assert_allclose(decode_boxes(offsets[:1], norm[:1], np.tile([[0.1, 0.1, 0.2, 0.2]], (1, 1))).numpy()[0] * 64, faces[0], atol=1e-4)
 
 
+def test_ssd_loss_can_leave_out_negatives_the_detector_is_sure_are_faces() -> None:
+    # one image, 4 anchors: a face, then 3 background anchors scored p(face) 0.99, 0.5 and 0.01
+    p_face = np.array([0.8, 0.99, 0.5, 0.01])
+    logits = tf.constant(np.log(np.stack([1 - p_face, p_face], axis=-1))[None], tf.float32)
+    labels = tf.constant([[1, 0, 0, 0]])
+    loc = offsets = tf.zeros([1, 4, 4])
+    every, _ = det_train.ssd_loss(logits, loc, labels, offsets)
+    sure_left_out, _ = det_train.ssd_loss(logits, loc, labels, offsets, ignore_sure=0.9)
+    # one positive: the loss is the sum of cross-entropies; the 0.99 anchor's -log(0.01) goes when it is ignored
+    np.testing.assert_allclose(float(every), -np.log([0.8, 0.01, 0.5, 0.99]).sum(), rtol=1e-5)
+    np.testing.assert_allclose(float(sure_left_out), -np.log([0.8, 0.5, 0.99]).sum(), rtol=1e-5)
+
+
 def test_random_crop_moves_boxes_with_the_pixels() -> None:
     rng = np.random.default_rng(1)
     bgr = np.zeros((60, 80, 3), np.uint8)
@@ -180,7 +193,9 @@ class _FixedDetector(tf.Module):
         return tf.tile(box, [n, 1, 1]), tf.tile(tf.constant([[0.9, 0, 0, 0, 0]]), [n, 1]), tf.fill([n], 1)
 
 
-def _fixed_module(classifier: Callable[..., tf.Tensor], face_threshold: float = 0.5, face_output: bool = False) -> MaskDetectorModule:
+def _fixed_module(
+    classifier: Callable[..., tf.Tensor], face_threshold: float = 0.5, face_output: bool = False, flip_average: bool = False
+) -> MaskDetectorModule:
     """The fixed detector (score 0.9) with `classifier` (3 classes, then a face output with `face_output`),
     letterboxed at scale 1 at most, crops with context."""
     return MaskDetectorModule(
@@ -194,7 +209,30 @@ def _fixed_module(classifier: Callable[..., tf.Tensor], face_threshold: float = 
         letterbox=True,
         max_upscale=1.0,
         face_output=face_output,
+        flip_average=flip_average,
     )
+
+
+def test_flip_average_is_the_mean_over_each_crop_and_its_mirror_image() -> None:
+    def by_side(x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Class 1 (0.8) when a crop's left half is the brighter, else class 2 (0.7)."""
+        half = x.shape[2] // 2
+        left = tf.reduce_mean(x[:, :, :half], axis=[1, 2, 3]) > tf.reduce_mean(x[:, :, half:], axis=[1, 2, 3])
+        return tf.where(left[:, tf.newaxis], tf.constant([[0.8, 0.1, 0.1]]), tf.constant([[0.2, 0.7, 0.1]]))
+
+    # the fixed face is x 16..32 of the 64x64 input: its left half white, its right half black
+    pixels = np.zeros([64, 64, 3], np.uint8)
+    pixels[:, :24] = 255
+    jpeg = tf.io.encode_jpeg(tf.constant(pixels), quality=100).numpy()
+    module = _fixed_module(by_side)  # held: `serve` keeps only a weak reference to it
+    plain = module.serve(tf.constant([jpeg]))
+    assert plain["detection_classes"].numpy()[0, 0] == 1.0
+    np.testing.assert_allclose(plain["detection_scores"].numpy()[0, 0], 0.9 * 0.8, atol=1e-6)
+    # mirrored, the crop reads as class 2: the mean is (0.5, 0.4, 0.1), still class 1 but at 0.5
+    flipping = _fixed_module(by_side, flip_average=True)
+    averaged = flipping.serve(tf.constant([jpeg]))
+    assert averaged["detection_classes"].numpy()[0, 0] == 1.0
+    np.testing.assert_allclose(averaged["detection_scores"].numpy()[0, 0], 0.9 * 0.5, atol=1e-6)
 
 
 def test_letterboxed_module_maps_boxes_back_to_each_image() -> None:
@@ -272,8 +310,11 @@ def test_mining_maps_the_served_detectors_boxes_to_image_pixels(tmp_path: Path) 
     from serving.train import negatives
 
     samples = dataset.load(write_voc(tmp_path / "voc", [("a", (48, 32), []), ("b", (64, 128), [])]))
-    found = negatives.candidates(_FixedDetector(), samples, max_upscale=1.0, min_score=0.5)
+    found = negatives.candidates(_FixedDetector(), samples, max_upscale=1.0, min_score=0.5, max_score=1.0)
     # the fixed face is at x 16..32, y 8..24 of the 64x64 input; "a" fits at scale 1, "b" is shrunk by 2
     np.testing.assert_allclose(found[0], [[16, 8, 32, 24]], atol=1e-3)
     np.testing.assert_allclose(found[1], [[32, 16, 64, 48]], atol=1e-3)
     assert [len(b) for b in negatives.candidates(_FixedDetector(), samples, 1.0, min_score=0.95)] == [0, 0]
+    # a candidate the detector is sure of (0.9) is more likely a face nobody annotated than not: it is left out
+    assert [len(b) for b in negatives.candidates(_FixedDetector(), samples, 1.0, min_score=0.5, max_score=0.85)] == [0, 0]
+    assert [len(b) for b in negatives.candidates(_FixedDetector(), samples, 1.0, min_score=0.5, max_score=0.95)] == [1, 1]
