@@ -15,8 +15,6 @@ class DetectorConfig:
     learning_rate: float = 3e-4
     weight_decay: float = 1e-4
     scale_range: tuple[float, float] = (0.6, 1.7)
-    # a background anchor scored at least this sure a face is left out of the loss (likely an unannotated face); 0: off
-    ignore_sure: float = 0.0
     seed: int = 0
 
 

@@ -22,16 +22,12 @@ MIN_NEGATIVES = 16
 
 
 def ssd_loss(
-    logits: tf.Tensor, loc: tf.Tensor, labels: tf.Tensor, offsets: tf.Tensor, ignore_sure: float = 0.0
+    logits: tf.Tensor, loc: tf.Tensor, labels: tf.Tensor, offsets: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """(classification, localisation) losses per positive anchor: softmax cross-entropy over positives and the
-    hardest negatives (3 per positive, at least 16 an image), smooth L1 over positives. With `ignore_sure` > 0, a
-    negative anchor the detector already scores at least that sure a face is neither learnt nor punished: in crowd
-    photos it is more often a face nobody annotated than a mistake (hard negative mining would pick exactly those)."""
+    hardest negatives (3 per positive, at least 16 an image), smooth L1 over positives."""
     positive = labels == 1
     negative = labels == 0
-    if ignore_sure > 0:
-        negative = negative & (tf.stop_gradient(tf.nn.softmax(logits)[..., 1]) < ignore_sure)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(labels, 0), logits=logits)
     neg_ce = tf.where(negative, ce, -1.0)
     rank = tf.argsort(tf.argsort(neg_ce, axis=1, direction="DESCENDING"), axis=1)
@@ -80,7 +76,7 @@ def train_detector(
     def step(blobs: tf.Tensor, labels: tf.Tensor, offsets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             loc, logits, _ = detector.heads(blobs, training=True)
-            cls_loss, loc_loss = ssd_loss(logits, loc, labels, offsets, config.ignore_sure)
+            cls_loss, loc_loss = ssd_loss(logits, loc, labels, offsets)
             loss = cls_loss + loc_loss
         grads = tape.gradient(loss, variables)
         grads, _ = tf.clip_by_global_norm(grads, 10.0)

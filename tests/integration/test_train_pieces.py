@@ -54,19 +54,6 @@ def test_anchor_targets_positive_ignored_and_best_anchor() -> None:
     np.testing.assert_allclose(decode_boxes(offsets[:1], norm[:1], np.tile([[0.1, 0.1, 0.2, 0.2]], (1, 1))).numpy()[0] * 64, faces[0], atol=1e-4)
 
 
-def test_ssd_loss_can_leave_out_negatives_the_detector_is_sure_are_faces() -> None:
-    # one image, 4 anchors: a face, then 3 background anchors scored p(face) 0.99, 0.5 and 0.01
-    p_face = np.array([0.8, 0.99, 0.5, 0.01])
-    logits = tf.constant(np.log(np.stack([1 - p_face, p_face], axis=-1))[None], tf.float32)
-    labels = tf.constant([[1, 0, 0, 0]])
-    loc = offsets = tf.zeros([1, 4, 4])
-    every, _ = det_train.ssd_loss(logits, loc, labels, offsets)
-    sure_left_out, _ = det_train.ssd_loss(logits, loc, labels, offsets, ignore_sure=0.9)
-    # one positive: the loss is the sum of cross-entropies; the 0.99 anchor's -log(0.01) goes when it is ignored
-    np.testing.assert_allclose(float(every), -np.log([0.8, 0.01, 0.5, 0.99]).sum(), rtol=1e-5)
-    np.testing.assert_allclose(float(sure_left_out), -np.log([0.8, 0.5, 0.99]).sum(), rtol=1e-5)
-
-
 def test_random_crop_moves_boxes_with_the_pixels() -> None:
     rng = np.random.default_rng(1)
     bgr = np.zeros((60, 80, 3), np.uint8)
