@@ -20,6 +20,10 @@ OUT_SCORES = "detection_scores"
 OUT_CLASSES = "detection_classes"
 OUT_NUM = "num_detections"
 REQUIRED_OUTPUTS = (OUT_BOXES, OUT_SCORES, OUT_CLASSES, OUT_NUM)
+# Optional, as the TF Object Detection API names it: [N,K,1+3], column 0 background, column c the row's score for
+# Contract 2 class c. An evaluation ranks every face in every class's list with it (the VOC protocol for detectors);
+# counting (the worker) needs only the row's own class and score.
+OUT_MULTICLASS_SCORES = "detection_multiclass_scores"
 
 
 class ModelOutputError(ValueError):
@@ -33,12 +37,18 @@ class Detection:
     box: tuple[float, float, float, float]
     score: float
     label: str
+    # the face's score for each class, in Contract 2 id order (1, 2, 3), when the model reports them
+    class_scores: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.label not in CLASS_IDS:
             raise ModelOutputError(f"unknown class {self.label!r}")
         if not 0.0 <= self.score <= 1.0 + 1e-6:
             raise ModelOutputError(f"score {self.score} outside [0, 1]")
+        if self.class_scores is not None and (
+            len(self.class_scores) != len(CLASS_NAMES) or not all(0.0 <= v <= 1.0 + 1e-6 for v in self.class_scores)
+        ):
+            raise ModelOutputError(f"class scores {self.class_scores} are not {len(CLASS_NAMES)} values in [0, 1]")
 
     def pixel_box(self, width: int, height: int) -> tuple[int, int, int, int]:
         """(x0, y0, x1, y1) in pixels, clipped to the image."""
@@ -104,6 +114,13 @@ def parse_outputs(outputs: Mapping[str, np.ndarray], batch: int) -> list[Detecti
         raise ModelOutputError(
             f"shapes scores={scores.shape} classes={classes.shape} num={num.shape} for boxes {boxes.shape}"
         )
+    multiclass = None
+    if OUT_MULTICLASS_SCORES in outputs:
+        multiclass = np.asarray(outputs[OUT_MULTICLASS_SCORES], dtype=np.float32)
+        if multiclass.shape != (batch, k, 1 + len(CLASS_NAMES)):
+            raise ModelOutputError(
+                f"{OUT_MULTICLASS_SCORES} shape {multiclass.shape}, want [{batch},{k},{1 + len(CLASS_NAMES)}]"
+            )
     result: list[Detections] = []
     for i in range(batch):
         n = int(num[i])
@@ -118,7 +135,8 @@ def parse_outputs(outputs: Mapping[str, np.ndarray], batch: int) -> list[Detecti
             if not np.all(np.isfinite(b)):
                 raise ModelOutputError("non-finite box")
             box = tuple(float(v) for v in np.clip(b, 0.0, 1.0))
-            items.append(Detection(box=box, score=float(scores[i, j]), label=CLASS_NAMES[cls_id]))  # type: ignore[arg-type]
+            per_class = None if multiclass is None else tuple(float(v) for v in multiclass[i, j, 1:])
+            items.append(Detection(box=box, score=float(scores[i, j]), label=CLASS_NAMES[cls_id], class_scores=per_class))  # type: ignore[arg-type]
         result.append(Detections(tuple(items)))
     return result
 

@@ -7,7 +7,16 @@ from typing import Protocol
 
 import tensorflow as tf
 
-from maskwatch.detections import CLASS_IDS, OUT_BOXES, OUT_CLASSES, OUT_NUM, OUT_SCORES, WITH_MASK, WITHOUT_MASK
+from maskwatch.detections import (
+    CLASS_IDS,
+    OUT_BOXES,
+    OUT_CLASSES,
+    OUT_MULTICLASS_SCORES,
+    OUT_NUM,
+    OUT_SCORES,
+    WITH_MASK,
+    WITHOUT_MASK,
+)
 from serving.caffe import DetectionParams
 from serving.signature import INPUT_IMAGES, OUT_FACE_SCORES
 from serving.ssd import BGR_MEAN
@@ -270,6 +279,14 @@ class MaskDetectorModule(tf.Module):
 
         class_ids = tf.gather(tf.constant(self.class_ids, tf.float32), tf.argmax(probs, axis=-1))
         scores = face_scores * tf.reduce_max(probs, axis=-1)
+        # TF Object Detection API layout: column 0 background, column c the Contract 2 class c; a face's score for
+        # every class (face score x class probability), so an evaluation can rank each face in every class's list.
+        columns = tf.scatter_nd(
+            [[0]] + [[c] for c in self.class_ids],
+            tf.concat([(1.0 - face_scores)[tf.newaxis], tf.transpose(face_scores[..., tf.newaxis] * probs, [2, 0, 1])], 0),
+            [1 + len(CLASS_IDS), tf.shape(probs)[0], k],
+        )
+        multiclass = tf.transpose(columns, [1, 2, 0])
         order = compact(keep, scores, k)
 
         def rows(x: tf.Tensor) -> tf.Tensor:
@@ -285,4 +302,5 @@ class MaskDetectorModule(tf.Module):
             OUT_CLASSES: rows(class_ids),
             OUT_NUM: tf.reduce_sum(tf.cast(keep, tf.float32), axis=1),
             OUT_FACE_SCORES: rows(face_scores),
+            OUT_MULTICLASS_SCORES: rows(multiclass),
         }

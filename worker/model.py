@@ -82,8 +82,19 @@ class ModelInfo:
 class ModelClient:
     """Talks to any server with TensorFlow Serving's PredictionService (ours or tensorflow/serving)."""
 
-    def __init__(self, target: str, model_name: str = "mask_detector", signature: str = "serving_default", timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        model_name: str = "mask_detector",
+        signature: str = "serving_default",
+        timeout_s: float = 10.0,
+        optional_outputs: Sequence[str] = (),
+    ) -> None:
+        """`optional_outputs`: also asked for when the signature has them (the metadata tells); by default only
+        Contract 2's required outputs travel."""
         self.target = target
+        self.optional_outputs = tuple(optional_outputs)
+        self.outputs: tuple[str, ...] = REQUIRED_OUTPUTS
         self.model_name = model_name
         self.signature = signature
         self.timeout_s = timeout_s
@@ -119,6 +130,7 @@ class ModelClient:
         missing = [o for o in REQUIRED_OUTPUTS if o not in sig.outputs]
         if missing:
             raise ValueError(f"model {self.model_name} lacks outputs {missing}")
+        self.outputs = REQUIRED_OUTPUTS + tuple(o for o in self.optional_outputs if o in sig.outputs)
         self.info = ModelInfo(self.model_name, int(resp.model_spec.version.value), name, self.signature)
         logger.info("model ready model=%s version=%d input=%s target=%s", self.model_name, self.info.version, name, self.target)
         return self.info
@@ -128,7 +140,7 @@ class ModelClient:
         req.model_spec.name = self.model_name
         req.model_spec.signature_name = self.signature
         req.inputs[STRING_INPUT].CopyFrom(string_tensor(jpegs))
-        for o in REQUIRED_OUTPUTS:
+        for o in self.outputs:
             req.output_filter.append(o)
         return req
 

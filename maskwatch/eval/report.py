@@ -53,14 +53,29 @@ def markdown(report: Report, meta: dict[str, Any]) -> str:
             else ""
         ),
         "",
-        "| class | AP@0.5 % | faces | detections | recall % | precision % |",
-        "|---|---:|---:|---:|---:|---:|",
+        (
+            "AP ranks every face found in each class's list by its score for that class (the VOC protocol); "
+            "AP top class counts each face in its top class's list only, as the worker counts it."
+            if report.per_class_scores
+            else "The model reports no per-class scores: each face is in its top class's list only."
+        ),
+        "",
+        "| class | AP@0.5 % | AP top class % | faces | detections | recall % | precision % |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in (*CLASSES, FACE):
         c = report.classes[name]
         label = f"{name} (any class)" if name == FACE else name
-        lines.append(f"| {label} | {_ap(report, name, c.ap)} | {c.positives} | {c.detections} | {_pct(c.recall)} | {_pct(c.precision)} |")
-    lines += ["", f"**mAP@0.5 (3 classes): {_ap(report, MEAN_AP, report.mean_ap)} %**", ""]
+        lines.append(
+            f"| {label} | {_ap(report, name, c.ap)} | {_pct(c.ap_top_class)} | {c.positives} | {c.detections} "
+            f"| {_pct(c.recall)} | {_pct(c.precision)} |"
+        )
+    lines += [
+        "",
+        f"**mAP@0.5 (3 classes): {_ap(report, MEAN_AP, report.mean_ap)} %** "
+        f"(top class only: {_pct(report.mean_ap_top_class)} %)",
+        "",
+    ]
     lines += ["## Recall by face width (any class)", "", "| face width px | faces | found | recall % |", "|---|---:|---:|---:|"]
     for bucket, row in report.recall_by_width.items():
         label = bucket.removeprefix("faces_").replace("lt", "< ").replace("ge", "≥ ").replace("_", "–")

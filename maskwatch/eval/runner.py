@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from maskwatch.detections import Detections, parse_outputs
+from maskwatch.detections import OUT_MULTICLASS_SCORES, Detections, parse_outputs
 from maskwatch.eval.metrics import Predicted
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,9 @@ class ServingPredictor:
     def __init__(self, target: str, model_name: str = "mask_detector", timeout_s: float = 60.0) -> None:
         from worker.model import ModelClient  # the one Contract 2 client
 
-        self._client = ModelClient(target, model_name=model_name, timeout_s=timeout_s)
+        self._client = ModelClient(
+            target, model_name=model_name, timeout_s=timeout_s, optional_outputs=(OUT_MULTICLASS_SCORES,)
+        )
         info = self._client.load_metadata()
         self.name = f"{target}/{model_name}/{info.version}"
 
@@ -91,7 +93,9 @@ def to_predicted(detections: Detections, width: int, height: int) -> Predicted:
     yxyx = np.array([d.box for d in detections.items], np.float64)
     boxes = yxyx[:, [1, 0, 3, 2]] * np.array([width, height, width, height], np.float64)
     scores = np.array([d.score for d in detections.items], np.float64)
-    return Predicted(boxes, scores, tuple(d.label for d in detections.items))
+    per_class = [d.class_scores for d in detections.items]
+    class_scores = None if any(c is None for c in per_class) else np.array(per_class, np.float64)
+    return Predicted(boxes, scores, tuple(d.label for d in detections.items), class_scores)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import get_model_status_pb2
 
-from maskwatch.detections import parse_outputs
+from maskwatch.detections import OUT_MULTICLASS_SCORES, parse_outputs
+from maskwatch.eval.cli import eval_main
 from serving.server import ModelServer
 from serving.signature import ASSETS_EXTRA
 from serving.train import model as tuned
@@ -76,10 +77,24 @@ def test_train_exports_a_version_the_server_swaps_in(
         info = client.load_metadata()
         assert info.version == 2 and info.input_name == "images"
         frame = cv2.imencode(".jpg", cv2.imread(str(voc / "images" / "im0.jpg")))[1].tobytes()
-        (detections,) = parse_outputs(client.predict([frame]), 1)
+        answer = client.predict([frame])
+        (detections,) = parse_outputs(answer, 1)
     finally:
         client.close()
     assert all(d.label in {"with_mask", "without_mask", "mask_worn_incorrectly"} for d in detections.items)
+    assert OUT_MULTICLASS_SCORES not in answer  # the worker asks for Contract 2's outputs only
+    # an evaluation asks for every face's score for every class too (background + 3 columns), and gets it over gRPC
+    evaluating = ModelClient(target, timeout_s=60, optional_outputs=(OUT_MULTICLASS_SCORES,))
+    try:
+        evaluating.load_metadata()
+        assert evaluating.predict([frame])[OUT_MULTICLASS_SCORES].shape == (1, 100, 4)
+    finally:
+        evaluating.close()
+    report_dir = tmp_path / "eval"
+    eval_argv = ["--data", str(voc), "--serving", target, "--split", "all", "--out", str(report_dir), "--fps-frames", "1"]
+    assert eval_main([*eval_argv, "--bootstrap", "0"]) == 0
+    through_server = json.loads((report_dir / "report.json").read_text())
+    assert through_server["model"] == f"{target}/mask_detector/2" and through_server["images"] == 8
 
     # resume: the checkpoints are complete, so the same weights are exported again as version 3, untrained
     capfd.readouterr()

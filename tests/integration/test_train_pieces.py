@@ -258,6 +258,11 @@ def test_face_output_rescores_candidates_and_drops_what_is_no_face() -> None:
     np.testing.assert_allclose(out["detection_face_scores"].numpy()[:, 0], [0.9, 0.0], atol=1e-6)
     np.testing.assert_allclose(out["detection_scores"].numpy()[:, 0], [0.63, 0.0], atol=1e-6)
     assert out["detection_classes"].numpy()[0, 0] == 3.0
+    # every class's score for the face, TF Object Detection API layout: background, then classes 1, 2, 3
+    multiclass = out["detection_multiclass_scores"].numpy()
+    assert multiclass.shape == (2, 3, 4)
+    np.testing.assert_allclose(multiclass[0, 0], [0.1, 0.9 * 0.1, 0.9 * 0.2, 0.9 * 0.7], atol=1e-6)
+    assert not multiclass[1].any() and not multiclass[0, 1:].any()
     # a threshold under both keeps the dark candidate with its lowered score
     lenient = _face_module(face_threshold=0.05)
     low = lenient.serve(tf.constant([black]))

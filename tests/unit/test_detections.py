@@ -29,6 +29,17 @@ def test_parse_splits_per_image_and_counts() -> None:
     assert dets[0].items[0].box == pytest.approx((0.1, 0.2, 0.5, 0.6))
 
 
+def test_per_class_scores_travel_with_each_face_when_the_model_gives_them() -> None:
+    out = outputs(num=[2, 0])
+    out["detection_multiclass_scores"] = np.tile(np.array([0.1, 0.6, 0.2, 0.1], np.float32), (2, 3, 1))
+    dets = parse_outputs(out, 2)
+    assert dets[0].items[1].class_scores == pytest.approx((0.6, 0.2, 0.1))
+    assert parse_outputs(outputs(), 2)[0].items[0].class_scores is None
+    out["detection_multiclass_scores"] = out["detection_multiclass_scores"][..., :3]  # no background column
+    with pytest.raises(ModelOutputError, match="detection_multiclass_scores shape"):
+        parse_outputs(out, 2)
+
+
 def test_empty_image() -> None:
     d = parse_outputs(outputs(n=1, num=[0], classes=[[0, 0, 0]]), 1)[0]
     assert len(d) == 0 and d.counts().faces == 0 and d.counts().frames == 1

@@ -90,6 +90,36 @@ def test_known_answer_per_class_and_mean() -> None:
     assert r.classes[INC].recall == 0.0 and r.classes[INC].precision is None
 
 
+def _with_class_scores(p: Predicted, rows: list[list[float]]) -> Predicted:
+    return Predicted(p.boxes, p.scores, p.labels, np.array(rows, float).reshape(-1, 3))
+
+
+def test_per_class_scores_rank_every_face_in_every_class() -> None:
+    """B's wrongly masked face, called without_mask at 0.7, also scores 0.2 as worn incorrectly: in that class's
+    list it is the only detection, a hit. The top-class AP and the operating-point figures do not move."""
+    preds = [
+        _with_class_scores(PREDS[0], [[0.9, 0.05, 0.0], [0.1, 0.6, 0.05], [0.3, 0.0, 0.0]]),
+        _with_class_scores(PREDS[1], [[0.8, 0.1, 0.0], [0.05, 0.7, 0.2]]),
+        _with_class_scores(PREDS[2], [[0.5, 0.0, 0.0]]),
+    ]
+    r = evaluate(TRUTHS, preds)
+    assert r.per_class_scores
+    assert r.classes[INC].ap == pytest.approx(1.0) and r.classes[INC].ap_top_class == pytest.approx(0.0)
+    # without_mask: A's bare face at 0.6 first, then B's incorrect face (0.7 is higher: false) -> 0.7 false, 0.6 hit
+    assert r.classes[WO].ap == pytest.approx(0.5)
+    # with_mask: 0.9 hit, 0.8 false, 0.5 false, 0.3 duplicate, 0.1 and 0.05 on faces of other classes: 1 of 2 found
+    assert r.classes[WM].ap == pytest.approx(0.5)
+    assert r.mean_ap == pytest.approx(2 / 3) and r.mean_ap_top_class == pytest.approx(1 / 3)
+    assert r.classes[INC].recall == 0.0 and r.classes[INC].detections == 0  # none labelled incorrect
+    assert r.confusion == evaluate(TRUTHS, PREDS).confusion
+    assert not evaluate(TRUTHS, PREDS).per_class_scores
+
+
+def test_class_scores_must_fit_the_detections() -> None:
+    with pytest.raises(ValueError, match="class scores"):
+        _with_class_scores(PREDS[1], [[0.8, 0.1, 0.0]])
+
+
 def test_known_answer_widths_and_confusion() -> None:
     r = evaluate(TRUTHS, PREDS)
     assert {k: (v["faces"], v["found"]) for k, v in r.recall_by_width.items()} == {
