@@ -258,9 +258,11 @@ def evaluate(
     `resamples`, also each AP's 95 % bootstrap interval (images drawn with replacement, seeded)."""
     classes: dict[str, ClassReport] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    per_class_scores = any(p.class_scores is not None and len(p.labels) for p in preds)
     for name in (*CLASSES, FACE):
         m = match(truths, preds, None if name == FACE else name, iou_threshold)
-        top = match(truths, preds, None if name == FACE else name, iou_threshold, top_class_only=True)
+        # the top-class matching differs only for a class, and only when the model gave per-class scores
+        top = match(truths, preds, name, iou_threshold, top_class_only=True) if per_class_scores and name != FACE else m
         curves[name] = m.curve()
         classes[name] = ClassReport(
             ap=m.ap(),
@@ -306,7 +308,7 @@ def evaluate(
         classes=classes,
         mean_ap=mean_ap,
         mean_ap_top_class=_mean_ap(classes[c].ap_top_class for c in CLASSES),
-        per_class_scores=any(p.class_scores is not None and len(p.labels) for p in preds),
+        per_class_scores=per_class_scores,
         recall_by_width=by_width,
         confusion=confusion,
         curves=curves,
