@@ -161,7 +161,7 @@ def tuned_model_info(module: MaskDetectorModule, weights_dir: Path, manifest: tu
         face_threshold=round(float(module.face_threshold.numpy()), 6),
         max_detections=module.max_detections,
         nms_threshold=module.detector.params.nms_threshold,
-        scores=f"face_score * class_probability; detection_face_scores holds face_score; {face}",
+        scores=f"face_score (class: the most probable); detection_multiclass_scores: face_score * class_probability; {face}",
         classes={str(i): CLASS_NAMES[i] for i in module.class_ids},
         detector=(
             f"fine-tuned res10 SSD {tuned.DETECTOR_FILE} sha256:{manifest.files[tuned.DETECTOR_FILE][:16]} "
@@ -183,7 +183,7 @@ def model_info(module: MaskDetectorModule, sources: Sources) -> ModelInfo:
         face_threshold=round(float(module.face_threshold.numpy()), 6),
         max_detections=module.max_detections,
         nms_threshold=module.detector.params.nms_threshold,
-        scores="face_score * class_probability; detection_face_scores holds face_score",
+        scores="face_score (class: the most probable); detection_multiclass_scores: face_score * class_probability",
         classes={str(i): CLASS_NAMES[i] for i in CLASSIFIER_CLASS_IDS},
         detector=f"{sources.caffemodel.name} sha256:{digest(sources.caffemodel)}",
         classifier=f"{sources.classifier.name} sha256:{digest(sources.classifier)}",

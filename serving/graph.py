@@ -278,7 +278,6 @@ class MaskDetectorModule(tf.Module):
             keep = keep & (face_scores >= self.face_threshold)
 
         class_ids = tf.gather(tf.constant(self.class_ids, tf.float32), tf.argmax(probs, axis=-1))
-        scores = face_scores * tf.reduce_max(probs, axis=-1)
         # TF Object Detection API layout: column 0 background, column c the Contract 2 class c; a face's score for
         # every class (face score x class probability), so an evaluation can rank each face in every class's list.
         columns = tf.scatter_nd(
@@ -287,7 +286,7 @@ class MaskDetectorModule(tf.Module):
             [1 + len(CLASS_IDS), tf.shape(probs)[0], k],
         )
         multiclass = tf.transpose(columns, [1, 2, 0])
-        order = compact(keep, scores, k)
+        order = compact(keep, face_scores, k)
 
         def rows(x: tf.Tensor) -> tf.Tensor:
             x = tf.gather(x, order, batch_dims=1)
@@ -298,7 +297,10 @@ class MaskDetectorModule(tf.Module):
 
         return {
             OUT_BOXES: rows(boxes),
-            OUT_SCORES: rows(scores),
+            # A row's score is how sure the model is that it is a face, its class the classifier's most probable one:
+            # whether a person is counted does not hang on how sure the class is (face score x class probability
+            # dropped the faces the classifier hesitated over, most often violations: serving/MODEL_CARD.md).
+            OUT_SCORES: rows(face_scores),
             OUT_CLASSES: rows(class_ids),
             OUT_NUM: tf.reduce_sum(tf.cast(keep, tf.float32), axis=1),
             OUT_FACE_SCORES: rows(face_scores),

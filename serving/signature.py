@@ -11,11 +11,11 @@ from maskwatch.detections import OUT_BOXES, OUT_CLASSES, OUT_MULTICLASS_SCORES, 
 MODEL_NAME = "mask_detector"
 SIGNATURE_NAME = "serving_default"
 INPUT_IMAGES = "images"
-# Extra output (allowed by Contract 2): the face detector's own score per row, before classification.
+# Extra output (allowed by Contract 2): each row's face score, which `detection_scores` repeats (a row is counted by
+# how sure the model is that it is a face; its class is the most probable one).
 OUT_FACE_SCORES = "detection_face_scores"
 # Extra output (maskwatch.detections.OUT_MULTICLASS_SCORES, the TF Object Detection API's name): [N,K,1+3], column 0
-# background (1 - face score), column c face score x the probability of Contract 2 class c (detection_scores holds
-# the largest).
+# background (1 - face score), column c face score x the probability of Contract 2 class c.
 OUTPUTS = (OUT_BOXES, OUT_SCORES, OUT_CLASSES, OUT_NUM, OUT_FACE_SCORES, OUT_MULTICLASS_SCORES)
 
 ASSETS_EXTRA = "assets.extra"
