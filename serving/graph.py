@@ -133,9 +133,10 @@ class MaskDetectorModule(tf.Module):
         `max_upscale`, padding with the mean colour); `crop_margin` feeds it a square with context around the box.
 
         With `face_output` the classifier has one more output, after the classes: the probability that the crop is
-        a face at all. It is a second stage: a candidate's face score becomes the mean of the detector's score and
-        this probability (a face either stage is sure of stays near the operating point, one that both doubt falls
-        below it), and candidates that fall below `face_threshold` are dropped.
+        a face at all. It is a second stage: it sees the detector's candidates down to half `face_threshold`, a
+        candidate's face score becomes the mean of the detector's score and this probability (a face either stage is
+        sure of stays near the operating point, one that both doubt falls below it), and candidates that fall below
+        `face_threshold` are dropped.
 
         With `flip_average` the classifier sees every crop twice, as it is and mirrored, and its outputs are the
         mean of the two (test-time augmentation: steadier on the rare classes for one more classifier pass)."""
@@ -246,7 +247,9 @@ class MaskDetectorModule(tf.Module):
         boxes_xyxy, face_scores, _ = self.detector(blob)
         boxes = tf.clip_by_value(self.image_boxes(yxyx_clipped(boxes_xyxy), sizes), 0.0, 1.0)
         has_area = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
-        keep = (face_scores >= self.face_threshold) & has_area
+        # A second stage sees candidates down to half the face threshold: its face probability can lift them over it.
+        first_stage = self.face_threshold / 2.0 if self.face_output else self.face_threshold
+        keep = (face_scores >= first_stage) & has_area
 
         k = self.max_detections
         order = compact(keep, face_scores, k)

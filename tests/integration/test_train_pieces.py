@@ -238,13 +238,13 @@ def test_letterboxed_module_maps_boxes_back_to_each_image() -> None:
     assert out["num_detections"].numpy().tolist() == [1.0, 1.0]
 
 
-def _face_module(face_threshold: float) -> MaskDetectorModule:
-    """The fixed detector (score 0.9) and a classifier with a face output that calls bright crops faces (0.9)
+def _face_module(face_threshold: float, sure: float = 0.9) -> MaskDetectorModule:
+    """The fixed detector (score 0.9) and a classifier with a face output that calls bright crops faces (`sure`)
     and dark ones not (0.01); classes 0.1 / 0.2 / 0.7 either way."""
 
     def classifier(x: tf.Tensor, training: bool = False) -> tf.Tensor:
         bright = tf.reduce_mean(x, axis=[1, 2, 3]) > 0.0  # crops arrive scaled to -1..1
-        p_face = tf.where(bright, 0.9, 0.01)[:, tf.newaxis]
+        p_face = tf.where(bright, sure, 0.01)[:, tf.newaxis]
         return tf.concat([tf.tile(tf.constant([[0.1, 0.2, 0.7]]), [tf.shape(x)[0], 1]), p_face], axis=-1)
 
     return _fixed_module(classifier, face_threshold, face_output=True)
@@ -269,6 +269,18 @@ def test_face_output_rescores_candidates_and_drops_what_is_no_face() -> None:
     lenient = _face_module(face_threshold=0.05)
     low = lenient.serve(tf.constant([black]))
     np.testing.assert_allclose(low["detection_face_scores"].numpy()[0, 0], (0.9 + 0.01) / 2, atol=1e-6)
+
+
+def test_second_stage_lifts_a_candidate_under_the_face_threshold_that_it_is_sure_of() -> None:
+    white = tf.io.encode_jpeg(tf.fill([64, 64, 3], tf.constant(255, tf.uint8))).numpy()
+    # the detector's 0.9 is under the threshold 0.92 but over half of it: the classifier sees it and is sure (0.99)
+    module = _face_module(face_threshold=0.92, sure=0.99)
+    out = module.serve(tf.constant([white]))
+    assert out["num_detections"].numpy().tolist() == [1.0]
+    np.testing.assert_allclose(out["detection_scores"].numpy()[0, 0], (0.9 + 0.99) / 2, atol=1e-6)
+    # without a second stage the threshold applies to the detector's score
+    plain = _fixed_module(lambda x, training=False: tf.tile(tf.constant([[0.1, 0.2, 0.7]]), [tf.shape(x)[0], 1]), 0.92)
+    assert plain.serve(tf.constant([white]))["num_detections"].numpy().tolist() == [0.0]
 
 
 def test_not_face_patches_are_the_candidates_that_miss_every_face(tiny: list[data.Image]) -> None:
