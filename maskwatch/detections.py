@@ -64,7 +64,7 @@ class Detection:
 # The operating point: detections scoring below this are not counted (worker), drawn (/check) or used for
 # recall/confusion (`maskwatch eval`). The served model reports candidates down to its own lower face threshold,
 # each scored by how sure it is that it is a face (its class is the most probable one); on the validation split
-# this point is on the plateau of best F1 (0.4-0.6; serving/MODEL_CARD.md). MW_MIN_SCORE overrides it.
+# this point is on the plateau of best F1 (0.5-0.6; serving/MODEL_CARD.md). MW_MIN_SCORE overrides it.
 DEFAULT_MIN_SCORE = 0.5
 
 
