@@ -298,14 +298,15 @@ class MaskDetectorModule(tf.Module):
                 mask = mask[..., tf.newaxis]
             return tf.where(mask, x, tf.zeros_like(x))
 
+        # A row's score is how sure the model is that it is a face, its class the classifier's most probable one:
+        # whether a person is counted does not hang on how sure the class is (face score x class probability
+        # dropped the faces the classifier hesitated over, most often violations: serving/MODEL_CARD.md).
+        scores = rows(face_scores)
         return {
             OUT_BOXES: rows(boxes),
-            # A row's score is how sure the model is that it is a face, its class the classifier's most probable one:
-            # whether a person is counted does not hang on how sure the class is (face score x class probability
-            # dropped the faces the classifier hesitated over, most often violations: serving/MODEL_CARD.md).
-            OUT_SCORES: rows(face_scores),
+            OUT_SCORES: scores,
             OUT_CLASSES: rows(class_ids),
             OUT_NUM: tf.reduce_sum(tf.cast(keep, tf.float32), axis=1),
-            OUT_FACE_SCORES: rows(face_scores),
+            OUT_FACE_SCORES: scores,
             OUT_MULTICLASS_SCORES: rows(multiclass),
         }

@@ -200,6 +200,11 @@ def _fixed_module(
     )
 
 
+def _fixed_classes(x: tf.Tensor, training: bool = False) -> tf.Tensor:
+    """A classifier that answers classes 0.1 / 0.2 / 0.7 for every crop."""
+    return tf.tile(tf.constant([[0.1, 0.2, 0.7]]), [tf.shape(x)[0], 1])
+
+
 def test_flip_average_is_the_mean_over_each_crop_and_its_mirror_image() -> None:
     def by_side(x: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Class 1 (0.8) when a crop's left half is the brighter, else class 2 (0.7)."""
@@ -225,7 +230,7 @@ def test_flip_average_is_the_mean_over_each_crop_and_its_mirror_image() -> None:
 
 
 def test_letterboxed_module_maps_boxes_back_to_each_image() -> None:
-    module = _fixed_module(lambda x, training=False: tf.tile(tf.constant([[0.1, 0.2, 0.7]]), [tf.shape(x)[0], 1]))
+    module = _fixed_module(_fixed_classes)
     wide = tf.io.encode_jpeg(tf.zeros([32, 48, 3], tf.uint8)).numpy()  # fits at scale 1: 48x32 of the 64x64 input
     big = tf.io.encode_jpeg(tf.zeros([128, 64, 3], tf.uint8)).numpy()  # shrunk by 2 to 32x64
     out = module.serve(tf.constant([wide, big]))
@@ -245,7 +250,7 @@ def _face_module(face_threshold: float, sure: float = 0.9) -> MaskDetectorModule
     def classifier(x: tf.Tensor, training: bool = False) -> tf.Tensor:
         bright = tf.reduce_mean(x, axis=[1, 2, 3]) > 0.0  # crops arrive scaled to -1..1
         p_face = tf.where(bright, sure, 0.01)[:, tf.newaxis]
-        return tf.concat([tf.tile(tf.constant([[0.1, 0.2, 0.7]]), [tf.shape(x)[0], 1]), p_face], axis=-1)
+        return tf.concat([_fixed_classes(x), p_face], axis=-1)
 
     return _fixed_module(classifier, face_threshold, face_output=True)
 
@@ -279,7 +284,7 @@ def test_second_stage_lifts_a_candidate_under_the_face_threshold_that_it_is_sure
     assert out["num_detections"].numpy().tolist() == [1.0]
     np.testing.assert_allclose(out["detection_scores"].numpy()[0, 0], (0.9 + 0.99) / 2, atol=1e-6)
     # without a second stage the threshold applies to the detector's score
-    plain = _fixed_module(lambda x, training=False: tf.tile(tf.constant([[0.1, 0.2, 0.7]]), [tf.shape(x)[0], 1]), 0.92)
+    plain = _fixed_module(_fixed_classes, 0.92)
     assert plain.serve(tf.constant([white]))["num_detections"].numpy().tolist() == [0.0]
 
 
