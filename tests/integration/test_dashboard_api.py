@@ -65,6 +65,15 @@ def test_every_endpoint_answers(http: FlaskClient, path: str, status: int, mimet
 
 
 @pytest.mark.timeout(30)
+def test_camera_page_heads_the_violations_score_column_with_what_it_is(http: FlaskClient) -> None:
+    page = http.get("/cameras/gate-1")
+    assert page.status_code == 200
+    assert '<th title="how sure the model is that this is a face; the class is its most probable one">Face score</th>' in (
+        page.get_data(as_text=True)
+    )
+
+
+@pytest.mark.timeout(30)
 def test_snapshot_endpoint(http: FlaskClient) -> None:
     r = http.get(snapshot_path(http))
     assert r.status_code == 200 and r.mimetype == "image/jpeg"

@@ -82,4 +82,9 @@ def test_predict_errors(app_for) -> None:  # type: ignore[no-untyped-def]
     assert cut.status_code == 400 and cut.get_json()["error"] == "not an image"
     assert http.post("/api/predict?min_score=2", data=astronaut(), content_type="image/jpeg").status_code == 400
     assert http.get("/api/predict").status_code == 405
-    assert http.get("/check").status_code == 200
+    page = http.get("/check")
+    assert page.status_code == 200
+    # the score column says what the score is (one template piece for this page and the camera page's violations)
+    assert '<th title="how sure the model is that this is a face; the class is its most probable one">Face score</th>' in (
+        page.get_data(as_text=True)
+    )
