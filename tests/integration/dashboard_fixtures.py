@@ -27,6 +27,10 @@ from maskwatch.store import BatchWrite, Store, Violation
 
 GROUP = "maskwatch-workers"
 TOPIC = "frames"
+# How /check and the camera page head the score column: what the score is, in a tooltip (templates/_macros.html).
+FACE_SCORE_TH = (
+    '<th title="how sure the model is that this is a face; the class is its most probable one">Face score</th>'
+)
 
 
 def scene_jpeg(seed: int = 0, width: int = 320, height: int = 180) -> bytes:

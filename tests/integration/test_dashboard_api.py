@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from dashboard.app import close_app, create_app
 from maskwatch.store import Store
 from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are fixtures)
+    FACE_SCORE_TH,
     dashboard_settings,
     fixture_dashboard_store,
     seed,
@@ -68,9 +69,7 @@ def test_every_endpoint_answers(http: FlaskClient, path: str, status: int, mimet
 def test_camera_page_heads_the_violations_score_column_with_what_it_is(http: FlaskClient) -> None:
     page = http.get("/cameras/gate-1")
     assert page.status_code == 200
-    assert '<th title="how sure the model is that this is a face; the class is its most probable one">Face score</th>' in (
-        page.get_data(as_text=True)
-    )
+    assert FACE_SCORE_TH in page.get_data(as_text=True)
 
 
 @pytest.mark.timeout(30)

@@ -17,6 +17,7 @@ from dashboard.app import close_app, create_app
 from maskwatch.stack import free_port
 from maskwatch.store import Store
 from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are fixtures)
+    FACE_SCORE_TH,
     dashboard_settings,
     fixture_dashboard_store,
 )
@@ -85,6 +86,4 @@ def test_predict_errors(app_for) -> None:  # type: ignore[no-untyped-def]
     page = http.get("/check")
     assert page.status_code == 200
     # the score column says what the score is (one template piece for this page and the camera page's violations)
-    assert '<th title="how sure the model is that this is a face; the class is its most probable one">Face score</th>' in (
-        page.get_data(as_text=True)
-    )
+    assert FACE_SCORE_TH in page.get_data(as_text=True)
