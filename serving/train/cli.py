@@ -46,6 +46,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--crop", type=int, default=d.crop, help="detector training crop side in pixels")
     ap.add_argument("--classifier-size", type=int, default=c.size, help="classifier input side in pixels")
     ap.add_argument(
+        "--mosaic",
+        type=float,
+        default=d.mosaic,
+        help=f"share of detector crops that are 4-image mosaics, 0-1 (default: {d.mosaic})",
+    )
+    ap.add_argument(
         "--class-weight-power",
         type=float,
         default=c.weight_power,
@@ -91,6 +97,8 @@ def check(args: argparse.Namespace) -> str | None:
         return "--version must be >= 1"
     if min(args.epochs, args.classifier_epochs, args.batch_size, args.threads) < 1 or args.crop < 64:
         return "epochs, batch size and threads must be >= 1, --crop >= 64"
+    if not 0.0 <= args.mosaic <= 1.0:
+        return "--mosaic must be in [0, 1]"
     if not 0.0 <= args.class_weight_power <= 2.0:
         return "--class-weight-power must be in [0, 2]"
     if not 0.0 < args.face_threshold < 1.0:
@@ -111,7 +119,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _configs(args: argparse.Namespace) -> tuple[DetectorConfig, ClassifierConfig]:
-    det = replace(DetectorConfig(), epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, seed=args.seed)
+    det = replace(
+        DetectorConfig(), epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, mosaic=args.mosaic, seed=args.seed
+    )
     cls = replace(
         ClassifierConfig(),
         epochs=args.classifier_epochs,

@@ -17,6 +17,7 @@ class DetectorConfig:
     learning_rate: float = 3e-4
     weight_decay: float = 1e-4
     scale_range: tuple[float, float] = (0.6, 1.7)
+    mosaic: float = 0.0  # share of crops that are 4-image mosaics (`serving.train.data.mosaic_crop`)
     seed: int = 0
 
 

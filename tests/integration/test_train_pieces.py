@@ -68,6 +68,33 @@ def test_random_crop_moves_boxes_with_the_pixels() -> None:
             assert inside > canvas.mean()  # the white square is where the box says
 
 
+def test_mosaic_crop_tiles_four_images_and_keeps_their_boxes_on_their_faces() -> None:
+    rng = np.random.default_rng(2)
+    images = []
+    for k, grey in enumerate((60, 110, 160, 210)):  # each image its own grey, a white face in the middle
+        bgr = np.full((80, 80, 3), grey, np.uint8)
+        bgr[30:50, 30:50] = 255
+        images.append(data.Image(f"im{k}", bgr, np.array([[30, 30, 50, 50]], np.float32), ("without_mask",)))
+    seen_faces = 0
+    for _ in range(20):
+        canvas, boxes = data.mosaic_crop(images, 0, rng, 96, (1.0, 1.0))
+        assert canvas.shape == (96, 96, 3)
+        # no more than 4 faces, and each box's inside is the white face (brighter than its surroundings)
+        assert len(boxes) <= 4
+        for x0, y0, x1, y1 in np.round(boxes).astype(int):
+            assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96
+            if x1 - x0 >= 6 and y1 - y0 >= 6:
+                assert canvas[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2].mean() > canvas.mean()
+        seen_faces += len(boxes)
+    assert seen_faces > 20  # the four windows bring more faces into a crop than one window of one image
+    # a mosaic share of 0 draws nothing from the generator: runs without mosaics repeat what they did before
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    priors = np.array([[0.1, 0.1, 0.3, 0.3]], np.float32)
+    first = data.detector_batch(images, [0, 1], a, 64, priors, (0.8, 1.2), mosaic=0.0)
+    canvases = [data.random_crop(images[i], b, 64, (0.8, 1.2))[0] for i in (0, 1)]
+    np.testing.assert_allclose(first[0], np.stack(canvases) - np.asarray(data.BGR_MEAN, np.float32))
+
+
 def test_class_weights_favour_rare_classes() -> None:
     labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
     w = data.class_weights(labels, 3, power=1.0)
