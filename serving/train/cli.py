@@ -57,12 +57,21 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         default=c.weight_power,
         help=f"classifier class weights (n / (classes * n_c)) ** power: 0 none, 1 balanced (default: {c.weight_power})",
     )
-    ap.add_argument("--seed", type=int, default=split.DEFAULT_SEED)
+    ap.add_argument("--seed", type=int, default=split.DEFAULT_SEED, help="the split's and the training's seed")
+    ap.add_argument(
+        "--classifier-seed", type=int, help="the classifier's own seed, the split unchanged (default: --seed)"
+    )
     ap.add_argument("--val-fraction", type=float, default=split.DEFAULT_VAL_FRACTION)
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training images (quick runs)")
     ap.add_argument("--work-dir", type=Path, help="checkpoints and weights (default: <out>/.train)")
     ap.add_argument("--resume", action="store_true", help="carry on from the work directory's checkpoints")
     ap.add_argument("--install-weights", type=Path, help="also copy the weights here (e.g. serving/weights)")
+    ap.add_argument(
+        "--detector-from",
+        type=Path,
+        metavar="WEIGHTS_DIR",
+        help="keep this weights directory's detector (e.g. serving/weights) and train only the classifier",
+    )
     ap.add_argument(
         "--face-threshold",
         type=float,
@@ -127,7 +136,7 @@ def _configs(args: argparse.Namespace) -> tuple[DetectorConfig, ClassifierConfig
         epochs=args.classifier_epochs,
         size=args.classifier_size,
         weight_power=args.class_weight_power,
-        seed=args.seed,
+        seed=args.seed if args.classifier_seed is None else args.classifier_seed,
     )
     return det, cls
 
@@ -145,6 +154,34 @@ def _prepare_work_dir(work: Path, state: dict[str, Any], resume: bool) -> None:
         shutil.rmtree(work / sub, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _kept_detector(weights_dir: Path) -> dict[str, Any]:
+    """A weights directory's detector for `--detector-from`: its arrays, checked against its manifest's digest, and
+    how it was trained (its manifest's record, kept in the new manifest with where it came from)."""
+    from serving.train import model as tuned
+
+    source = tuned.Manifest.read(weights_dir)
+    tuned.verify(weights_dir, source)
+    path = weights_dir / tuned.DETECTOR_FILE
+    return {
+        **source.training.get("detector", {}),
+        "from": str(weights_dir.resolve()),
+        "sha256": tuned.sha256(path),
+        "arrays": tuned.read_arrays(path),
+    }
+
+
+def _seen_validation(source: dict[str, Any], args: argparse.Namespace) -> str | None:
+    """Why this run's validation images may be among those the kept detector trained on (its manifest's `training`
+    record: `source`), if they may."""
+    trained_on, split_then = source.get("data"), source.get("split") or {}
+    if not trained_on or Path(trained_on).resolve() != args.data.resolve():
+        return None  # other data (a site's own frames): its images are unseen
+    now = {"seed": args.seed, "val_fraction": args.val_fraction}
+    if all(split_then.get(k) == v for k, v in now.items()):
+        return None
+    return f"the detector trained on {trained_on} split with {split_then}, this run splits it with {now}"
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
@@ -197,11 +234,21 @@ def run(args: argparse.Namespace) -> int:
         len(train_samples),
     )
     det_cfg, cls_cfg = _configs(args)
+    kept: dict[str, Any] | None = None
+    if args.detector_from:
+        try:
+            kept = _kept_detector(args.detector_from)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.error("detector weights unusable dir=%s error=%s", args.detector_from, exc)
+            return 2
+        seen = _seen_validation(tuned.Manifest.read(args.detector_from).training, args)
+        if seen:
+            logger.warning("validation images in the kept detector's training: figures flattered reason=%s", seen)
     work = args.work_dir or args.out / ".train"
     state = {
         "data": str(args.data.resolve()),
         "train_images": [s.name for s in train_samples],
-        "detector": asdict(det_cfg),
+        "detector": {"from": kept["from"], "sha256": kept["sha256"]} if kept else asdict(det_cfg),
         "classifier": asdict(cls_cfg),
     }
     try:
@@ -213,7 +260,13 @@ def run(args: argparse.Namespace) -> int:
     images = data.read_images(train_samples)
 
     detector = TunedFaceDetector(caffe.load(sources.prototxt, sources.caffemodel), canvas)
-    det_figures = det_train.train_detector(detector, images, det_cfg, work / "detector", args.resume)
+    if kept:
+        detector.load_weights(kept.pop("arrays"))
+        logger.info("detector kept dir=%s sha256=%s", kept["from"], kept["sha256"][:16])
+        detector_training = kept
+    else:
+        det_figures = det_train.train_detector(detector, images, det_cfg, work / "detector", args.resume)
+        detector_training = {**asdict(det_cfg), "final": det_figures}
 
     patches, labels = data.face_patches(images)
     val_patches, val_labels = data.face_patches(data.read_images(parts.val))
@@ -245,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
         training={
             "data": str(args.data),
             "split": {"val_fraction": args.val_fraction, "seed": args.seed, "train": len(parts.train), "val": len(parts.val)},
-            "detector": {**asdict(det_cfg), "final": det_figures},
+            "detector": detector_training,
             "classifier": {
                 **asdict(cls_cfg),
                 "not_faces": not_faces,

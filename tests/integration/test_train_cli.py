@@ -107,3 +107,23 @@ def test_train_exports_a_version_the_server_swaps_in(
     # resuming with other settings is refused rather than mixing two runs
     assert train_main([*argv, "--resume", "--epochs", "2", "--version", "4"]) == 2
     assert not (out / "mask_detector" / "4").exists()
+
+    # only the classifier retrained, on the installed weights' detector: the detector comes through unchanged
+    capfd.readouterr()
+    assert train_main([*argv, "--detector-from", str(installed), "--version", "5", "--classifier-seed", "3"]) == 0
+    text = capfd.readouterr().err
+    assert "detector kept" in text and "detector epoch=" not in text and "classifier epoch=" in text
+    assert "figures flattered" not in text  # the same split the detector trained on
+    kept = out / ".train" / "weights"
+    before, after = tuned.read_arrays(installed / tuned.DETECTOR_FILE), tuned.read_arrays(kept / tuned.DETECTOR_FILE)
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    classifier_before = tuned.read_arrays(installed / tuned.CLASSIFIER_FILE)
+    classifier_after = tuned.read_arrays(kept / tuned.CLASSIFIER_FILE)
+    assert not all(np.array_equal(classifier_before[k], classifier_after[k]) for k in classifier_before)
+    record = tuned.Manifest.read(kept).training["detector"]
+    assert record["from"] == str(installed.resolve()) and record["epochs"] == 1  # how that detector was trained
+    assert (out / "mask_detector" / "5" / "saved_model.pb").is_file()
+    # a directory without weights is refused with its name, before any training
+    capfd.readouterr()
+    assert train_main([*argv, "--detector-from", str(tmp_path / "nowhere"), "--version", "6"]) == 2
+    assert "detector weights unusable" in capfd.readouterr().err and not (out / "mask_detector" / "6").exists()

@@ -1,0 +1,41 @@
+"""`maskwatch train`'s options: what each turns into, and the warning when a kept detector saw this run's
+validation images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from serving.train.cli import _configs, _seen_validation, parse_args
+
+
+def test_classifier_seed_leaves_the_split_and_the_detector_seed_alone() -> None:
+    args = parse_args(["--data", "voc", "--classifier-seed", "4"])
+    detector, classifier = _configs(args)
+    assert args.seed == 0 and detector.seed == 0 and classifier.seed == 4
+    assert _configs(parse_args(["--data", "voc", "--seed", "2"]))[1].seed == 2  # by default the run's seed
+
+
+def test_bad_options_are_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--data", "voc", "--mosaic", "1.5"])
+    assert exit_info.value.code == 2 and "--mosaic must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_a_kept_detector_trained_on_another_split_of_the_same_data_is_flagged(tmp_path: Path) -> None:
+    data = tmp_path / "voc"
+    data.mkdir()
+    trained = {"data": str(data), "split": {"seed": 0, "val_fraction": 0.2, "train": 8, "val": 2}}
+    same = parse_args(["--data", str(data), "--detector-from", "w"])
+    assert _seen_validation(trained, same) is None
+    other_seed = parse_args(["--data", str(data), "--detector-from", "w", "--seed", "1"])
+    reason = _seen_validation(trained, other_seed)
+    assert reason is not None and "'seed': 1" in reason and str(data) in reason
+    assert _seen_validation(trained, parse_args(["--data", str(data), "--detector-from", "w", "--val-fraction", "0.3"]))
+    # another classifier seed keeps the split: nothing to flag
+    assert _seen_validation(trained, parse_args(["--data", str(data), "--detector-from", "w", "--classifier-seed", "5"])) is None
+    # the site's own frames are another data set: unseen whatever the split
+    site = tmp_path / "site"
+    site.mkdir()
+    assert _seen_validation(trained, parse_args(["--data", str(site), "--detector-from", "w", "--seed", "9"])) is None
