@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 REPORT_DIR = "validation"  # under the version's assets.extra/
+# The training patches hold a face with half its side of context each way (serving.train.data.PATCH_CONTEXT), and a
+# jittered crop grows by up to 1.2x: with a wider margin the largest crops would reach past the patch.
+MAX_CROP_MARGIN = 0.3
 
 
 def next_version(model_dir: Path) -> int:
@@ -45,6 +48,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="detector crops per step")
     ap.add_argument("--crop", type=int, default=d.crop, help="detector training crop side in pixels")
     ap.add_argument("--classifier-size", type=int, default=c.size, help="classifier input side in pixels")
+    ap.add_argument(
+        "--crop-margin",
+        type=float,
+        default=c.margin,
+        help=f"context around a face in the classifier's crop, a fraction of its side each way (default: {c.margin:g})",
+    )
     ap.add_argument(
         "--mosaic",
         type=float,
@@ -108,6 +117,8 @@ def check(args: argparse.Namespace) -> str | None:
         return "epochs, batch size and threads must be >= 1, --crop >= 64"
     if not 0.0 <= args.mosaic <= 1.0:
         return "--mosaic must be in [0, 1]"
+    if not 0.0 <= args.crop_margin <= MAX_CROP_MARGIN:
+        return f"--crop-margin must be in [0, {MAX_CROP_MARGIN:g}]"
     if not 0.0 <= args.class_weight_power <= 2.0:
         return "--class-weight-power must be in [0, 2]"
     if not 0.0 < args.face_threshold < 1.0:
@@ -135,6 +146,7 @@ def _configs(args: argparse.Namespace) -> tuple[DetectorConfig, ClassifierConfig
         ClassifierConfig(),
         epochs=args.classifier_epochs,
         size=args.classifier_size,
+        margin=args.crop_margin,
         weight_power=args.class_weight_power,
         seed=args.seed if args.classifier_seed is None else args.classifier_seed,
     )
