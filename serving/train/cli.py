@@ -11,13 +11,16 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from maskwatch.eval import dataset, report, split
 from maskwatch.logs import setup_logging
 from serving.signature import ASSETS_EXTRA, MODEL_NAME
+from serving.train import model as tuned
 from serving.train.config import ClassifierConfig, DetectorConfig
 from serving.train.model import DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_CANVAS_HW, DEFAULT_MAX_UPSCALE
 
@@ -168,20 +171,31 @@ def _prepare_work_dir(work: Path, state: dict[str, Any], resume: bool) -> None:
     state_file.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _kept_detector(weights_dir: Path) -> dict[str, Any]:
-    """A weights directory's detector for `--detector-from`: its arrays, checked against its manifest's digest, and
-    how it was trained (its manifest's record, kept in the new manifest with where it came from)."""
-    from serving.train import model as tuned
+@dataclass(frozen=True)
+class KeptDetector:
+    """A weights directory's detector for `--detector-from`."""
 
+    arrays: dict[str, np.ndarray]
+    origin: str  # the directory, resolved
+    sha256: str
+    source_training: dict[str, Any]  # its manifest's `training` record: the data, split and settings it came from
+
+    def record(self) -> dict[str, Any]:
+        """The new manifest's `training.detector`: how the kept detector was trained and where it came from."""
+        return {**self.source_training.get("detector", {}), "from": self.origin, "sha256": self.sha256}
+
+
+def _kept_detector(weights_dir: Path) -> KeptDetector:
+    """The detector's arrays, checked against its manifest's digest."""
     source = tuned.Manifest.read(weights_dir)
     tuned.verify(weights_dir, source)
     path = weights_dir / tuned.DETECTOR_FILE
-    return {
-        **source.training.get("detector", {}),
-        "from": str(weights_dir.resolve()),
-        "sha256": tuned.sha256(path),
-        "arrays": tuned.read_arrays(path),
-    }
+    return KeptDetector(
+        arrays=tuned.read_arrays(path),
+        origin=str(weights_dir.resolve()),
+        sha256=source.files.get(tuned.DETECTOR_FILE) or tuned.sha256(path),  # verified above when the manifest has it
+        source_training=source.training,
+    )
 
 
 def _seen_validation(source: dict[str, Any], args: argparse.Namespace) -> str | None:
@@ -215,7 +229,6 @@ def run(args: argparse.Namespace) -> int:
     # unmaps them at every step: 10x fewer page faults and ~6 % faster detector epochs on a 2-core EPYC, the same
     # losses (to 4 decimals over 3 epochs). Read only when TensorFlow starts: `maskwatch train` in a process of its own.
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
-    import numpy as np
     import tensorflow as tf
 
     from maskwatch.eval import runner
@@ -225,7 +238,6 @@ def run(args: argparse.Namespace) -> int:
     from serving.train import classifier as cls_train
     from serving.train import data, negatives
     from serving.train import detector as det_train
-    from serving.train import model as tuned
 
     runner.limit_threads(args.threads)
     tf.random.set_seed(args.seed)
@@ -246,21 +258,21 @@ def run(args: argparse.Namespace) -> int:
         len(train_samples),
     )
     det_cfg, cls_cfg = _configs(args)
-    kept: dict[str, Any] | None = None
+    kept: KeptDetector | None = None
     if args.detector_from:
         try:
             kept = _kept_detector(args.detector_from)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.error("detector weights unusable dir=%s error=%s", args.detector_from, exc)
             return 2
-        seen = _seen_validation(tuned.Manifest.read(args.detector_from).training, args)
+        seen = _seen_validation(kept.source_training, args)
         if seen:
             logger.warning("validation images in the kept detector's training: figures flattered reason=%s", seen)
     work = args.work_dir or args.out / ".train"
     state = {
         "data": str(args.data.resolve()),
         "train_images": [s.name for s in train_samples],
-        "detector": {"from": kept["from"], "sha256": kept["sha256"]} if kept else asdict(det_cfg),
+        "detector": {"from": kept.origin, "sha256": kept.sha256} if kept else asdict(det_cfg),
         "classifier": asdict(cls_cfg),
     }
     try:
@@ -273,9 +285,9 @@ def run(args: argparse.Namespace) -> int:
 
     detector = TunedFaceDetector(caffe.load(sources.prototxt, sources.caffemodel), canvas)
     if kept:
-        detector.load_weights(kept.pop("arrays"))
-        logger.info("detector kept dir=%s sha256=%s", kept["from"], kept["sha256"][:16])
-        detector_training = kept
+        detector.load_weights(kept.arrays)
+        logger.info("detector kept dir=%s sha256=%s", kept.origin, kept.sha256[:16])
+        detector_training = kept.record()
     else:
         det_figures = det_train.train_detector(detector, images, det_cfg, work / "detector", args.resume)
         detector_training = {**asdict(det_cfg), "final": det_figures}

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.train.cli import _configs, _seen_validation, parse_args
+from serving.train.cli import MAX_CROP_MARGIN, _configs, _seen_validation, parse_args
+from serving.train.data import crop_window
 
 
 def test_classifier_seed_leaves_the_split_and_the_detector_seed_alone() -> None:
@@ -42,11 +43,7 @@ def test_a_kept_detector_trained_on_another_split_of_the_same_data_is_flagged(tm
 
 
 def test_crop_margin_reaches_the_classifier_and_stays_inside_the_training_patches() -> None:
-    from serving.train.data import crop_window
-
     assert _configs(parse_args(["--data", "voc", "--crop-margin", "0.3"]))[1].margin == 0.3
     with pytest.raises(SystemExit):
         parse_args(["--data", "voc", "--crop-margin", "0.6"])
-    from serving.train.cli import MAX_CROP_MARGIN
-
     assert crop_window(MAX_CROP_MARGIN) * 1.2 <= 0.5  # the widest jittered crop still lies within its patch
