@@ -64,6 +64,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help=f"share of detector crops that are 4-image mosaics, 0-1 (default: {d.mosaic})",
     )
     ap.add_argument(
+        "--detector-ema",
+        type=float,
+        default=d.ema,
+        help="end the detector with a moving average of its weights of this decay, e.g. 0.998; 0: none (default: 0)",
+    )
+    ap.add_argument(
         "--class-weight-power",
         type=float,
         default=c.weight_power,
@@ -120,6 +126,8 @@ def check(args: argparse.Namespace) -> str | None:
         return "epochs, batch size and threads must be >= 1, --crop >= 64"
     if not 0.0 <= args.mosaic <= 1.0:
         return "--mosaic must be in [0, 1]"
+    if not 0.0 <= args.detector_ema < 1.0:
+        return "--detector-ema must be in [0, 1)"
     if not 0.0 <= args.crop_margin <= MAX_CROP_MARGIN:
         return f"--crop-margin must be in [0, {MAX_CROP_MARGIN:g}]"
     if not 0.0 <= args.class_weight_power <= 2.0:
@@ -143,7 +151,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _configs(args: argparse.Namespace) -> tuple[DetectorConfig, ClassifierConfig]:
     det = replace(
-        DetectorConfig(), epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, mosaic=args.mosaic, seed=args.seed
+        DetectorConfig(),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        mosaic=args.mosaic,
+        ema=args.detector_ema,
+        seed=args.seed,
     )
     cls = replace(
         ClassifierConfig(),

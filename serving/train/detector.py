@@ -63,14 +63,15 @@ def train_detector(
     schedule = tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch, alpha=0.05)
     optimizer = tf_keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    ckpt = tf.train.Checkpoint(detector=detector, optimizer=optimizer, epoch=epoch)
+    variables = detector.trainable_variables
+    ema = _WeightAverage(variables, config.ema) if config.ema > 0 else None
+    ckpt = tf.train.Checkpoint(detector=detector, optimizer=optimizer, epoch=epoch, **({"ema": ema} if ema else {}))
     manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir), max_to_keep=2)
     optimizer.build(detector.trainable_variables)  # slots exist before a restore fills them
     if resume and manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         logger.info("detector resumed checkpoint=%s epoch=%d", manager.latest_checkpoint, int(epoch.numpy()))
     _, _, priors = detector.heads(tf.zeros([1, config.crop, config.crop, 3]))
-    variables = detector.trainable_variables
 
     @tf.function(reduce_retracing=True)
     def step(blobs: tf.Tensor, labels: tf.Tensor, offsets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -81,6 +82,8 @@ def train_detector(
         grads = tape.gradient(loss, variables)
         grads, _ = tf.clip_by_global_norm(grads, 10.0)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
+        if ema is not None:
+            ema.update(variables)
         return cls_loss, loc_loss
 
     figures: dict[str, float] = last_figures(checkpoint_dir)
@@ -109,5 +112,30 @@ def train_detector(
         save_figures(checkpoint_dir, e + 1, figures)
         if on_epoch is not None:
             on_epoch(e + 1, figures)
+    if ema is not None:
+        ema.copy_to(variables)  # the checkpoints keep the raw weights and the average: a resumed run ends the same
+        logger.info("detector weights averaged decay=%g updates=%d", config.ema, int(ema.updates.numpy()))
     return figures
+
+
+class _WeightAverage(tf.Module):
+    """An exponential moving average of the weights, its decay ramped up over the first steps as YOLOv5's ModelEMA
+    does (min(decay, (1 + n) / (10 + n)) at update n), so the start's random heads fade out fast."""
+
+    def __init__(self, variables: Sequence[tf.Variable], decay: float) -> None:
+        super().__init__(name="weight_average")
+        self.decay = decay
+        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
+        self.shadow = [tf.Variable(v, trainable=False, name=v.name.split(":")[0] + "/average") for v in variables]
+
+    def update(self, variables: Sequence[tf.Variable]) -> None:
+        self.updates.assign_add(1)
+        n = tf.cast(self.updates, tf.float32)
+        d = tf.minimum(self.decay, (1.0 + n) / (10.0 + n))
+        for s, v in zip(self.shadow, variables, strict=True):
+            s.assign(d * s + (1.0 - d) * v)
+
+    def copy_to(self, variables: Sequence[tf.Variable]) -> None:
+        for s, v in zip(self.shadow, variables, strict=True):
+            v.assign(s)
 

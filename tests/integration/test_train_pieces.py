@@ -118,8 +118,9 @@ def _detector() -> TunedFaceDetector:
     return TunedFaceDetector(caffe.load(sources.prototxt, sources.caffemodel), (96, 96))
 
 
-def test_detector_resumes_to_the_same_weights(tiny: list[data.Image], tmp_path: Path) -> None:
-    config = replace(DetectorConfig(), epochs=2, batch_size=2, crop=96)
+@pytest.mark.parametrize("ema", [0.0, 0.9], ids=["raw", "weight-average"])
+def test_detector_resumes_to_the_same_weights(tiny: list[data.Image], tmp_path: Path, ema: float) -> None:
+    config = replace(DetectorConfig(), epochs=2, batch_size=2, crop=96, ema=ema)
     straight = _detector()
     det_train.train_detector(straight, tiny, config, tmp_path / "a", resume=False)
 
@@ -143,6 +144,22 @@ def test_detector_resumes_to_the_same_weights(tiny: list[data.Image], tmp_path: 
     assert not np.allclose(a["lateral_fc7/kernel"].numpy(), 0.0)  # trained, not left at its initial zeros
     boxes, scores, num = resumed(tf.zeros([1, 96, 96, 3]))
     assert boxes.shape[0] == 1 and int(num[0]) <= resumed.params.keep_top_k
+
+
+def test_weight_average_ramps_its_decay_and_ends_the_run_with_the_average() -> None:
+    w = tf.Variable([0.0, 4.0])
+    average = det_train._WeightAverage([w], decay=0.5)
+    w.assign([1.0, 2.0])
+    average.update([w])  # update 1: decay min(0.5, 2 / 11)
+    d = 2 / 11
+    expected = np.array([d * 0.0 + (1 - d) * 1.0, d * 4.0 + (1 - d) * 2.0])
+    np.testing.assert_allclose(average.shadow[0].numpy(), expected, rtol=1e-6)
+    for _ in range(50):
+        average.update([w])  # decay capped at 0.5 from update 9 on: the average converges on the weights
+    np.testing.assert_allclose(average.shadow[0].numpy(), [1.0, 2.0], atol=1e-6)
+    w.assign([7.0, 7.0])
+    average.copy_to([w])
+    np.testing.assert_allclose(w.numpy(), [1.0, 2.0], atol=1e-6)
 
 
 def test_classifier_trains_from_the_h5_and_round_trips_its_weights(tiny: list[data.Image], tmp_path: Path) -> None:

@@ -22,6 +22,14 @@ def test_bad_options_are_refused_by_name(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--data", "voc", "--mosaic", "1.5"])
     assert exit_info.value.code == 2 and "--mosaic must be in [0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--data", "voc", "--detector-ema", "1"])
+    assert exit_info.value.code == 2 and "--detector-ema must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_detector_weight_average_is_off_by_default_and_carried_when_asked() -> None:
+    assert _configs(parse_args(["--data", "voc"]))[0].ema == 0.0
+    assert _configs(parse_args(["--data", "voc", "--detector-ema", "0.998"]))[0].ema == 0.998
 
 
 def test_a_kept_detector_trained_on_another_split_of_the_same_data_is_flagged(tmp_path: Path) -> None:
