@@ -64,6 +64,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help=f"share of detector crops that are 4-image mosaics, 0-1 (default: {d.mosaic})",
     )
     ap.add_argument(
+        "--paste-faces",
+        type=float,
+        default=d.paste,
+        help=f"share of detector crops with small bare or wrongly masked faces pasted in, 0-1 (default: {d.paste})",
+    )
+    ap.add_argument(
         "--detector-ema",
         type=float,
         default=d.ema,
@@ -126,6 +132,8 @@ def check(args: argparse.Namespace) -> str | None:
         return "epochs, batch size and threads must be >= 1, --crop >= 64"
     if not 0.0 <= args.mosaic <= 1.0:
         return "--mosaic must be in [0, 1]"
+    if not 0.0 <= args.paste_faces <= 1.0:
+        return "--paste-faces must be in [0, 1]"
     if not 0.0 <= args.detector_ema < 1.0:
         return "--detector-ema must be in [0, 1)"
     if not 0.0 <= args.crop_margin <= MAX_CROP_MARGIN:
@@ -156,6 +164,7 @@ def _configs(args: argparse.Namespace) -> tuple[DetectorConfig, ClassifierConfig
         batch_size=args.batch_size,
         crop=args.crop,
         mosaic=args.mosaic,
+        paste=args.paste_faces,
         ema=args.detector_ema,
         seed=args.seed,
     )

@@ -18,6 +18,7 @@ class DetectorConfig:
     weight_decay: float = 1e-4
     scale_range: tuple[float, float] = (0.6, 1.7)
     mosaic: float = 0.0  # share of crops that are 4-image mosaics (`serving.train.data.mosaic_crop`)
+    paste: float = 0.0  # share of crops with small faces of the rarer classes pasted in (`serving.train.data.paste_faces`)
     ema: float = 0.0  # decay of a moving average of the weights that the run ends with (YOLOv5 keeps one); 0: none
     seed: int = 0
 

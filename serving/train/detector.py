@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from serving.ssd import TunedFaceDetector
 from serving.train.config import DetectorConfig
-from serving.train.data import Image, detector_batch
+from serving.train.data import Image, detector_batch, face_bank
 from serving.train.progress import last_figures, save_figures
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ def train_detector(
             ema.update(variables)
         return cls_loss, loc_loss
 
+    bank = face_bank(images) if config.paste > 0 else []
+    if config.paste > 0:
+        logger.info("detector pasting faces share=%g bank=%d", config.paste, len(bank))
     figures: dict[str, float] = last_figures(checkpoint_dir)
     while int(epoch.numpy()) < config.epochs:
         e = int(epoch.numpy())
@@ -95,7 +98,7 @@ def train_detector(
         sums = np.zeros(2)
         for k in range(steps_per_epoch):
             idx = order[k * config.batch_size : (k + 1) * config.batch_size].tolist()
-            blobs, labels, offsets = detector_batch(images, idx, rng, config.crop, priors, config.scale_range, config.mosaic)
+            blobs, labels, offsets = detector_batch(images, idx, rng, config.crop, priors, config.scale_range, config.mosaic, config.paste, bank)
             c, lo = step(tf.constant(blobs), tf.constant(labels), tf.constant(offsets))
             sums += (float(c), float(lo))
         epoch.assign_add(1)

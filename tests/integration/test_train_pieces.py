@@ -68,6 +68,44 @@ def test_random_crop_moves_boxes_with_the_pixels() -> None:
             assert inside > canvas.mean()  # the white square is where the box says
 
 
+def test_pasted_faces_are_the_rare_classes_and_land_where_their_boxes_say_on_no_other_face() -> None:
+    bgr = np.full((80, 120, 3), 90, np.uint8)
+    bgr[20:44, 2:26] = (0, 0, 255)  # a bare face, red, its cut's context narrower on the left (the image's edge)
+    bgr[20:44, 60:84] = (255, 0, 0)  # a masked face: blue, never pasted
+    bgr[60:68, 100:108] = (0, 255, 0)  # a bare face under PASTE_MIN_SOURCE_PX: too small to cut
+    image = data.Image("x", bgr, np.array([[2, 20, 26, 44], [60, 20, 84, 44], [100, 60, 108, 68]], np.float32),
+                       ("without_mask", "with_mask", "without_mask"))
+    bank = data.face_bank([image])
+    assert len(bank) == 1
+    face = bank[0]
+    x0, y0, x1, y1 = face.box.astype(int)
+    assert x0 == 2 and face.bgr.shape[1] - x1 == 6  # 25 % of 24 px of context on the right, what the image has on the left
+    assert face.alpha[y0:y1, x0:x1].min() == 1.0 and face.alpha[0, -1] < 0.2  # opaque face, context fading out
+    assert np.all(face.bgr[y0:y1, x0:x1] == (0, 0, 255))
+    rng = np.random.default_rng(0)
+    canvas = np.full((96, 96, 3), 128.0, np.float32)
+    kept = np.array([[40, 40, 60, 60]], np.float32)
+    pasted = 0
+    for _ in range(20):
+        out, boxes = data.paste_faces(canvas, kept, bank, rng)
+        np.testing.assert_array_equal(boxes[:1], kept)  # the crop's own faces stay
+        new = boxes[1:]
+        pasted += len(new)
+        if len(new):
+            assert data.iou_matrix(new, kept).max() == 0.0
+            widths = new[:, 2] - new[:, 0]
+            assert np.all((widths > data.PASTE_WIDTH_PX[0] - 1) & (widths < data.PASTE_WIDTH_PX[1] + 1))
+        for bx in new:  # the red face fills its box (mirrored or not), its edge pixels blended
+            inner = out[int(np.ceil(bx[1])) + 1 : int(bx[3]) - 1, int(np.ceil(bx[0])) + 1 : int(bx[2]) - 1]
+            assert inner.size and inner[..., 2].min() > 200 and inner[..., 0].max() < 60
+        untouched = np.ones(canvas.shape[:2], bool)
+        for bx in new:  # a pasted cut reaches PASTE_MARGIN x its face beyond the box
+            m = (bx[2] - bx[0]) * data.PASTE_MARGIN + 1
+            untouched[max(0, int(bx[1] - m)) : int(bx[3] + m) + 1, max(0, int(bx[0] - m)) : int(bx[2] + m) + 1] = False
+        assert np.all(out[untouched] == 128.0)
+    assert pasted >= 20  # 1-3 a crop, a few draws skipped where they would cover the kept face
+
+
 def test_mosaic_crop_tiles_four_images_and_keeps_their_boxes_on_their_faces() -> None:
     rng = np.random.default_rng(2)
     images = []

@@ -32,6 +32,14 @@ def test_detector_weight_average_is_off_by_default_and_carried_when_asked() -> N
     assert _configs(parse_args(["--data", "voc", "--detector-ema", "0.998"]))[0].ema == 0.998
 
 
+def test_pasting_faces_is_off_by_default_and_refused_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _configs(parse_args(["--data", "voc"]))[0].paste == 0.0
+    assert _configs(parse_args(["--data", "voc", "--paste-faces", "0.5"]))[0].paste == 0.5
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "voc", "--paste-faces", "2"])
+    assert "--paste-faces must be in [0, 1]" in capsys.readouterr().err
+
+
 def test_a_kept_detector_trained_on_another_split_of_the_same_data_is_flagged(tmp_path: Path) -> None:
     data = tmp_path / "voc"
     data.mkdir()
