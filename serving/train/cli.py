@@ -4,6 +4,7 @@ new model version (which a watching model server loads) with its validation repo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -51,36 +52,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="detector crops per step")
     ap.add_argument("--crop", type=int, default=d.crop, help="detector training crop side in pixels")
     ap.add_argument("--classifier-size", type=int, default=c.size, help="classifier input side in pixels")
-    ap.add_argument(
-        "--crop-margin",
-        type=float,
-        default=c.margin,
-        help=f"context around a face in the classifier's crop, a fraction of its side each way (default: {c.margin:g})",
-    )
-    ap.add_argument(
-        "--mosaic",
-        type=float,
-        default=d.mosaic,
-        help=f"share of detector crops that are 4-image mosaics, 0-1 (default: {d.mosaic})",
-    )
-    ap.add_argument(
-        "--paste-faces",
-        type=float,
-        default=d.paste,
-        help=f"share of detector crops with small bare or wrongly masked faces pasted in, 0-1 (default: {d.paste})",
-    )
-    ap.add_argument(
-        "--detector-ema",
-        type=float,
-        default=d.ema,
-        help="end the detector with a moving average of its weights of this decay, e.g. 0.998; 0: none (default: 0)",
-    )
-    ap.add_argument(
-        "--class-weight-power",
-        type=float,
-        default=c.weight_power,
-        help=f"classifier class weights (n / (classes * n_c)) ** power: 0 none, 1 balanced (default: {c.weight_power})",
-    )
+    number = functools.partial(_number_option, ap)
+    number("--crop-margin", c.margin, "context around a face in the classifier's crop, a fraction of its side each way")
+    number("--mosaic", d.mosaic, "share of detector crops that are 4-image mosaics, 0-1")
+    number("--paste-faces", d.paste, "share of detector crops with small bare or wrongly masked faces pasted in, 0-1")
+    number("--detector-ema", d.ema, "end the detector with a moving average of its weights of this decay, e.g. 0.998; 0: none")
+    number("--class-weight-power", c.weight_power, "classifier class weights (n / (classes * n_c)) ** power: 0 none, 1 balanced")
     ap.add_argument("--seed", type=int, default=split.DEFAULT_SEED, help="the split's and the training's seed")
     ap.add_argument(
         "--classifier-seed", type=int, help="the classifier's own seed, the split unchanged (default: --seed)"
@@ -112,6 +89,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow threads")
     ap.add_argument("--fps-frames", type=int, default=30, help="640x480 frames timed in the validation report")
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _number_option(ap: argparse.ArgumentParser, flag: str, default: float, what: str) -> None:
+    ap.add_argument(flag, type=float, default=default, help=f"{what} (default: {default:g})")
 
 
 def canvas_hw(text: str) -> tuple[int, int] | None:
