@@ -67,7 +67,7 @@ def train_detector(
     ema = _WeightAverage(variables, config.ema) if config.ema > 0 else None
     ckpt = tf.train.Checkpoint(detector=detector, optimizer=optimizer, epoch=epoch, **({"ema": ema} if ema else {}))
     manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir), max_to_keep=2)
-    optimizer.build(detector.trainable_variables)  # slots exist before a restore fills them
+    optimizer.build(variables)  # slots exist before a restore fills them
     if resume and manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         logger.info("detector resumed checkpoint=%s epoch=%d", manager.latest_checkpoint, int(epoch.numpy()))
@@ -86,8 +86,9 @@ def train_detector(
             ema.update(variables)
         return cls_loss, loc_loss
 
-    bank = face_bank(images) if config.paste > 0 else []
+    bank = []
     if config.paste > 0:
+        bank = face_bank(images)
         logger.info("detector pasting faces share=%g bank=%d", config.paste, len(bank))
     figures: dict[str, float] = last_figures(checkpoint_dir)
     while int(epoch.numpy()) < config.epochs:
@@ -122,23 +123,21 @@ def train_detector(
 
 
 class _WeightAverage(tf.Module):
-    """An exponential moving average of the weights, its decay ramped up over the first steps as YOLOv5's ModelEMA
-    does (min(decay, (1 + n) / (10 + n)) at update n), so the start's random heads fade out fast."""
+    """TensorFlow's exponential moving average of the weights with its update count, which ramps the decay up over
+    the first steps (min(decay, (1 + n) / (10 + n)) at update n, as YOLOv5's ModelEMA does), so the start's random
+    heads fade out fast; the averages and the count are this module's variables, and so are checkpointed."""
 
     def __init__(self, variables: Sequence[tf.Variable], decay: float) -> None:
         super().__init__(name="weight_average")
-        self.decay = decay
         self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
-        self.shadow = [tf.Variable(v, trainable=False, name=v.name.split(":")[0] + "/average") for v in variables]
+        self._average = tf.train.ExponentialMovingAverage(decay, num_updates=self.updates)
+        self._average.apply(variables)  # creates the averages at the weights' values
+        self.shadow = [self._average.average(v) for v in variables]
 
     def update(self, variables: Sequence[tf.Variable]) -> None:
         self.updates.assign_add(1)
-        n = tf.cast(self.updates, tf.float32)
-        d = tf.minimum(self.decay, (1.0 + n) / (10.0 + n))
-        for s, v in zip(self.shadow, variables, strict=True):
-            s.assign(d * s + (1.0 - d) * v)
+        self._average.apply(variables)
 
     def copy_to(self, variables: Sequence[tf.Variable]) -> None:
         for s, v in zip(self.shadow, variables, strict=True):
             v.assign(s)
-
