@@ -40,7 +40,7 @@ bench: setup
 	$(BIN)/python -m bench
 
 bench-soak: setup
-	$(BIN)/python -m bench --soak
+	$(BIN)/python -m bench --soak $(ARGS)
 
 bench-serving: setup
 	$(BIN)/python -m bench.serving

@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="a short smoke version (1 repeat, short windows)")
     ap.add_argument("--soak", action="store_true", help="run the soak instead of the suite")
-    ap.add_argument("--soak-minutes", type=float, default=10.0, help="soak length (default 10)")
+    length = ap.add_mutually_exclusive_group()
+    length.add_argument("--minutes", "--soak-minutes", type=float, default=60.0, help="soak length in minutes (default 60)")
+    length.add_argument("--hours", type=float, help="soak length in hours (24 for a day-long run)")
     ap.add_argument("--skip-scaling", action="store_true", help="leave out the worker scaling runs")
     ap.add_argument("--model-base-path", type=Path, default=ROOT / "models" / "mask_detector")
     ap.add_argument("--results", type=Path, default=report.RESULTS, help="where latest.json/md and charts go")
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.procs import Procs
         from bench.soak import SoakConfig, run_soak
 
-        cfg = SoakConfig(minutes=args.soak_minutes)
+        cfg = SoakConfig(minutes=args.hours * 60 if args.hours else args.minutes)
         logger.info("soak: %s minutes, %d cameras at %s fps; logs in %s", cfg.minutes, cfg.cameras, cfg.fps, log_dir)
         with Procs(log_dir) as procs:
             soak = run_soak(procs, args.model_base_path.resolve(), cfg)
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             "soak_rss_growth_pct": soak["soak_rss_growth_pct"],
             "soak_frames_lost": soak["soak_frames_lost"],
             "details": {"soak": soak},
-            "stamp": {**stamp, "quick": cfg.minutes < 10},
+            "soak_rotations": soak["soak_rotations"],
+            "stamp": {**stamp, "quick": cfg.minutes < 60},
         }
         data = report.merge(report.load_previous(latest), new, report.SOAK_KEYS, "soak")  # read now: a suite may have run meanwhile
     else:

@@ -122,11 +122,12 @@ def start_kafka(procs: Procs) -> str:
     return f"127.0.0.1:{port}"
 
 
-def start_redis(procs: Procs) -> str:
+def start_redis(procs: Procs, persist: bool = False) -> str:
+    """redis-server on a free port; `persist`: with an append-only file, as `maskwatch up` runs it."""
     port = free_port()
     datadir = procs.log_dir / "redis"
     datadir.mkdir(exist_ok=True)
-    procs.start("redis", redis_command(port, str(datadir)))
+    procs.start("redis", redis_command(port, str(datadir), persist=persist))
     url = f"redis://127.0.0.1:{port}/0"
     wait_for(lambda: redis_answers(url), 20, "redis-server")
     return url
@@ -198,7 +199,6 @@ def worker_env(kafka: str, redis_url: str, serving: str, names: Names, **extra: 
         "MW_DLQ_TOPIC": names.dlq_topic,
         "MW_REDIS_PREFIX": names.prefix,
         "MW_GROUP": names.group,
-        "MW_START_FROM": "earliest",
         "MW_HEARTBEAT_INTERVAL_S": "0.5",
         "MW_LOG_LEVEL": "WARNING",
     }

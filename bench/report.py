@@ -26,7 +26,7 @@ MAIN_KEYS = (
     "scaling_fps",
     "scaling_efficiency_8",
 )
-SOAK_KEYS = ("soak_rss_growth_pct", "soak_frames_lost")
+SOAK_KEYS = ("soak_rss_growth_pct", "soak_frames_lost", "soak_rotations")
 
 
 def cpu_model() -> str:
@@ -159,8 +159,9 @@ def markdown(data: dict[str, Any]) -> str:
         ("speedup_vs_naive", "fps per busy core, pipeline / naive", spread(det.get("speedup", {}).get("per_core"))),
         ("scaling_fps", f"1/2/4/8 workers, sleep model {sc.get('config', {}).get('sleep_ms_per_call')} ms/call", ""),
         ("scaling_efficiency_8", "fps(8) / (8 × fps(1))", ""),
-        ("soak_rss_growth_pct", "max over serving, workers, producer", f"{sk.get('config', {}).get('minutes', '')} min"),
-        ("soak_frames_lost", "broker records − (frames + dropped_stale + invalid)", ""),
+        ("soak_rss_growth_pct", "max over every process (broker and Redis included), from the 10th minute to the end", f"{sk.get('config', {}).get('minutes', '')} min"),
+        ("soak_frames_lost", "frames the broker acknowledged − (frames + dropped_stale + invalid)", ""),
+        ("soak_rotations", "bucket topics deleted once consumed", ""),
     ]
     for key, what, note in rows:
         lines.append(f"| `{key}` | **{fmt(data.get(key))}** | {what}{'; ' if what and note else ''}{note} |")
@@ -227,6 +228,8 @@ def chart_soak(samples: list[dict[str, Any]], path: Path, title: str) -> None:
     t = [s["t_s"] / 60 for s in samples]
     for p in samples[0]["rss_mb"]:
         ax.plot(t, [s["rss_mb"][p] for s in samples], label=p)
+    if "redis_used_mb" in samples[0]:
+        ax.plot(t, [s["redis_used_mb"] for s in samples], "--", label="redis used_memory")
     ax.set_ylabel("RSS (MB)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=3)

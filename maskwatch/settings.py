@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from maskwatch.buckets import TopicScheme
 from maskwatch.detections import DEFAULT_MIN_SCORE
 from maskwatch.store import DEFAULT_PREFIX
 
@@ -22,6 +23,16 @@ class CommonSettings(BaseSettings):
     redis_prefix: str = Field(DEFAULT_PREFIX, min_length=1, max_length=32, description="Prefix of every Redis key")
     topic: str = Field("frames", min_length=1, max_length=200, description="Kafka topic carrying frames")
     dlq_topic: str = Field("frames.dlq", min_length=1, max_length=200, description="Dead-letter topic")
+    topic_rotate_s: int = Field(
+        0,
+        ge=0,
+        le=86_400,
+        description=(
+            "0: frames go to `topic`, bounded by the broker's retention (Apache Kafka). >0: frames go to time-bucketed"
+            " topics `{topic}.{bucket start, epoch s}` of this many seconds, deleted once consumed (the embedded broker,"
+            " which has no retention; `maskwatch up` sets it)"
+        ),
+    )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="Kafka security protocol (MSK / Confluent Cloud: SASL_SSL)"
     )
@@ -41,6 +52,10 @@ class CommonSettings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     log_format: Literal["kv", "json"] = Field("kv", description="key=value lines or JSON lines")
+
+    def topic_scheme(self) -> TopicScheme:
+        """Which topic a frame goes to (producers) and which topics to follow (workers)."""
+        return TopicScheme(self.topic, self.topic_rotate_s)
 
     def bootstrap(self) -> list[str]:
         return [s.strip() for s in self.kafka.split(",") if s.strip()]

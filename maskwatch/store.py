@@ -115,22 +115,27 @@ class Violation:
     snapshot: bytes | None = None
 
 
+# A partition of a topic: (topic, partition), as kafka-python's TopicPartition (a named tuple) is.
+TP = tuple[str, int]
+
+
 @dataclass
 class BatchWrite:
     """Everything one processed batch writes, applied in one MULTI/EXEC.
 
-    `counts` is keyed by (partition, camera, epoch_minute); `next_offsets` by partition.
+    `counts` is keyed by (topic partition, camera, epoch_minute); `next_offsets` by topic partition. A batch may
+    span several topics (time-bucketed topics rotate under a running worker).
     """
 
-    next_offsets: dict[int, int] = field(default_factory=dict)
-    start_offsets: dict[int, int] = field(default_factory=dict)
-    counts: dict[tuple[int, str, int], Counts] = field(default_factory=dict)
+    next_offsets: dict[TP, int] = field(default_factory=dict)
+    start_offsets: dict[TP, int] = field(default_factory=dict)
+    counts: dict[tuple[TP, str, int], Counts] = field(default_factory=dict)
     last_frame_ms: dict[str, int] = field(default_factory=dict)
     latest_jpeg: dict[str, bytes] = field(default_factory=dict)
-    violations: list[tuple[int, Violation]] = field(default_factory=list)
+    violations: list[tuple[TP, Violation]] = field(default_factory=list)
 
-    def add(self, partition: int, cid: str, ts_ms: int, counts: Counts) -> None:
-        key = (partition, cid, epoch_minute(ts_ms))
+    def add(self, tp: TP, cid: str, ts_ms: int, counts: Counts) -> None:
+        key = (tp, cid, epoch_minute(ts_ms))
         prev = self.counts.get(key)
         self.counts[key] = counts if prev is None else prev + counts
         if counts.frames:
@@ -138,6 +143,9 @@ class BatchWrite:
 
     def cameras(self) -> set[str]:
         return {cid for (_, cid, _) in self.counts}
+
+    def topics(self) -> set[str]:
+        return {topic for topic, _ in self.next_offsets}
 
     def totals_by_camera(self) -> dict[str, Counts]:
         out: dict[str, Counts] = {}
@@ -148,11 +156,11 @@ class BatchWrite:
 
 @dataclass
 class CommitResult:
-    """Which partitions of a batch were applied, were already applied, or belong to someone else now."""
+    """Which topic partitions of a batch were applied, were already applied, or belong to someone else now."""
 
-    applied: set[int] = field(default_factory=set)
-    duplicate: set[int] = field(default_factory=set)
-    conflicts: dict[int, int] = field(default_factory=dict)
+    applied: set[TP] = field(default_factory=set)
+    duplicate: set[TP] = field(default_factory=set)
+    conflicts: dict[TP, int] = field(default_factory=dict)
 
 
 def _s(v: Any) -> str:
@@ -188,44 +196,50 @@ class Store:
     def set_camera_fields(self, cid: str, **fields: str | int | float) -> None:
         self.register_camera(cid, **fields)
 
-    def commit_batch(self, batch: BatchWrite, group: str, topic: str) -> CommitResult:
+    def commit_batch(self, batch: BatchWrite, group: str) -> CommitResult:
         """Apply a batch exactly once: counts, events and next offsets in one transaction.
 
-        A partition's part is applied only when the stored offset equals the batch's start
+        A topic partition's part is applied only when the stored offset equals the batch's start
         offset for it (or none is stored yet). When the stored offset is at or past the
         batch's next offset, that part was applied before (a retry after an ambiguous
         failure): it is skipped. Any other stored offset means another consumer moved the
         partition on (a rebalance): the part is skipped and reported as a conflict, so the
         caller re-reads from the stored offset.
         """
-        okey = self.keys.offsets(group, topic)
+        okeys = {topic: self.keys.offsets(group, topic) for topic in sorted(batch.topics())}
         with self.r.pipeline(transaction=True) as p:
             while True:
                 try:
-                    p.watch(okey)
-                    stored = {int(k): int(v) for k, v in p.hgetall(okey).items()}
+                    if okeys:
+                        p.watch(*okeys.values())
+                    stored = {
+                        (topic, int(k)): int(v) for topic, okey in okeys.items() for k, v in p.hgetall(okey).items()
+                    }
                     result = CommitResult()
-                    for part, nxt in batch.next_offsets.items():
-                        have = stored.get(part)
-                        start = batch.start_offsets.get(part, have)
+                    for tp, nxt in batch.next_offsets.items():
+                        have = stored.get(tp)
+                        start = batch.start_offsets.get(tp, have)
                         if have is None or have == start:
-                            result.applied.add(part)
+                            result.applied.add(tp)
                         elif have >= nxt:
-                            result.duplicate.add(part)
+                            result.duplicate.add(tp)
                         else:
-                            result.conflicts[part] = have
+                            result.conflicts[tp] = have
                     if not result.applied:
                         p.unwatch()
                         return result
                     p.multi()
                     self._queue_batch(p, batch, result.applied)
-                    p.hset(okey, mapping={str(part): batch.next_offsets[part] for part in result.applied})
+                    for topic, okey in okeys.items():
+                        moved = {str(part): batch.next_offsets[(t, part)] for t, part in result.applied if t == topic}
+                        if moved:
+                            p.hset(okey, mapping=moved)
                     p.execute()
                     return result
                 except redis.WatchError:
                     continue
 
-    def _queue_batch(self, p: Any, batch: BatchWrite, partitions: set[int]) -> None:
+    def _queue_batch(self, p: Any, batch: BatchWrite, partitions: set[TP]) -> None:
         k = self.keys
         touched: set[str] = set()
         for (part, cid, minute), c in batch.counts.items():
@@ -261,8 +275,21 @@ class Store:
             p.xadd(k.violations(ev.camera_id), fields, maxlen=VIOLATIONS_MAXLEN, approximate=True)
 
     def forget_offsets(self, group: str, topic: str) -> None:
-        """Drop stored offsets: only when the topic was (re)created, e.g. by a fresh embedded broker."""
+        """Drop stored offsets: only when the topic was (re)created, e.g. by a fresh embedded broker, or deleted."""
         self.r.delete(self.keys.offsets(group, topic))
+
+    def init_offsets(self, group: str, topic: str, partitions: int) -> None:
+        """Store offset 0 for each partition of a topic about to be created (kept where one is stored already)."""
+        key = self.keys.offsets(group, topic)
+        with self.r.pipeline(transaction=True) as p:
+            for part in range(partitions):
+                p.hsetnx(key, str(part), 0)
+            p.execute()
+
+    def offset_topics(self, group: str) -> list[str]:
+        """The topics that have offsets stored for `group`."""
+        head = self.keys.offsets(group, "")
+        return sorted(_s(k)[len(head) :] for k in self.r.scan_iter(match=head.replace("*", r"\*") + "*", count=500))
 
     def publish_update(self, payload: Mapping[str, Any]) -> None:
         self.r.publish(self.keys.updates(), json.dumps(payload, separators=(",", ":")))

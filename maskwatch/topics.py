@@ -17,6 +17,12 @@ logger = logging.getLogger(__name__)
 FRAMES_RETENTION_MS = 60_000
 FRAMES_SEGMENT_MS = 30_000
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 65536
+FRAMES_TOPIC_CONFIGS = {
+    "retention.ms": str(FRAMES_RETENTION_MS),
+    # Kafka deletes only closed segments: roll often, or a 60 s retention keeps days of frames
+    "segment.ms": str(FRAMES_SEGMENT_MS),
+    "max.message.bytes": str(MAX_MESSAGE_BYTES),
+}
 
 
 @dataclass
@@ -30,13 +36,15 @@ class TopicsReady:
 
 def ensure_topics(
     bootstrap: list[str] | dict[str, Any],
-    topic: str,
+    topic: str | None,
     partitions: int,
     dlq_topic: str,
     timeout_s: float = 30.0,
     stop: threading.Event | None = None,
 ) -> TopicsReady:
     """Create `topic` and `dlq_topic` if missing; return their partition counts and which were created.
+
+    `topic` None: only the dead-letter topic (the frames go to time-bucketed topics that `maskwatch.rotation` keeps).
 
     `bootstrap` is a list of servers or a full kafka-python client config (CommonSettings.kafka_client_config()).
     """
@@ -56,20 +64,9 @@ def ensure_topics(
     probe = KafkaConsumer(**client, client_id="maskwatch-admin-probe", request_timeout_ms=10_000)
     try:
         existing = probe.topics()
-        wanted = [
-            NewTopic(
-                topic,
-                num_partitions=partitions,
-                replication_factor=1,
-                topic_configs={
-                    "retention.ms": str(FRAMES_RETENTION_MS),
-                    # Kafka deletes only closed segments: roll often, or a 60 s retention keeps days of frames
-                    "segment.ms": str(FRAMES_SEGMENT_MS),
-                    "max.message.bytes": str(MAX_MESSAGE_BYTES),
-                },
-            ),
-            NewTopic(dlq_topic, num_partitions=1, replication_factor=1, topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)}),
-        ]
+        wanted = [NewTopic(dlq_topic, num_partitions=1, replication_factor=1, topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)})]
+        if topic is not None:
+            wanted.insert(0, NewTopic(topic, num_partitions=partitions, replication_factor=1, topic_configs=FRAMES_TOPIC_CONFIGS))
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             try:
@@ -78,7 +75,7 @@ def ensure_topics(
             except TopicAlreadyExistsError:
                 pass
         out = TopicsReady(created={t.name for t in missing})
-        for name in (topic, dlq_topic):
+        for name in (t.name for t in wanted):
             while True:
                 probe._client.cluster.request_update()  # noqa: SLF001 - refresh metadata for the new topic
                 probe.topics()

@@ -223,7 +223,7 @@ def run(
         stack.callback(store.close)
         publisher = Publisher(
             settings.bootstrap(),
-            settings.topic,
+            settings.topic_scheme(),
             max_block_ms=settings.max_block_ms,
             max_frame_bytes=settings.max_frame_bytes,
             max_inflight_bytes=settings.kafka_buffer_bytes,

@@ -12,6 +12,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, NoBrokersAvailable
 
+from maskwatch.buckets import TopicScheme
 from maskwatch.frames import Frame
 from producer.metrics import DROPPED_BROKER, SENT, CameraCounters, ProducerMetrics
 
@@ -43,7 +44,7 @@ class Publisher:
     def __init__(
         self,
         bootstrap: list[str],
-        topic: str,
+        topic: str | TopicScheme,
         *,
         max_block_ms: int = 200,
         max_frame_bytes: int = 4 * 1024 * 1024,
@@ -56,7 +57,9 @@ class Publisher:
         security: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
-        self.topic = topic
+        # a frame goes to the topic of its capture time (time-bucketed topics on the embedded broker)
+        self.scheme = topic if isinstance(topic, TopicScheme) else TopicScheme(topic)
+        self._warmed: str = ""
         self.max_inflight_bytes = max_inflight_bytes
         self.metrics = metrics
         self.config: dict[str, Any] = {
@@ -110,7 +113,7 @@ class Publisher:
                 producer.close(timeout=1)
                 return True
             self.producer = producer
-        logger.info("kafka producer connected bootstrap=%s topic=%s", ",".join(self.bootstrap), self.topic)
+        logger.info("kafka producer connected bootstrap=%s topic=%s", ",".join(self.bootstrap), self.scheme.base)
         return True
 
     def _connect_loop(self) -> None:
@@ -151,7 +154,7 @@ class Publisher:
             return False
         assert producer is not None
         try:
-            fut = producer.send(self.topic, key=frame.key, value=frame.jpeg, headers=frame.headers())
+            fut = producer.send(self._topic(producer, frame.ts_ms), key=frame.key, value=frame.jpeg, headers=frame.headers())
         except (KafkaTimeoutError, KafkaError, AssertionError) as e:  # AssertionError: closed under us
             self._release(size)
             counters.add(DROPPED_BROKER)
@@ -172,6 +175,17 @@ class Publisher:
         fut.add_callback(ok)
         fut.add_errback(fail)
         return True
+
+    def _topic(self, producer: KafkaProducer, ts_ms: int) -> str:
+        """The frame's topic; with rotating topics, the next bucket's metadata is fetched ahead, off the camera's
+        thread, so the first frame of a bucket does not wait for it."""
+        topic = self.scheme.topic_for(ts_ms)
+        if self.scheme.rotating:
+            nxt = self.scheme.topic_for(ts_ms + self.scheme.rotate_s * 1000)
+            if nxt != self._warmed:
+                self._warmed = nxt
+                threading.Thread(target=_warm, args=(producer, nxt), name="kafka-metadata", daemon=True).start()
+        return topic
 
     def _release(self, size: int) -> None:
         with self._lock:
@@ -227,3 +241,11 @@ class Publisher:
             except KafkaTimeoutError:
                 logger.warning("flush timed out at close timeout_s=%s inflight_bytes=%d", timeout_s, self._inflight)
             producer.close(timeout=timeout_s)
+
+
+def _warm(producer: KafkaProducer, topic: str) -> None:
+    """Fetch a topic's metadata now (the janitor created it ahead); a topic not there yet is looked up again later."""
+    try:
+        producer.partitions_for(topic)
+    except (KafkaError, AssertionError) as e:
+        logger.debug("topic metadata not fetched ahead topic=%s error=%s", topic, e)

@@ -35,17 +35,21 @@ def run(settings: WorkerSettings, stop: threading.Event) -> int:
             group_id=settings.group,
             client_id=f"maskwatch-worker-{settings.worker_id}",
             enable_auto_commit=False,
-            auto_offset_reset="latest",
+            auto_offset_reset="earliest",
             max_poll_records=settings.max_poll_records,
             max_poll_interval_ms=settings.max_poll_interval_ms,
             session_timeout_ms=10_000,
-            heartbeat_interval_ms=3_000,
+            # a member learns of a rebalance from its next heartbeat: 1 s keeps a rebalance (new or deleted bucket
+            # topics, workers joining or leaving) to about two seconds on Tansu
+            heartbeat_interval_ms=1_000,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             fetch_max_bytes=16 * 1024 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             # Tansu may answer a fetch with more than fetch_max_bytes; kafka-python's 1 MB default frame cap
             # then closes the connection (InvalidReceiveError), so allow large frames.
             receive_message_max_bytes=128 * 1024 * 1024,
+            # rotating topics: a new bucket topic is noticed within seconds (the janitor creates them minutes ahead)
+            metadata_max_age_ms=5_000 if settings.topic_rotate_s else 300_000,
         )
         stack.callback(consumer.close, autocommit=False)
         worker = Worker(settings, consumer, dlq, model, store, stop)

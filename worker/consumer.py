@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import grpc
@@ -28,7 +29,7 @@ from maskwatch.frames import (
     camera_of,
     parse_message,
 )
-from maskwatch.store import BatchWrite, Store, Violation
+from maskwatch.store import TP, BatchWrite, Store, Violation
 from worker import annotate, metrics
 from worker.model import RETRYABLE, ModelClient, outputs_of
 from worker.settings import WorkerSettings
@@ -49,7 +50,7 @@ class InFlight:
     """A polled batch: the frames sent to the model, what was rejected, and the Predict future."""
 
     batch: BatchWrite
-    frames: list[tuple[int, Frame]]
+    frames: list[tuple[TP, Frame]]
     records: int
     future: Any = None
     dead: list[tuple[Any, str]] = field(default_factory=list)
@@ -61,7 +62,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        logger.info("partitions revoked partitions=%s", sorted(tp.partition for tp in revoked))
+        logger.info("partitions revoked partitions=%s", _names(revoked))
         for tp in revoked:
             self.worker._carry.pop(tp, None)
             self.worker._unpositioned.discard(tp)
@@ -106,32 +107,34 @@ class Worker:
 
     # ---- assignment ----------------------------------------------------------------------
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
-        """Start each new partition at the offset stored with the counts; else Kafka's commit; else the end."""
+        """Start each new partition at the offset stored with the counts; else Kafka's commit; else its earliest frame.
+
+        Never at its end: frames written while the group forms, grows or shrinks would be skipped. Old frames read
+        from the beginning are counted `dropped_stale` by the freshness check, not inferred.
+        """
         if not assigned:
             return
-        stored = self._retry("redis", lambda: self.store.stored_offsets(self.s.group, self.s.topic))
-        no_stored = [tp for tp in assigned if tp.partition not in stored]
+        stored: dict[TopicPartition, int] = {}
+        for topic in sorted({tp.topic for tp in assigned}):
+            offsets = self._retry("redis", partial(self.store.stored_offsets, self.s.group, topic))
+            stored.update({TopicPartition(topic, part): off for part, off in offsets.items()})
         committed = {}
-        for tp in no_stored:
-            off = self.consumer.committed(tp)
-            if off is not None:
-                committed[tp] = off
-        fresh = [tp for tp in no_stored if tp not in committed]
-        if self.s.start_from == "earliest":
-            ends = self.consumer.beginning_offsets(fresh) if fresh else {}
-        else:
-            ends = self.consumer.end_offsets(fresh) if fresh else {}
         for tp in assigned:
-            if tp.partition in stored:
-                self.consumer.seek(tp, stored[tp.partition])
-                where = ("stored", stored[tp.partition])
+            if tp not in stored:
+                off = self.consumer.committed(tp)
+                if off is not None:
+                    committed[tp] = off
+        fresh = [tp for tp in assigned if tp not in stored and tp not in committed]
+        earliest = self.consumer.beginning_offsets(fresh) if fresh else {}
+        for tp in assigned:
+            if tp in stored:
+                where = ("stored", stored[tp])
             elif tp in committed:
-                self.consumer.seek(tp, committed[tp])
                 where = ("kafka_committed", committed[tp])
             else:
-                self.consumer.seek(tp, ends.get(tp, 0))
-                where = (self.s.start_from, ends.get(tp, 0))
-            logger.info("partition assigned partition=%d from=%s offset=%d", tp.partition, *where)
+                where = ("earliest", earliest.get(tp, 0))
+            self.consumer.seek(tp, where[1])
+            logger.info("partition assigned topic=%s partition=%d from=%s offset=%d", tp.topic, tp.partition, *where)
 
     def _position(self) -> None:
         todo = [tp for tp in self._unpositioned if tp in self.consumer.assignment()]
@@ -143,7 +146,11 @@ class Worker:
     # ---- main loop -----------------------------------------------------------------------
     def run(self) -> None:
         self._retry("model", self.model.load_metadata)
-        self.consumer.subscribe([self.s.topic], listener=_Rebalance(self))
+        scheme = self.s.topic_scheme()
+        if scheme.rotating:
+            self.consumer.subscribe(pattern=scheme.pattern, listener=_Rebalance(self))
+        else:
+            self.consumer.subscribe([self.s.topic], listener=_Rebalance(self))
         pending: InFlight | None = None
         while not self.stop.is_set():
             if self._unpositioned:
@@ -180,7 +187,7 @@ class Worker:
 
     def _start(self, polled: dict[Any, list[Any]]) -> InFlight:
         batch = BatchWrite()
-        frames: list[tuple[int, Frame]] = []
+        frames: list[tuple[TP, Frame]] = []
         dead: list[tuple[Any, str]] = []
         now_ms = int(time.time() * 1000)
         max_age_ms = int(self.s.max_frame_age_s * 1000)
@@ -188,8 +195,8 @@ class Worker:
         for tp, recs in polled.items():
             if not recs:
                 continue
-            batch.start_offsets[tp.partition] = recs[0].offset
-            batch.next_offsets[tp.partition] = recs[-1].offset + 1
+            batch.start_offsets[tp] = recs[0].offset
+            batch.next_offsets[tp] = recs[-1].offset + 1
             for rec in recs:
                 n += 1
                 try:
@@ -198,13 +205,15 @@ class Worker:
                     dead.append((rec, e.reason))
                     cid = camera_of(rec.key)
                     if cid is not None:
-                        batch.add(tp.partition, cid, rec.timestamp or now_ms, Counts(invalid=1))
-                    logger.warning("frame rejected camera=%s partition=%d offset=%d reason=%s", cid, tp.partition, rec.offset, e)
+                        batch.add(tp, cid, rec.timestamp or now_ms, Counts(invalid=1))
+                    logger.warning(
+                        "frame rejected camera=%s topic=%s partition=%d offset=%d reason=%s", cid, tp.topic, tp.partition, rec.offset, e
+                    )
                     continue
                 if now_ms - frame.ts_ms > max_age_ms:
-                    batch.add(tp.partition, frame.camera_id, frame.ts_ms, Counts(dropped_stale=1))
+                    batch.add(tp, frame.camera_id, frame.ts_ms, Counts(dropped_stale=1))
                     continue
-                frames.append((tp.partition, frame))
+                frames.append((tp, frame))
         metrics.BATCH.observe(n)
         inflight = InFlight(batch=batch, frames=frames, records=n, dead=dead)
         if frames:
@@ -221,12 +230,13 @@ class Worker:
         if p.frames:
             dets = self._detections(p)
             self._count(p, dets)
-        self._dead_letter(p)
-        result = self._retry("redis", lambda: self.store.commit_batch(p.batch, self.s.group, self.s.topic))
-        for part, stored in result.conflicts.items():
-            tp = TopicPartition(self.s.topic, part)
+        # dead letters are acknowledged by the broker before the counts that name them are stored
+        self._retry("kafka", lambda: self._dead_letter(p))
+        result = self._retry("redis", lambda: self.store.commit_batch(p.batch, self.s.group))
+        for conflict, stored in result.conflicts.items():
+            tp = TopicPartition(*conflict)
             if tp in self.consumer.assignment():
-                logger.warning("offset conflict, re-reading partition=%d from=%d", part, stored)
+                logger.warning("offset conflict, re-reading topic=%s partition=%d from=%d", tp.topic, tp.partition, stored)
                 self.consumer.seek(tp, stored)
         if result.applied:
             self._publish(p, result.applied)
@@ -316,16 +326,18 @@ class Worker:
 
     # ---- outputs -------------------------------------------------------------------------
     def _dead_letter(self, p: InFlight) -> None:
+        """Send the batch's dead letters and wait for the broker's acknowledgement of each; raises if one failed."""
+        futures = []
         for rec, reason in p.dead:
             headers = list(rec.headers or []) + [(H_ERROR, reason.encode())]
-            try:
-                self.dlq.send(self.s.dlq_topic, key=rec.key, value=rec.value, headers=headers)
-            except KafkaError as e:
-                logger.warning("dead-letter send failed reason=%s error=%s", reason, e)
-        if p.dead:
-            self.dlq.flush(timeout=10)
+            futures.append(self.dlq.send(self.s.dlq_topic, key=rec.key, value=rec.value, headers=headers))
+        if not futures:
+            return
+        self.dlq.flush(timeout=10)
+        for fut in futures:
+            fut.get(timeout=0.1)  # raises the send's KafkaError: the batch is held and the whole send retried
 
-    def _publish(self, p: InFlight, applied: set[int]) -> None:
+    def _publish(self, p: InFlight, applied: set[TP]) -> None:
         cams: dict[str, dict[str, int]] = defaultdict(dict)
         for (part, cid, _), c in p.batch.counts.items():
             if part in applied:
@@ -348,11 +360,9 @@ class Worker:
         except redis.RedisError as e:
             logger.warning("live update not published error=%s", e)
 
-    def _commit_kafka(self, batch: BatchWrite, applied: set[int]) -> None:
+    def _commit_kafka(self, batch: BatchWrite, applied: set[TP]) -> None:
         offsets = {
-            TopicPartition(self.s.topic, part): OffsetAndMetadata(nxt, "", -1)
-            for part, nxt in batch.next_offsets.items()
-            if part in applied
+            TopicPartition(*tp): OffsetAndMetadata(nxt, "", -1) for tp, nxt in batch.next_offsets.items() if tp in applied
         }
         if not offsets:
             return
@@ -400,7 +410,7 @@ class Worker:
                 out = call()
                 self._ok(dep)
                 return out
-            except redis.RedisError as e:
+            except (redis.RedisError, KafkaError) as e:
                 self._degraded(dep, f"{type(e).__name__}: {e}")
             except grpc.RpcError as e:
                 code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
@@ -446,6 +456,7 @@ class Worker:
             "status": self.status,
             "reason": self.reason,
             "partitions": sorted(tp.partition for tp in self.consumer.assignment()),
+            "topics": len({tp.topic for tp in self.consumer.assignment()}),
             "fps": round(self.fps(), 2),
             "frames": self.processed,
             "batches": self.batches,
@@ -499,3 +510,8 @@ def run_worker(worker: Worker) -> None:
         worker.run()
     except _Abandon:
         logger.info("stopped while a dependency was down; the held batch will be redone by the next owner")
+
+
+def _names(tps: Any) -> str:
+    """`topic:partition,...` for a log line."""
+    return ",".join(f"{tp.topic}:{tp.partition}" for tp in sorted(tps))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -13,9 +12,6 @@ from maskwatch.settings import CommonSettings
 class WorkerSettings(CommonSettings):
     group: str = Field("maskwatch-workers", min_length=1, description="Kafka consumer group")
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{__import__('os').getpid()}", description="Worker id in heartbeats")
-    start_from: Literal["latest", "earliest"] = Field(
-        "latest", description="Where a partition with no stored or committed offset starts (a new deployment)"
-    )
     model_name: str = Field("mask_detector", description="Model name on the server")
     max_poll_records: int = Field(16, ge=1, le=256, description="Frames per batch (one Predict each)")
     poll_timeout_ms: int = Field(200, ge=1, le=10_000, description="Longest a poll waits for frames")

@@ -108,10 +108,10 @@ def seed(
         store.register_camera(cid, **meta)
     batch = BatchWrite()
     nxt = store.stored_offsets(GROUP, TOPIC).get(0, 0) + frames
-    batch.next_offsets[0] = nxt
+    batch.next_offsets[(TOPIC, 0)] = nxt
     faces = with_mask + without_mask + incorrect
     batch.add(
-        0,
+        (TOPIC, 0),
         cid,
         now,
         Counts(
@@ -133,9 +133,9 @@ def seed(
     notices = []
     for i in range(violations):
         v = Violation(cid, now, "without_mask", 0.9, (0.1, 0.1 + i * 0.01, 0.4, 0.4), snapshot=FRAME_JPEG)
-        batch.violations.append((0, v))
+        batch.violations.append(((TOPIC, 0), v))
         notices.append({"camera": cid, "class": v.label, "score": v.score, "ts_ms": v.ts_ms})
-    assert store.commit_batch(batch, GROUP, TOPIC)
+    assert store.commit_batch(batch, GROUP).applied == {(TOPIC, 0)}
     payload = {
         "type": "batch",
         "worker": "test-worker",

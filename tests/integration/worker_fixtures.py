@@ -89,7 +89,6 @@ def env_for(kafka: str, redis_url: str, serving: str, names: dict[str, str], **e
         "MW_REDIS_PREFIX": names["redis_prefix"],
         "MW_GROUP": names["group"],
         "MW_MAX_FRAME_AGE_S": "600",
-        "MW_START_FROM": "earliest",
         "MW_HEARTBEAT_INTERVAL_S": "0.5",
         "MW_RETRY_MAX_S": "2",
         **extra,

@@ -38,11 +38,11 @@ def test_bad_prefix(prefix: str) -> None:
 def test_batch_accumulates_by_partition_camera_minute() -> None:
     b = BatchWrite()
     t = 1_700_000_000_000
-    b.add(0, "a", t, Counts(frames=1, faces=1, with_mask=1))
-    b.add(0, "a", t + 1000, Counts(frames=1, faces=1, without_mask=1))
-    b.add(0, "a", t + 60_000, Counts(frames=1))
-    b.add(1, "b", t, Counts(dropped_stale=1))
-    assert b.counts[(0, "a", epoch_minute(t))] == Counts(frames=2, faces=2, with_mask=1, without_mask=1)
+    b.add(("t", 0), "a", t, Counts(frames=1, faces=1, with_mask=1))
+    b.add(("t", 0), "a", t + 1000, Counts(frames=1, faces=1, without_mask=1))
+    b.add(("t", 0), "a", t + 60_000, Counts(frames=1))
+    b.add(("t", 1), "b", t, Counts(dropped_stale=1))
+    assert b.counts[(("t", 0), "a", epoch_minute(t))] == Counts(frames=2, faces=2, with_mask=1, without_mask=1)
     assert len(b.counts) == 3
     assert b.last_frame_ms == {"a": t + 60_000}
     assert b.totals_by_camera()["a"].frames == 3

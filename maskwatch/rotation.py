@@ -1,0 +1,221 @@
+"""Time-bucketed frame topics for a broker without retention: their names, and the janitor that creates them ahead
+and deletes them once every partition is consumed.
+
+The embedded broker (Tansu 0.6, memory engine) never expires a record, but frees a deleted topic's memory at once.
+So with `topic_rotate_s` > 0 producers write each frame to the topic of its capture time's bucket
+(`frames.<bucket start, epoch s>`), workers follow every such topic by pattern subscription, and the janitor
+(run by `maskwatch up`) keeps the next buckets created ahead and deletes a bucket once it is closed and every
+partition's offset stored with the counts in Redis has reached the partition's end. What the broker holds is then
+bounded by a few buckets of frames. With `topic_rotate_s` = 0 (Apache Kafka) there is one topic and the broker's
+own retention bounds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
+
+from maskwatch.buckets import TopicScheme
+from maskwatch.store import Store
+from maskwatch.topics import FRAMES_TOPIC_CONFIGS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class JanitorStats:
+    created: int = 0
+    deleted: int = 0
+    live: int = 0
+    held: list[str] = field(default_factory=list)  # closed topics not yet consumed
+
+
+class Janitor:
+    """Keeps the current and next bucket topics created, deletes closed ones once consumed (a thread of `up`).
+
+    A closed bucket (its end more than `grace_s` ago: no producer writes to it any more) is deleted when, for each
+    of its partitions, the offset stored in Redis with the counts is at the partition's high watermark. The high
+    watermark comes from a fetch (Tansu's ListOffsets(latest) is wrong for multi-record batches). New topics get a
+    stored offset of 0 for every partition, so a worker never guesses where one starts, and a batch read from an
+    earlier broker instance (the same topic name) is refused as a conflict unless it began at offset 0. Once deleted,
+    a topic's stored offsets are dropped too.
+    """
+
+    def __init__(
+        self,
+        client: dict[str, Any],
+        scheme: TopicScheme,
+        partitions: int,
+        store: Store,
+        group: str,
+        *,
+        ahead: int = 2,
+        grace_s: float = 15.0,
+        topic_configs: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not scheme.rotating:
+            raise ValueError("the janitor is for rotating topics (topic_rotate_s > 0)")
+        self.client = client
+        self.scheme = scheme
+        self.partitions = partitions
+        self.store = store
+        self.group = group
+        self.ahead = ahead
+        self.grace_s = grace_s
+        self.topic_configs = FRAMES_TOPIC_CONFIGS if topic_configs is None else topic_configs
+        self.clock = clock
+        self.stats = JanitorStats()
+        self._admin: KafkaAdminClient | None = None
+        self._probe: KafkaConsumer | None = None
+        self._gone: set[str] = set()  # deleted topics whose stored offsets are dropped on the next pass
+        self._reset = threading.Event()
+
+    # ---- connections --------------------------------------------------------------------
+    def _clients(self) -> tuple[KafkaAdminClient, KafkaConsumer]:
+        if self._admin is None:
+            self._admin = KafkaAdminClient(**self.client, client_id="maskwatch-janitor", request_timeout_ms=10_000)
+        if self._probe is None:
+            self._probe = KafkaConsumer(
+                **self.client,
+                client_id="maskwatch-janitor-probe",
+                group_id=None,
+                enable_auto_commit=False,
+                request_timeout_ms=10_000,
+                fetch_max_wait_ms=50,
+                max_partition_fetch_bytes=1,  # a fetch is only asked for its high watermark
+                receive_message_max_bytes=128 * 1024 * 1024,
+            )
+        return self._admin, self._probe
+
+    def close(self) -> None:
+        for c in (self._probe, self._admin):
+            if c is not None:
+                c.close()
+        self._admin = self._probe = None
+
+    def request_reset(self) -> None:
+        """Ask the janitor's thread to `reset()` before its next pass (after a broker restart)."""
+        self._reset.set()
+
+    def reset(self) -> None:
+        """After a broker restart: new connections, and every stored offset of this scheme's topics is void."""
+        self.close()
+        self._gone.clear()
+        for topic in self.store.offset_topics(self.group):
+            if self.scheme.is_mine(topic):
+                self.store.forget_offsets(self.group, topic)
+
+    # ---- one pass -----------------------------------------------------------------------
+    def existing(self) -> set[str]:
+        _, probe = self._clients()
+        probe._client.cluster.request_update()  # noqa: SLF001 - a fresh topic list, not the cached one
+        return {t for t in probe.topics() if self.scheme.is_mine(t)}
+
+    def tick(self) -> JanitorStats:
+        """One pass; returns the running totals.
+
+        Every topic created or deleted makes the consumer group rebalance (a few seconds without counting), so
+        changes come in steps: when less than one bucket of topics is left ahead of the current one, the next
+        `ahead` buckets are created and the consumed closed ones deleted, together, in one rebalance.
+        """
+        if self._reset.is_set():
+            self._reset.clear()
+            self.reset()
+        admin, _ = self._clients()
+        for topic in sorted(self._gone):
+            self.store.forget_offsets(self.group, topic)
+        self._gone.clear()
+        now_ms = int(self.clock() * 1000)
+        step_ms = self.scheme.rotate_s * 1000
+        current = self.scheme.bucket(now_ms)
+        existing = self.existing()
+        horizon = max((self.scheme.bucket_of(t) or 0 for t in existing), default=0)
+        if current in {self.scheme.bucket_of(t) for t in existing} and horizon > current + self.scheme.rotate_s:
+            self.stats.live = len(existing)
+            return self.stats  # enough ahead: no change, no rebalance
+        wanted = {self.scheme.topic_for(now_ms + i * step_ms) for i in range(self.ahead + 1)}
+        missing = sorted(wanted - existing)
+        closed = sorted(
+            t
+            for t in existing - wanted
+            if (self.scheme.bucket_of(t) or 0) + self.scheme.rotate_s + self.grace_s < now_ms / 1000
+        )
+        held: list[str] = []
+        done: list[str] = []
+        for topic in closed:
+            (done if self._consumed(topic) else held).append(topic)
+        if missing:
+            self._create(admin, missing)
+        if done:
+            self._delete(admin, done)
+        self.stats.live = len(existing | set(missing)) - len(done)
+        self.stats.held = held
+        return self.stats
+
+    def _create(self, admin: KafkaAdminClient, topics: list[str]) -> None:
+        for topic in topics:
+            # offsets first: a worker assigned the topic the moment it exists must find them
+            self.store.init_offsets(self.group, topic, self.partitions)
+            try:
+                admin.create_topics([NewTopic(topic, self.partitions, 1, topic_configs=self.topic_configs)])
+                self.stats.created += 1
+                logger.info("topic created topic=%s partitions=%d", topic, self.partitions)
+            except TopicAlreadyExistsError:
+                pass
+
+    def _consumed(self, topic: str) -> bool:
+        """Every partition's stored offset has reached its high watermark (what a fetch reports)."""
+        _, probe = self._clients()
+        parts = probe.partitions_for_topic(topic) or set()
+        if not parts:
+            return False
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        stored = self.store.stored_offsets(self.group, topic)
+        probe.assign(tps)
+        for tp in tps:
+            probe.seek(tp, stored.get(tp.partition, 0))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(probe.highwater(tp) is None for tp in tps):
+            probe.poll(timeout_ms=100, max_records=1)
+        highwater = {tp: probe.highwater(tp) for tp in tps}
+        probe.assign([])
+        return all(hw is not None and stored.get(tp.partition, 0) >= hw for tp, hw in highwater.items())
+
+    def _delete(self, admin: KafkaAdminClient, topics: list[str]) -> None:
+        with contextlib.suppress(UnknownTopicOrPartitionError):
+            admin.delete_topics(topics, timeout_ms=10_000)
+        self.stats.deleted += len(topics)
+        self._gone.update(topics)
+        logger.info("topics deleted (consumed) topics=%s", ",".join(topics))
+
+
+def run_janitor(janitor: Janitor, stop: threading.Event, interval_s: float = 5.0) -> None:
+    """The janitor's loop: a pass every `interval_s`; a broker or Redis outage is logged and retried."""
+    last_error = ""
+    while not stop.is_set():
+        try:
+            stats = janitor.tick()
+            if last_error:
+                logger.info("janitor recovered")
+                last_error = ""
+            if stats.held:
+                logger.debug("closed topics not yet consumed topics=%s", ",".join(stats.held))
+        except (KafkaError, OSError, TimeoutError, redis.RedisError) as e:
+            janitor.close()
+            if str(e) != last_error:
+                logger.warning("janitor pass failed, retrying error=%s", e)
+            last_error = str(e)
+        deadline = time.monotonic() + interval_s
+        while not (stop.is_set() or janitor._reset.is_set()) and time.monotonic() < deadline:  # noqa: SLF001
+            stop.wait(0.2)

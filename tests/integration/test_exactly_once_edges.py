@@ -1,0 +1,186 @@
+"""Exactly-once where it breaks: workers SIGKILLed while the group forms and rebalances, frames written meanwhile,
+dead letters for every invalid frame, and time-bucketed topics rotating (and being deleted) under the workers.
+
+Real parts only: the Tansu broker, redis-server, our model server (serving a cheap model with the mask model's
+signature, so thousands of frames stay affordable) and worker processes.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from maskwatch import frames as F
+from maskwatch.buckets import TopicScheme
+from maskwatch.rotation import Janitor, run_janitor
+from maskwatch.stack import free_port, wait_for
+from maskwatch.store import Store
+from maskwatch.topics import ensure_topics
+from tests.integration.cheap_model import export_cheap_model
+from tests.integration.worker_fixtures import Procs, env_for, expected, frame
+
+CAMS = ["cam-a", "cam-b", "cam-c", "cam-d", "cam-e", "cam-f"]
+EXACT = ("frames", "faces", "with_mask", "without_mask", "mask_worn_incorrectly", "invalid", "dropped_stale")
+# Runs of the kill-and-rebalance scenario: a failure that happens in 1 run of 5 passes all 12 with p = 0.8^12 < 7 %.
+SEEDS = range(12)
+
+
+@pytest.fixture(scope="module")
+def cheap_serving(tmp_path_factory: pytest.TempPathFactory, logs_dir: Path) -> Iterator[str]:
+    model = export_cheap_model(tmp_path_factory.mktemp("cheap-edges"))
+    procs = Procs(logs_dir, {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    port = free_port()
+    procs.serving("cheap-serving-edges", port, model)
+    yield f"127.0.0.1:{port}"
+    procs.stop_all()
+
+
+def _exact(store: Store) -> dict[str, dict[str, int]]:
+    return {c: {k: v for k, v in store.totals(c).as_dict().items() if k in EXACT} for c in CAMS}
+
+
+def _expected(n: int, invalid: dict[str, int]) -> dict[str, dict[str, int]]:
+    out = {}
+    for c, v in expected(CAMS, n).items():
+        d = {k: val for k, val in v.as_dict().items() if k in EXACT}
+        d["invalid"] = invalid.get(c, 0)
+        out[c] = d
+    return out
+
+
+def _malformed() -> list[tuple[bytes, bytes, list[tuple[str, bytes]], str]]:
+    """Five bad messages, one per rejection reason; the bad camera id one counts for no camera."""
+    good = frame("cam-a", 0)
+    hdr = dict(good.headers())
+
+    def as_cam(cam: str) -> list[tuple[str, bytes]]:
+        return [(k, cam.encode() if k == F.H_CAMERA else v) for k, v in hdr.items()]
+
+    corrupt = good.jpeg[:20] + b"\x00" * 200
+    return [
+        (b"cam-b", good.jpeg, [(k, v) for k, v in as_cam("cam-b") if k != F.H_VERSION], F.ERR_NO_VERSION),
+        (b"cam-b", good.jpeg, [(k, b"9" if k == F.H_VERSION else v) for k, v in as_cam("cam-b")], F.ERR_BAD_VERSION),
+        (b"bad camera!", good.jpeg, list(hdr.items()), F.ERR_BAD_CAMERA),
+        (b"cam-c", b"GIF89a....", as_cam("cam-c"), F.ERR_NOT_JPEG),
+        (b"cam-c", corrupt, as_cam("cam-c"), F.ERR_UNDECODABLE),
+    ]
+
+
+def _dead_letters(kafka: str, topic: str, want: int) -> list[str]:
+    """Every `mw-error` reason in the dead-letter topic (read until `want` are there or 60 s pass)."""
+    dlq = KafkaConsumer(topic, bootstrap_servers=[kafka], auto_offset_reset="earliest", consumer_timeout_ms=2000, group_id=None)
+    seen: list[str] = []
+    deadline = time.monotonic() + 60
+    try:
+        while len(seen) < want and time.monotonic() < deadline:
+            seen += [dict(rec.headers)[F.H_ERROR].decode() for rec in dlq]
+    finally:
+        dlq.close()
+    return seen
+
+
+def _feed(kafka: str, topic_of: TopicScheme, n: int, per_s: float, bad_at: dict[int, tuple]) -> None:  # type: ignore[type-arg]
+    """Frames round-robin over CAMS (each camera's seq from 0) to the topic of their capture time; bad messages
+    interleaved at the given frame indexes."""
+    p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5)
+    start = time.monotonic()
+    try:
+        for i in range(n):
+            if i in bad_at:
+                key, value, headers, _ = bad_at[i]
+                p.send(topic_of.topic_for(int(time.time() * 1000)), key=key, value=value, headers=headers)
+            f = frame(CAMS[i % len(CAMS)], i // len(CAMS))
+            p.send(topic_of.topic_for(f.ts_ms), key=f.key, value=f.jpeg, headers=f.headers())
+            ahead = start + (i + 1) / per_s - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)  # pacing a load generator, not waiting on a condition
+        p.flush(timeout=30)
+    finally:
+        p.close()
+
+
+def _kill_and_restart(procs: Procs, rnd: random.Random, fed: threading.Thread, kills: int) -> None:
+    """SIGKILL a random worker at random moments (some while the group is still forming), restart it at once."""
+    for _ in range(kills):
+        time.sleep(rnd.uniform(0.2, 2.5))  # a random moment of the group's life is the point, not a condition
+        victim = rnd.choice(["w1", "w2"])
+        procs.kill(victim, signal.SIGKILL)
+        procs.worker(victim)
+    fed.join(timeout=120)
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_kills_during_group_formation_lose_nothing(
+    kafka: str, redis_url: str, cheap_serving: str, names: dict[str, str], logs_dir: Path, seed: int
+) -> None:
+    """600 good frames of 6 cameras and 5 malformed ones written while two workers form the group and are SIGKILLed
+    and restarted: every good frame counted once, every malformed one counted (where it names a camera) and in the
+    dead-letter topic."""
+    n = 600
+    rnd = random.Random(seed)
+    ensure_topics([kafka], names["topic"], 12, names["dlq_topic"])
+    bad = _malformed()
+    bad_at = dict(zip(sorted(rnd.sample(range(n), len(bad))), bad, strict=True))
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names, MW_MAX_POLL_RECORDS="16"))
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    try:
+        fed = threading.Thread(target=_feed, args=(kafka, TopicScheme(names["topic"]), n, 200.0, bad_at), daemon=True)
+        fed.start()  # frames before any worker has joined: a partition must not start at its end
+        procs.worker("w1")
+        procs.worker("w2")
+        _kill_and_restart(procs, rnd, fed, kills=2)
+        invalid = {"cam-b": 2, "cam-c": 2}
+        wait_for(lambda: _exact(store) == _expected(n, invalid), 90, "every frame accounted exactly", interval_s=0.25)
+        assert sorted(_dead_letters(kafka, names["dlq_topic"], len(bad))) == sorted(r for *_, r in bad)
+    finally:
+        rcs = procs.stop_all()
+        store.close()
+    assert set(rcs.values()) == {0}, rcs
+
+
+@pytest.mark.timeout(240)
+def test_rotating_topics_count_exactly_and_are_deleted(
+    kafka: str, redis_url: str, cheap_serving: str, names: dict[str, str], logs_dir: Path
+) -> None:
+    """Frames spread over time-bucketed topics (2 s each) while a worker is SIGKILLed: counts stay exact, and every
+    closed topic is deleted once consumed, with its stored offsets."""
+    n = 1200
+    rotate_s = 2
+    scheme = TopicScheme(names["topic"], rotate_s)
+    ensure_topics([kafka], names["dlq_topic"], 1, names["dlq_topic"])
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    janitor = Janitor({"bootstrap_servers": [kafka]}, scheme, 4, store, names["group"], ahead=3, grace_s=1.0)
+    stop = threading.Event()
+    janitor.tick()  # the current and next buckets exist before the first frame
+    jt = threading.Thread(target=run_janitor, args=(janitor, stop, 0.5), daemon=True)
+    jt.start()
+    env = env_for(kafka, redis_url, cheap_serving, names, MW_TOPIC_ROTATE_S=str(rotate_s))
+    procs = Procs(logs_dir, env)
+    try:
+        procs.worker("w1")
+        procs.worker("w2")
+        fed = threading.Thread(target=_feed, args=(kafka, scheme, n, 150.0, {}), daemon=True)
+        fed.start()
+        _kill_and_restart(procs, random.Random(1), fed, kills=2)
+        wait_for(lambda: _exact(store) == _expected(n, {}), 120, "every frame accounted exactly", interval_s=0.25)
+        # n frames at 150/s span 8 s = 4+ buckets: all but the live ones are deleted once consumed
+        wait_for(lambda: janitor.stats.deleted >= 3 and not janitor.stats.held, 60, "closed topics deleted")
+        live = janitor.existing()
+        assert len(live) <= 3 + 3, live  # the ahead ones, the current one, the last one within its grace
+        assert all((scheme.bucket_of(t) or 0) + rotate_s >= time.time() - 10 for t in live), live
+        wait_for(lambda: set(store.offset_topics(names["group"])) <= janitor.existing(), 30, "offsets of deleted topics dropped")
+    finally:
+        stop.set()
+        jt.join(timeout=15)
+        janitor.close()
+        rcs = procs.stop_all()
+        store.close()
+    assert set(rcs.values()) == {0}, rcs
