@@ -34,6 +34,19 @@ DRAIN_LIMIT = 500
 POLL_S = 0.25
 
 
+def snapshot_url(cid: str, episode_id: str) -> str:
+    """Where the dashboard serves an episode's best snapshot (GET /api/cameras/{id}/snapshots/{episode}.jpg)."""
+    return f"/api/cameras/{cid}/snapshots/{episode_id}.jpg"
+
+
+def episode_view(row: dict[str, Any]) -> dict[str, Any]:
+    """An episode row (`maskwatch.store.episode_row` or a worker's notice) as the API and `violation` event show it."""
+    out = {k: v for k, v in row.items() if k != "snapshot"}
+    has_snapshot = bool(row.get("snapshot_ms"))
+    out["snapshot_url"] = snapshot_url(str(row.get("camera", "")), str(row.get("id", ""))) if has_snapshot else None
+    return out
+
+
 def all_summaries(store: Store, window_minutes: int, now_ms: int | None = None) -> list[dict[str, Any]]:
     """camera_summary for every known camera, by id (the same call `maskwatch stats` makes)."""
     return camera_summaries(store, window_minutes, now_ms)
@@ -386,7 +399,7 @@ class LiveEmitter:
         if isinstance(violations, list):
             for v in violations[:MAX_VIOLATIONS_PER_BATCH]:
                 if isinstance(v, dict) and isinstance(v.get("camera"), str) and is_valid_camera_id(v["camera"]):
-                    self.socketio.emit(EV_VIOLATION, v, namespace=NAMESPACE)
+                    self.socketio.emit(EV_VIOLATION, episode_view(v), namespace=NAMESPACE)
                     self.stats["violations"] += 1
 
     def _emit_due(self) -> None:

@@ -73,14 +73,22 @@ def spec() -> dict[str, Any]:
     }
     violation = {
         "type": "object",
+        "description": "A violation episode: one tracked person judged unmasked or wrongly masked "
+        "(the `violation` event carries the same object when the episode opens, changes and closes)",
         "properties": {
-            "id": {"type": "string"},
+            "id": {"type": "string", "description": "episode id, also its snapshot's name"},
             "camera": {"type": "string"},
-            "ts_ms": {"type": "integer"},
             "class": {"type": "string", "enum": ["without_mask", "mask_worn_incorrectly"]},
-            "score": {"type": "number"},
-            "box": {"type": "array", "items": {"type": "number"}, "description": "ymin, xmin, ymax, xmax (0..1)"},
-            "snapshot_url": {"type": ["string", "null"]},
+            "state": {"type": "string", "enum": ["open", "closed"]},
+            "ts_ms": {"type": "integer", "description": "first seen (the same as first_ms)"},
+            "first_ms": {"type": "integer"},
+            "last_ms": {"type": "integer"},
+            "duration_s": {"type": "number"},
+            "votes": {"type": "object", "additionalProperties": {"type": "integer"}, "description": "frames per class"},
+            "score": {"type": "number", "description": "the highest detection score of the episode's class"},
+            "box": {"type": "array", "items": {"type": "number"}, "description": "last box: ymin, xmin, ymax, xmax (0..1)"},
+            "snapshot_url": {"type": ["string", "null"], "description": "the episode's largest, sharpest face"},
+            "snapshot_ms": {"type": ["integer", "null"], "description": "when that face was seen"},
         },
     }
     alert = {
@@ -194,7 +202,7 @@ def spec() -> dict[str, Any]:
             },
             "/api/cameras/{camera}/violations": {
                 "get": {
-                    "summary": "Recent violations, newest first",
+                    "summary": "Recent violation episodes (one per person), newest first",
                     "parameters": [
                         CAMERA,
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
@@ -208,7 +216,7 @@ def spec() -> dict[str, Any]:
             },
             "/api/cameras/{camera}/snapshots/{snapshot}.jpg": {
                 "get": {
-                    "summary": "The face crop stored with a violation",
+                    "summary": "The best face crop of a violation episode",
                     "parameters": [
                         CAMERA,
                         {"name": "snapshot", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -218,7 +226,7 @@ def spec() -> dict[str, Any]:
             },
             "/api/violations": {
                 "get": {
-                    "summary": "The newest violations over every camera, newest first",
+                    "summary": "The newest violation episodes over every camera, newest first",
                     "parameters": [
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                     ],

@@ -1,4 +1,4 @@
-// One camera's page: live facts from camera_update, its alert, a per-minute chart (uPlot), CSV link, violations.
+// One camera's page: live facts from camera_update, its alert, a per-minute chart (uPlot), CSV link, violation episodes.
 "use strict";
 
 (() => {
@@ -144,7 +144,13 @@
     tbody.replaceChildren(
       ...rows.map((v) => {
         const tr = document.createElement("tr");
-        const cells = [MW.time(v.ts_ms), MW.LABELS[v.class] || v.class, Math.round(v.score * 100) + "%"];
+        const dur = Math.round(v.duration_s) + " s";
+        const cells = [
+          MW.time(v.ts_ms),
+          MW.LABELS[v.class] || v.class,
+          v.state === "open" ? "ongoing, " + dur : dur,
+          Math.round(v.score * 100) + "%",
+        ];
         for (const text of cells) {
           const td = document.createElement("td");
           td.textContent = text;

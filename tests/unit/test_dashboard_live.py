@@ -166,7 +166,9 @@ def notice(**over: Any) -> str:
         "worker": "w1",
         "ts_ms": 1,
         "cameras": {"gate-1": {"frames": 2, "last_frame_ms": 1}},
-        "violations": [{"camera": "gate-1", "class": "without_mask", "score": 0.9, "ts_ms": 1}],
+        "violations": [
+            {"camera": "gate-1", "id": "1-1000-1000", "class": "without_mask", "state": "open", "score": 0.9, "ts_ms": 1, "snapshot_ms": 1}
+        ],
     }
     payload.update(over)
     return json.dumps(payload)
@@ -175,7 +177,9 @@ def notice(**over: Any) -> str:
 def test_a_batch_notice_pushes_only_its_cameras_and_its_violations() -> None:
     live, _, sio = emitter()
     live._on_update(notice())
-    assert sio.of(EV_VIOLATION) == [{"camera": "gate-1", "class": "without_mask", "score": 0.9, "ts_ms": 1}]
+    (v,) = sio.of(EV_VIOLATION)
+    assert (v["camera"], v["id"], v["state"]) == ("gate-1", "1-1000-1000", "open")
+    assert v["snapshot_url"] == "/api/cameras/gate-1/snapshots/1-1000-1000.jpg"
     live._emit_due()
     (update,) = sio.of(EV_CAMERA)
     assert update["camera"] == "gate-1" and update["name"] == "Gate" and update["compliance"] == 0.75
