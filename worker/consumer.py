@@ -22,10 +22,10 @@ from maskwatch.detections import Counts, Detections, ModelOutputError, parse_out
 from maskwatch.frames import (
     ERR_MODEL_OUTPUT,
     ERR_UNDECODABLE,
-    H_ERROR,
     Frame,
     FrameError,
     camera_of,
+    dead_letter,
     parse_message,
 )
 from maskwatch.store import BatchWrite, Episode, Store, episode_notice
@@ -201,7 +201,7 @@ class Worker:
             for rec in recs:
                 n += 1
                 try:
-                    frame = parse_message(rec.key, rec.value, rec.headers, self.s.max_frame_bytes)
+                    frame = parse_message(rec.key, rec.value, rec.headers, self.s.max_frame_bytes, self.s.max_frame_pixels)
                 except FrameError as e:
                     dead.append((rec, e.reason))
                     cid = camera_of(rec.key)
@@ -354,9 +354,9 @@ class Worker:
     # ---- outputs -------------------------------------------------------------------------
     def _dead_letter(self, p: InFlight) -> None:
         for rec, reason in p.dead:
-            headers = list(rec.headers or []) + [(H_ERROR, reason.encode())]
+            headers, value = dead_letter(rec.headers, rec.value, reason)
             try:
-                self.dlq.send(self.s.dlq_topic, key=rec.key, value=rec.value, headers=headers)
+                self.dlq.send(self.s.dlq_topic, key=rec.key, value=value, headers=headers)
             except KafkaError as e:
                 logger.warning("dead-letter send failed reason=%s error=%s", reason, e)
         if p.dead:

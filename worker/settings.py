@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from maskwatch.frames import MAX_PIXELS
 from maskwatch.settings import CommonSettings
 
 
@@ -36,6 +37,12 @@ class WorkerSettings(CommonSettings):
     )
     history_ttl_days: int = Field(400, ge=1, le=3650, description="Hourly and daily buckets are kept this many days")
     max_frame_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger frames are dead-lettered")
+    max_frame_pixels: int = Field(
+        MAX_PIXELS,
+        ge=64 * 64,
+        le=8192 * 8192,
+        description="Frames whose JPEG header announces more pixels are dead-lettered too_large, never decoded",
+    )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port (0 = off)")
     heartbeat_interval_s: float = Field(2.0, gt=0, le=30, description="Heartbeat period")
     retry_max_s: float = Field(10.0, gt=0, le=120, description="Cap of the retry backoff while a dependency is down")
