@@ -100,7 +100,8 @@ def system_state(
     for s in summaries:
         for k, v in s["window"].items():
             window[k] = window.get(k, 0) + v
-    people = window.get("with_mask", 0) + window.get("without_mask", 0) + window.get("mask_worn_incorrectly", 0)
+    # people are different people (one per track); face verdicts count every face in every frame
+    faces = window.get("with_mask", 0) + window.get("without_mask", 0) + window.get("mask_worn_incorrectly", 0)
     online = [
         s["camera"]
         for s in summaries
@@ -113,8 +114,9 @@ def system_state(
         "window_minutes": window_minutes,
         "cameras": {"total": len(summaries), "online": len(online), "ids": [s["camera"] for s in summaries]},
         "window": window,
-        "people": people,
-        "compliance": round(window.get("with_mask", 0) / people, 4) if people else None,
+        "people": window.get("persons", 0),
+        "face_verdicts": faces,
+        "compliance": round(window.get("with_mask", 0) / faces, 4) if faces else None,
         "workers": workers,
         "producers": heartbeat_rows(store.heartbeats("producer"), now_ms),
         "lag": sum(lags) if lags else None,

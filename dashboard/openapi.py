@@ -46,6 +46,10 @@ def spec() -> dict[str, Any]:
             "fps": {"type": "number"},
             "last_frame_ms": {"type": ["integer", "null"]},
             "data_age_s": {"type": ["number", "null"]},
+            "lag": {
+                "type": ["number", "null"],
+                "description": "seconds the newest counted frame trails the newest captured one; null before both are known",
+            },
             "window_minutes": {"type": "integer"},
             "window": {"$ref": "#/components/schemas/Counts"},
             "compliance": {"type": ["number", "null"], "description": "with_mask / people; null with nobody seen"},
@@ -271,7 +275,23 @@ def spec() -> dict[str, Any]:
             "/api/system": {
                 "get": {
                     "summary": "The latest `system` event: workers, producers, site totals, throughput",
-                    "responses": {"200": _json({"type": "object"})},
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "people": {"type": "integer", "description": "different people in the window"},
+                                    "face_verdicts": {
+                                        "type": "integer",
+                                        "description": "faces judged in the window (every face of every frame)",
+                                    },
+                                    "compliance": {"type": ["number", "null"]},
+                                    "lag": {"type": ["integer", "null"], "description": "frames not yet consumed"},
+                                    "window": {"$ref": "#/components/schemas/Counts"},
+                                },
+                            }
+                        )
+                    },
                 }
             },
             "/api/health": {

@@ -586,6 +586,7 @@ def camera_summary(store: Store, cid: str, window_minutes: int, now_ms: int | No
     info = store.camera_info(cid)
     win = store.window(cid, window_minutes, now)
     last = int(info.get("last_frame_ms", "0") or 0)
+    captured = int(info.get("last_capture_ms", "0") or 0)
     status = info.get("status", "unknown")
     totals = store.totals(cid)
     warnings = []
@@ -601,6 +602,8 @@ def camera_summary(store: Store, cid: str, window_minutes: int, now_ms: int | No
         "fps": float(info.get("fps", "0") or 0),
         "last_frame_ms": last or None,
         "data_age_s": round((now - last) / 1000, 1) if last else None,
+        # seconds the newest counted frame trails the newest captured one (Contract 4's per-camera lag)
+        "lag": round(max(0, captured - last) / 1000, 1) if last and captured else None,
         "window_minutes": window_minutes,
         "window": win.as_dict(),
         "compliance": None if win.compliance is None else round(win.compliance, 4),

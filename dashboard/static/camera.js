@@ -5,7 +5,9 @@
   const cid = document.body.dataset.camera;
   const api = "/api/cameras/" + encodeURIComponent(cid);
   const $ = (id) => document.getElementById(id);
-  let windowLabel = new URLSearchParams(location.search).get("window") || "1h";
+  // the chart opens on the headline's window ("" = the dashboard's own window, whatever its length)
+  let windowLabel = new URLSearchParams(location.search).get("window") ?? document.body.dataset.windowLabel;
+  const windowQuery = (label) => (label ? "?window=" + encodeURIComponent(label) : "");
   let summary = null;
   let plot = null;
   let lastSeriesFetch = 0;
@@ -130,7 +132,7 @@
 
   async function loadSeries() {
     lastSeriesFetch = performance.now();
-    const r = await fetch(api + "?window=" + encodeURIComponent(windowLabel));
+    const r = await fetch(api + windowQuery(windowLabel));
     if (!r.ok) return;
     const body = await r.json();
     drawChart(body.series);
@@ -174,7 +176,7 @@
   function selectWindow(label) {
     windowLabel = label;
     for (const b of $("windows").children) b.setAttribute("aria-pressed", String(b.dataset.window === label));
-    $("csv").href = api + "/series.csv?window=" + encodeURIComponent(label);
+    $("csv").href = api + "/series.csv" + windowQuery(label);
     loadSeries();
   }
 

@@ -124,8 +124,8 @@ def test_system_state_adds_up_cameras_and_workers() -> None:
     state = system_state(
         store,  # type: ignore[arg-type]
         [
-            summary("a", "online", 1.0, with_mask=3, without_mask=1),
-            summary("b", "online", 99.0, with_mask=1, mask_worn_incorrectly=1),
+            summary("a", "online", 1.0, with_mask=3, without_mask=1, persons=2),
+            summary("b", "online", 99.0, with_mask=1, mask_worn_incorrectly=1, persons=1),
             summary("c", "offline", 1.0),
             summary("d", "online", None),
         ],
@@ -135,7 +135,8 @@ def test_system_state_adds_up_cameras_and_workers() -> None:
         now_ms=0,
     )
     assert state["cameras"] == {"total": 4, "online": 1, "ids": ["a", "b", "c", "d"]}
-    assert state["people"] == 6 and state["compliance"] == round(4 / 6, 4)
+    assert state["face_verdicts"] == 6 and state["compliance"] == round(4 / 6, 4)
+    assert state["people"] == 3  # different people, not faces
     assert state["lag"] == 7 and [w["id"] for w in state["workers"]] == ["w1", "w2"]
     assert state["throughput_fps"] == 12.35
 
