@@ -43,8 +43,10 @@ class JanitorStats:
 class Janitor:
     """Keeps the current and next bucket topics created, deletes closed ones once consumed (a thread of `up`).
 
-    A closed bucket (its end more than `grace_s` ago: no producer writes to it any more) is deleted when, for each
-    of its partitions, the offset stored in Redis with the counts is at the partition's high watermark. The high
+    A closed bucket (its end more than `grace_s` ago: no producer writes to it any more) is retired when, for each
+    of its partitions, the offset stored in Redis with the counts is at the partition's high watermark; workers stop
+    following retired topics, and `retire_wait_s` later the topic is deleted. (Deleting a topic a worker still
+    fetches would not lose frames, but Tansu would create it again, empty, and the group would rebalance for it.) The high
     watermark comes from a fetch (Tansu's ListOffsets(latest) is wrong for multi-record batches). New topics get a
     stored offset of 0 for every partition, so a worker never guesses where one starts, and a batch read from an
     earlier broker instance (the same topic name) is refused as a conflict unless it began at offset 0. Once deleted,
@@ -61,6 +63,7 @@ class Janitor:
         *,
         ahead: int = 2,
         grace_s: float = 15.0,
+        retire_wait_s: float = 20.0,
         topic_configs: dict[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -73,12 +76,12 @@ class Janitor:
         self.group = group
         self.ahead = ahead
         self.grace_s = grace_s
+        self.retire_wait_s = retire_wait_s
         self.topic_configs = FRAMES_TOPIC_CONFIGS if topic_configs is None else topic_configs
         self.clock = clock
         self.stats = JanitorStats()
         self._admin: KafkaAdminClient | None = None
         self._probe: KafkaConsumer | None = None
-        self._gone: set[str] = set()  # deleted topics whose stored offsets are dropped on the next pass
         self._reset = threading.Event()
 
     # ---- connections --------------------------------------------------------------------
@@ -111,7 +114,7 @@ class Janitor:
     def reset(self) -> None:
         """After a broker restart: new connections, and every stored offset of this scheme's topics is void."""
         self.close()
-        self._gone.clear()
+        self.store.forget_retired(self.store.retired_topics())
         for topic in self.store.offset_topics(self.group):
             if self.scheme.is_mine(topic):
                 self.store.forget_offsets(self.group, topic)
@@ -125,30 +128,37 @@ class Janitor:
     def tick(self) -> JanitorStats:
         """One pass; returns the running totals.
 
-        Every topic created or deleted makes the consumer group rebalance (a few seconds without counting), so
-        changes come in steps: when less than one bucket of topics is left ahead of the current one, the next
-        `ahead` buckets are created and the consumed closed ones deleted, together, in one rebalance.
+        Every change to the set of topics the workers follow makes the consumer group rebalance (a few seconds
+        without counting), so changes come in steps: when less than one bucket of topics is left ahead of the
+        current one, the next `ahead` buckets are created and the consumed closed ones retired, together, in one
+        rebalance. A retired topic leaves every worker's subscription; `retire_wait_s` later it is deleted (no
+        rebalance: nobody follows it any more) with its stored offsets.
         """
         if self._reset.is_set():
             self._reset.clear()
             self.reset()
         admin, _ = self._clients()
-        for topic in sorted(self._gone):
-            self.store.forget_offsets(self.group, topic)
-        self._gone.clear()
         now_ms = int(self.clock() * 1000)
+        existing = self.existing()
+        retired = self.store.retired_topics()
+        due = sorted(t for t, at in retired.items() if now_ms - at >= self.retire_wait_s * 1000)
+        if due:
+            self._delete(admin, [t for t in due if t in existing])
+            for topic in due:
+                self.store.forget_offsets(self.group, topic)
+            self.store.forget_retired(due)
+            existing -= set(due)
         step_ms = self.scheme.rotate_s * 1000
         current = self.scheme.bucket(now_ms)
-        existing = self.existing()
         horizon = max((self.scheme.bucket_of(t) or 0 for t in existing), default=0)
         if current in {self.scheme.bucket_of(t) for t in existing} and horizon > current + self.scheme.rotate_s:
-            self.stats.live = len(existing)
+            self.stats.live = len(existing) - len(set(retired) - set(due))
             return self.stats  # enough ahead: no change, no rebalance
         wanted = {self.scheme.topic_for(now_ms + i * step_ms) for i in range(self.ahead + 1)}
         missing = sorted(wanted - existing)
         closed = sorted(
             t
-            for t in existing - wanted
+            for t in existing - wanted - set(retired)
             if (self.scheme.bucket_of(t) or 0) + self.scheme.rotate_s + self.grace_s < now_ms / 1000
         )
         held: list[str] = []
@@ -158,8 +168,9 @@ class Janitor:
         if missing:
             self._create(admin, missing)
         if done:
-            self._delete(admin, done)
-        self.stats.live = len(existing | set(missing)) - len(done)
+            self.store.retire_topics(done, now_ms)
+            logger.info("topics retired (consumed) topics=%s", ",".join(done))
+        self.stats.live = len(existing | set(missing)) - len(done) - len(set(retired) - set(due))
         self.stats.held = held
         return self.stats
 
@@ -193,11 +204,12 @@ class Janitor:
         return all(hw is not None and stored.get(tp.partition, 0) >= hw for tp, hw in highwater.items())
 
     def _delete(self, admin: KafkaAdminClient, topics: list[str]) -> None:
+        if not topics:
+            return
         with contextlib.suppress(UnknownTopicOrPartitionError):
             admin.delete_topics(topics, timeout_ms=10_000)
         self.stats.deleted += len(topics)
-        self._gone.update(topics)
-        logger.info("topics deleted (consumed) topics=%s", ",".join(topics))
+        logger.info("topics deleted (retired) topics=%s", ",".join(topics))
 
 
 def run_janitor(janitor: Janitor, stop: threading.Event, interval_s: float = 5.0) -> None:

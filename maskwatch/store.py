@@ -87,6 +87,10 @@ class Keys:
     def offsets(self, group: str, topic: str) -> str:
         return f"{self.prefix}offsets:{group}:{topic}"
 
+    def retired_topics(self) -> str:
+        """Hash: frame bucket topic -> ms when the janitor retired it (consumed; workers drop it, then it is deleted)."""
+        return f"{self.prefix}topics:retired"
+
     def updates(self) -> str:
         return f"{self.prefix}updates"
 
@@ -432,6 +436,19 @@ class Store:
             for part in range(partitions):
                 p.hsetnx(key, str(part), 0)
             p.execute()
+
+    def retire_topics(self, topics: Iterable[str], now_ms: int) -> None:
+        topics = list(topics)
+        if topics:
+            self.r.hset(self.keys.retired_topics(), mapping=dict.fromkeys(topics, now_ms))
+
+    def retired_topics(self) -> dict[str, int]:
+        return {_s(k): int(v) for k, v in self.r.hgetall(self.keys.retired_topics()).items()}
+
+    def forget_retired(self, topics: Iterable[str]) -> None:
+        topics = list(topics)
+        if topics:
+            self.r.hdel(self.keys.retired_topics(), *topics)
 
     def offset_topics(self, group: str) -> list[str]:
         """The topics that have offsets stored for `group`."""

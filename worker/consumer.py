@@ -44,6 +44,8 @@ STATUS_DEGRADED = "degraded"
 # While a Predict is in flight the worker polls in slices this long, so a finished batch is counted within
 # a slice instead of waiting out the whole poll timeout when no new frames come.
 POLL_SLICE_MS = 10
+# How often a worker on rotating topics re-lists them (new buckets, retired ones)
+TOPICS_CHECK_S = 2.0
 # how often the worker re-reads each camera's zone (the producer registers it from the site file)
 ZONES_REFRESH_S = 30.0
 
@@ -111,6 +113,8 @@ class Worker:
         self._zones: dict[str, str] = {}
         self._zones_at = 0.0
         self._unpositioned: set[TopicPartition] = set()
+        self._topics: list[str] = []
+        self._topics_checked = 0.0
 
     # ---- assignment ----------------------------------------------------------------------
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
@@ -153,13 +157,10 @@ class Worker:
     # ---- main loop -----------------------------------------------------------------------
     def run(self) -> None:
         self._retry("model", self.model.load_metadata)
-        scheme = self.s.topic_scheme()
-        if scheme.rotating:
-            self.consumer.subscribe(pattern=scheme.pattern, listener=_Rebalance(self))
-        else:
-            self.consumer.subscribe([self.s.topic], listener=_Rebalance(self))
+        self._follow_topics(force=True)
         pending: InFlight | None = None
         while not self.stop.is_set():
+            self._follow_topics()
             if self._unpositioned:
                 self._position()
             polled = self._poll_beside(pending)
@@ -174,6 +175,30 @@ class Worker:
             logger.info("stopping: abandoning in-flight batch frames=%d (its offsets are not stored, so it is redone)", pending.records)
             if pending.future is not None:
                 pending.future.cancel()
+
+    def _follow_topics(self, force: bool = False) -> None:
+        """Subscribe to the frame topics: the one topic, or every bucket topic the broker has and the janitor has
+        not retired. A retired topic (consumed, about to be deleted) leaves every worker's subscription before it is
+        deleted, so no worker fetches it afterwards (a fetch would make Tansu create it again, empty)."""
+        scheme = self.s.topic_scheme()
+        if not scheme.rotating:
+            if force:
+                self.consumer.subscribe([self.s.topic], listener=_Rebalance(self))
+            return
+        now = time.monotonic()
+        if not force and now - self._topics_checked < TOPICS_CHECK_S:
+            return
+        self._topics_checked = now
+        try:
+            retired = self.store.retired_topics()
+            live = sorted(t for t in self.consumer.topics() if scheme.is_mine(t) and t not in retired)
+        except (redis.RedisError, KafkaError) as e:
+            logger.warning("frame topics not refreshed error=%s", e)
+            return
+        if live != self._topics:
+            logger.info("following topics topics=%d newest=%s", len(live), live[-1] if live else "")
+            self._topics = live
+            self.consumer.subscribe(live, listener=_Rebalance(self))
 
     def _poll_beside(self, pending: InFlight | None) -> dict[Any, list[Any]]:
         """The next frames, fetched while `pending`'s Predict runs; returns early once that call is done."""
