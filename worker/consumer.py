@@ -135,15 +135,16 @@ class Worker:
                 off = self.consumer.committed(tp)
                 if off is not None:
                     committed[tp] = off
-        fresh = [tp for tp in assigned if tp not in stored and tp not in committed]
-        earliest = self.consumer.beginning_offsets(fresh) if fresh else {}
         for tp in assigned:
             if tp in stored:
                 where = ("stored", stored[tp])
             elif tp in committed:
                 where = ("kafka_committed", committed[tp])
             else:
-                where = ("earliest", earliest.get(tp, 0))
+                # resolved by the next fetch (a synchronous lookup raises for a topic deleted meanwhile)
+                self.consumer.seek_to_beginning(tp)
+                logger.info("partition assigned topic=%s partition=%d from=earliest", tp.topic, tp.partition)
+                continue
             self.consumer.seek(tp, where[1])
             logger.info("partition assigned topic=%s partition=%d from=%s offset=%d", tp.topic, tp.partition, *where)
 
