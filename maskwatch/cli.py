@@ -24,6 +24,7 @@ def _up(args: argparse.Namespace) -> int:
         kafka_port=args.kafka_port,
         redis_url=args.redis_url,
         serving_port=args.serving_port,
+        serving_rest_port=args.serving_rest_port,
         dashboard_port=args.dashboard_port,
         workers=args.workers,
         partitions=args.partitions,
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--kafka-port", type=int, default=9092)
     up.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="reused when it answers, else one is started")
     up.add_argument("--serving-port", type=int, default=8500)
+    up.add_argument("--serving-rest-port", type=int, default=8501, help="the model server's REST API (0: off)")
     up.add_argument("--dashboard-port", type=int, default=5000)
     up.add_argument("--model-base-path", default="models/mask_detector")
     up.add_argument("--demo-cameras", type=int, default=3)
