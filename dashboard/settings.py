@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from maskwatch.frames import MAX_PIXELS
 from maskwatch.settings import CommonSettings
 
 ENV_PREFIX = "MW_DASHBOARD_"
@@ -92,6 +93,20 @@ class DashboardSettings(CommonSettings):
         le=64 * 1024 * 1024,
         validation_alias=_env("max_upload_bytes"),
         description="Largest image accepted by POST /api/predict",
+    )
+    max_upload_pixels: int = Field(
+        MAX_PIXELS,
+        ge=64 * 64,
+        le=8192 * 8192,
+        validation_alias=_env("max_upload_pixels"),
+        description="Largest image, in pixels read from its header before decoding, accepted by POST /api/predict",
+    )
+    max_concurrent_predicts: int = Field(
+        2,
+        ge=1,
+        le=64,
+        validation_alias=_env("max_concurrent_predicts"),
+        description="Uploads checked at once by POST /api/predict; more get 429 with Retry-After",
     )
 
     site_file: str | None = Field(

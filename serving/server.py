@@ -182,7 +182,7 @@ class ModelServer:
             metrics=self.metrics,
         )
         self._stack.callback(self.manager.close, settings.shutdown_grace_seconds)
-        self.inference = Inference(self.manager, self.scheduler, self.metrics)
+        self.inference = Inference(self.manager, self.scheduler, self.metrics, settings.max_image_pixels)
 
         self.manager.apply_config(configs)
         self.manager.start_polling()

@@ -90,7 +90,8 @@ def test_connect_sends_every_camera_then_updates_follow_batches(
     assert {p["camera"] for p in inbox.of(EV_CAMERA)} >= {"gate-1", "hall-2"}
     system = inbox.wait_for(EV_SYSTEM)
     assert system["cameras"]["total"] == 2
-    assert system["window"]["with_mask"] == 4 and system["people"] == 6
+    assert system["window"]["with_mask"] == 4 and system["face_verdicts"] == 6
+    assert system["people"] == 6  # seed() counts every face as a different person
 
     inbox.clear()
     seed(dashboard_store, "gate-1", with_mask=0, without_mask=4)
@@ -130,12 +131,14 @@ def test_violations_are_pushed_and_listed(dash: tuple[Flask, SocketIO], dashboar
     inbox.wait_for(EV_CAMERA)
     seed(dashboard_store, "dock", without_mask=2, violations=2)
     v = inbox.wait_for(EV_VIOLATION)
-    assert v["camera"] == "dock" and v["class"] == "without_mask"
+    assert v["camera"] == "dock" and v["class"] == "without_mask" and v["state"] == "closed"
+    assert len(v["box"]) == 4 and v["snapshot_url"] == f"/api/cameras/dock/snapshots/{v['id']}.jpg"
 
     http = app.test_client()
     rows = http.get("/api/cameras/dock/violations").get_json()
     assert len(rows) == 2 and rows[0]["class"] == "without_mask"
-    snap = http.get(rows[0]["snapshot_url"])
+    assert {r["id"] for r in rows} >= {v["id"]} and "snapshot" not in rows[0]
+    snap = http.get(v["snapshot_url"])
     assert snap.status_code == 200 and snap.mimetype == "image/jpeg" and snap.data[:3] == b"\xff\xd8\xff"
     assert http.get("/api/cameras/dock/violations?limit=0").status_code == 400
     assert http.get("/api/cameras/dock/snapshots/nope.jpg").status_code == 404

@@ -88,7 +88,34 @@ def test_uploads_are_limited_in_size_and_type(make: Callable[..., Flask], raw: b
     if status == 415:
         assert body["allowed"] == ["image/jpeg", "image/png"]
     if status == 413 and raw.startswith(b"\x89PNG"):
-        assert body["limit_pixels"] == 40_000_000 and body["detail"] == "100000x100000 pixels"
+        assert body["limit_pixels"] == 4096 * 2160 and body["detail"] == "100000x100000 pixels"
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A real 8x8 JPEG (a few hundred bytes) whose start-of-frame header announces width x height: a header bomb."""
+    raw = jpeg(8, 8)
+    i = raw.index(b"\xff\xc0")
+    return raw[: i + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + raw[i + 9 :]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("width", "height"), [(6300, 6300), (20000, 2000), (4097, 2160)])
+def test_a_jpeg_header_bomb_is_refused_before_decoding(make: Callable[..., Flask], width: int, height: int) -> None:
+    raw = jpeg_claiming(width, height)
+    assert len(raw) < 1024
+    r = upload(make().test_client(), raw)
+    assert r.status_code == 413, r.data[:200]
+    assert r.get_json() == {
+        "error": "image too large",
+        "detail": f"{width}x{height} pixels",
+        "limit_pixels": 4096 * 2160,
+    }
+
+
+@pytest.mark.timeout(30)
+def test_the_pixel_cap_is_a_setting(make: Callable[..., Flask]) -> None:
+    r = upload(make(max_upload_pixels=64 * 64).test_client(), jpeg(65, 64))
+    assert r.status_code == 413 and r.get_json()["limit_pixels"] == 64 * 64
 
 
 @pytest.mark.timeout(30)
