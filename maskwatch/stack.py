@@ -216,6 +216,8 @@ class Stack:
                 "serving",
                 self._py(
                     "serving",
+                    "--host",
+                    "127.0.0.1",  # the workers and dashboard are on this machine; nobody else may call it
                     "--port",
                     str(cfg.serving_port),
                     "--rest_api_port",

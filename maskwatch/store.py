@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +29,8 @@ HEARTBEAT_TTL_S = 15
 ALERTS_MAXLEN = 10_000
 # The windows the REST API and `maskwatch stats` answer for: label -> minutes of per-minute buckets.
 WINDOWS: dict[str, int] = {"1m": 1, "15m": 15, "1h": 60, "24h": 1440}
+
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 
 STATUS_ONLINE = "online"
 STATUS_RECONNECTING = "reconnecting"
@@ -121,6 +125,14 @@ class Keys:
     def alerts_leader(self) -> str:
         """String: id of the dashboard replica that evaluates alert rules (SET NX PX, renewed)."""
         return f"{self.prefix}alerts:leader"
+
+    def session(self, sid: str) -> str:
+        """String (TTL): JSON of one dashboard login session; the cookie holds only the random `sid`."""
+        return f"{self.prefix}session:{sid}"
+
+    def auth_failures(self, client: str) -> str:
+        """Counter (TTL = the rate-limit window): failed logins and wrong tokens from one client address."""
+        return f"{self.prefix}authfail:{client}"
 
 
 def epoch_minute(ts_ms: int) -> int:
@@ -594,6 +606,50 @@ class Store:
                 break
             last = "(" + _s(page[-1][0])
         return out[:count]
+
+    # ---- dashboard sessions and failed-login counters -----------------------------------------
+
+    def create_session(self, data: Mapping[str, Any], ttl_s: int) -> str:
+        """A new login session holding `data` (JSON), expiring after `ttl_s`; returns its random id."""
+        sid = secrets.token_urlsafe(32)
+        self.r.set(self.keys.session(sid), json.dumps(dict(data), separators=(",", ":")), ex=ttl_s)
+        return sid
+
+    def session(self, sid: str) -> dict[str, Any] | None:
+        """The data of a live session, or None (unknown, expired, revoked, or not an id at all)."""
+        if not SESSION_ID_RE.fullmatch(sid):
+            return None
+        raw = self.r.get(self.keys.session(sid))
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def drop_session(self, sid: str) -> None:
+        """Revoke a session (logout)."""
+        if SESSION_ID_RE.fullmatch(sid):
+            self.r.delete(self.keys.session(sid))
+
+    def add_auth_failure(self, client: str, window_s: int) -> int:
+        """Count one failed login or wrong token from `client`; returns the count in the current window."""
+        key = self.keys.auth_failures(client)
+        with self.r.pipeline(transaction=True) as p:
+            p.set(key, 0, ex=window_s, nx=True)  # the window starts at the first failure; INCR keeps its TTL
+            p.incr(key)
+            count = p.execute()[1]
+        return int(count)
+
+    def auth_failures(self, client: str) -> tuple[int, int]:
+        """(failures in the current window, seconds until it ends) for `client`."""
+        key = self.keys.auth_failures(client)
+        with self.r.pipeline(transaction=False) as p:
+            p.get(key)
+            p.ttl(key)
+            raw, ttl = p.execute()
+        return int(raw or 0), max(int(ttl), 0)
 
     def request_producer_reload(self) -> int:
         """Ask every producer to re-read its site file; returns the new request number."""
