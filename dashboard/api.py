@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from dashboard.context import dashboard, missing_vendor_files
-from dashboard.live import all_summaries, system_state
+from dashboard.live import all_summaries, episode_view, system_state
 from maskwatch.detections import COUNT_FIELDS
 from maskwatch.frames import is_valid_camera_id
 from maskwatch.store import WINDOWS, camera_summary, epoch_minute
@@ -22,7 +22,7 @@ bp = Blueprint("api", __name__)
 
 MAX_VIOLATIONS = 500
 MAX_ALERTS = 500
-# what Store._queue_batch names a snapshot: {ts_ms}-{ymin*1e4}-{xmin*1e4}
+# an episode's id names its snapshot: {first_ms}-{ymin*1e4}-{xmin*1e4} (worker/tracker.py Track.key)
 SNAPSHOT_ID = re.compile(r"^\d{1,16}(?:--?\d{1,6}){2}$")
 CSV_FIELDS = ("minute_start_utc", "ts_ms", *COUNT_FIELDS, "compliance")
 
@@ -175,14 +175,8 @@ def limit_arg(default: int = 50, most: int = MAX_VIOLATIONS) -> int:
 
 
 def violation_rows(cid: str, limit: int) -> list[dict[str, Any]]:
-    """A camera's newest violations, each with the URL of its snapshot (or None)."""
-    store = dashboard().store
-    prefix = store.keys.snapshot(cid, "")
-    rows = store.violations(cid, limit)
-    for v in rows:
-        key = v.get("snapshot") or ""
-        v["snapshot_url"] = f"/api/cameras/{cid}/snapshots/{key[len(prefix) :]}.jpg" if key.startswith(prefix) else None
-    return rows
+    """A camera's newest violation episodes, each with the URL of its best snapshot (or None)."""
+    return [episode_view(row) for row in dashboard().store.episodes(cid, limit)]
 
 
 @bp.get("/api/cameras/<cid>/violations")
@@ -193,7 +187,7 @@ def violations(cid: str) -> Response:
 
 @bp.get("/api/violations")
 def recent_violations() -> Response:
-    """The newest violations over every camera, newest first."""
+    """The newest violation episodes over every camera, newest first."""
     limit = limit_arg(20)
     rows = [v for cid in dashboard().store.camera_ids() for v in violation_rows(cid, limit)]
     rows.sort(key=lambda v: v["ts_ms"], reverse=True)

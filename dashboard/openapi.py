@@ -46,6 +46,10 @@ def spec() -> dict[str, Any]:
             "fps": {"type": "number"},
             "last_frame_ms": {"type": ["integer", "null"]},
             "data_age_s": {"type": ["number", "null"]},
+            "lag": {
+                "type": ["number", "null"],
+                "description": "seconds the newest counted frame trails the newest captured one; null before both are known",
+            },
             "window_minutes": {"type": "integer"},
             "window": {"$ref": "#/components/schemas/Counts"},
             "compliance": {"type": ["number", "null"], "description": "with_mask / people; null with nobody seen"},
@@ -73,14 +77,22 @@ def spec() -> dict[str, Any]:
     }
     violation = {
         "type": "object",
+        "description": "A violation episode: one tracked person judged unmasked or wrongly masked "
+        "(the `violation` event carries the same object when the episode opens, changes and closes)",
         "properties": {
-            "id": {"type": "string"},
+            "id": {"type": "string", "description": "episode id, also its snapshot's name"},
             "camera": {"type": "string"},
-            "ts_ms": {"type": "integer"},
             "class": {"type": "string", "enum": ["without_mask", "mask_worn_incorrectly"]},
-            "score": {"type": "number"},
-            "box": {"type": "array", "items": {"type": "number"}, "description": "ymin, xmin, ymax, xmax (0..1)"},
-            "snapshot_url": {"type": ["string", "null"]},
+            "state": {"type": "string", "enum": ["open", "closed"]},
+            "ts_ms": {"type": "integer", "description": "first seen (the same as first_ms)"},
+            "first_ms": {"type": "integer"},
+            "last_ms": {"type": "integer"},
+            "duration_s": {"type": "number"},
+            "votes": {"type": "object", "additionalProperties": {"type": "integer"}, "description": "frames per class"},
+            "score": {"type": "number", "description": "the highest detection score of the episode's class"},
+            "box": {"type": "array", "items": {"type": "number"}, "description": "last box: ymin, xmin, ymax, xmax (0..1)"},
+            "snapshot_url": {"type": ["string", "null"], "description": "the episode's largest, sharpest face"},
+            "snapshot_ms": {"type": ["integer", "null"], "description": "when that face was seen"},
         },
     }
     alert = {
@@ -194,7 +206,7 @@ def spec() -> dict[str, Any]:
             },
             "/api/cameras/{camera}/violations": {
                 "get": {
-                    "summary": "Recent violations, newest first",
+                    "summary": "Recent violation episodes (one per person), newest first",
                     "parameters": [
                         CAMERA,
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
@@ -208,7 +220,7 @@ def spec() -> dict[str, Any]:
             },
             "/api/cameras/{camera}/snapshots/{snapshot}.jpg": {
                 "get": {
-                    "summary": "The face crop stored with a violation",
+                    "summary": "The best face crop of a violation episode",
                     "parameters": [
                         CAMERA,
                         {"name": "snapshot", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -218,7 +230,7 @@ def spec() -> dict[str, Any]:
             },
             "/api/violations": {
                 "get": {
-                    "summary": "The newest violations over every camera, newest first",
+                    "summary": "The newest violation episodes over every camera, newest first",
                     "parameters": [
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                     ],
@@ -263,7 +275,23 @@ def spec() -> dict[str, Any]:
             "/api/system": {
                 "get": {
                     "summary": "The latest `system` event: workers, producers, site totals, throughput",
-                    "responses": {"200": _json({"type": "object"})},
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "people": {"type": "integer", "description": "different people in the window"},
+                                    "face_verdicts": {
+                                        "type": "integer",
+                                        "description": "faces judged in the window (every face of every frame)",
+                                    },
+                                    "compliance": {"type": ["number", "null"]},
+                                    "lag": {"type": ["integer", "null"], "description": "frames not yet consumed"},
+                                    "window": {"$ref": "#/components/schemas/Counts"},
+                                },
+                            }
+                        )
+                    },
                 }
             },
             "/api/health": {

@@ -8,6 +8,7 @@ from flask import Blueprint, abort, render_template
 
 from dashboard.context import dashboard, missing_vendor_files
 from maskwatch.frames import is_valid_camera_id
+from maskwatch.store import WINDOWS
 
 bp = Blueprint("pages", __name__)
 
@@ -19,6 +20,8 @@ def page_config() -> dict[str, Any]:
     rule = site.alerts.rule_for(None) if site.alerts is not None else None
     return {
         "window_minutes": s.window_minutes,
+        # the headline's window as a `?window=` label ('' = not one of them: the API's default is the headline's)
+        "window_label": next((k for k, v in WINDOWS.items() if v == s.window_minutes), ""),
         "good": s.good_threshold,
         "warn": s.warn_threshold,
         "stale_after_s": s.stale_after_s,

@@ -547,6 +547,8 @@ class Stack:
         model_dir = Path(self.cfg.model_base_path)
         argv = self._py(
             "serving",
+            "--host",
+            "127.0.0.1",  # the workers and dashboard are on this machine; nobody else may call it
             "--port",
             str(port),
             "--rest_api_port",

@@ -23,7 +23,7 @@ def run(settings: WorkerSettings, stop: threading.Event) -> int:
         metrics.serve(settings.metrics_port)
         logger.info("metrics listening port=%d", settings.metrics_port)
     with contextlib.ExitStack() as stack:
-        store = Store.from_url(settings.redis_url, settings.redis_prefix)
+        store = Store.from_url(settings.redis_url, settings.redis_prefix, history_ttl_s=settings.history_ttl_days * 86_400)
         stack.callback(store.close)
         model = ModelClient(settings.serving, settings.model_name, timeout_s=settings.model_timeout_s)
         stack.callback(model.close)

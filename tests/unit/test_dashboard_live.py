@@ -124,8 +124,8 @@ def test_system_state_adds_up_cameras_and_workers() -> None:
     state = system_state(
         store,  # type: ignore[arg-type]
         [
-            summary("a", "online", 1.0, with_mask=3, without_mask=1),
-            summary("b", "online", 99.0, with_mask=1, mask_worn_incorrectly=1),
+            summary("a", "online", 1.0, with_mask=3, without_mask=1, persons=2),
+            summary("b", "online", 99.0, with_mask=1, mask_worn_incorrectly=1, persons=1),
             summary("c", "offline", 1.0),
             summary("d", "online", None),
         ],
@@ -135,7 +135,8 @@ def test_system_state_adds_up_cameras_and_workers() -> None:
         now_ms=0,
     )
     assert state["cameras"] == {"total": 4, "online": 1, "ids": ["a", "b", "c", "d"]}
-    assert state["people"] == 6 and state["compliance"] == round(4 / 6, 4)
+    assert state["face_verdicts"] == 6 and state["compliance"] == round(4 / 6, 4)
+    assert state["people"] == 3  # different people, not faces
     assert state["lag"] == 7 and [w["id"] for w in state["workers"]] == ["w1", "w2"]
     assert state["throughput_fps"] == 12.35
 
@@ -166,7 +167,9 @@ def notice(**over: Any) -> str:
         "worker": "w1",
         "ts_ms": 1,
         "cameras": {"gate-1": {"frames": 2, "last_frame_ms": 1}},
-        "violations": [{"camera": "gate-1", "class": "without_mask", "score": 0.9, "ts_ms": 1}],
+        "violations": [
+            {"camera": "gate-1", "id": "1-1000-1000", "class": "without_mask", "state": "open", "score": 0.9, "ts_ms": 1, "snapshot_ms": 1}
+        ],
     }
     payload.update(over)
     return json.dumps(payload)
@@ -175,7 +178,9 @@ def notice(**over: Any) -> str:
 def test_a_batch_notice_pushes_only_its_cameras_and_its_violations() -> None:
     live, _, sio = emitter()
     live._on_update(notice())
-    assert sio.of(EV_VIOLATION) == [{"camera": "gate-1", "class": "without_mask", "score": 0.9, "ts_ms": 1}]
+    (v,) = sio.of(EV_VIOLATION)
+    assert (v["camera"], v["id"], v["state"]) == ("gate-1", "1-1000-1000", "open")
+    assert v["snapshot_url"] == "/api/cameras/gate-1/snapshots/1-1000-1000.jpg"
     live._emit_due()
     (update,) = sio.of(EV_CAMERA)
     assert update["camera"] == "gate-1" and update["name"] == "Gate" and update["compliance"] == 0.75
