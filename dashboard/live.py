@@ -67,11 +67,15 @@ def _value(v: str) -> Any:
     return v
 
 
+# Heartbeat fields kept from viewers: they name machines, processes and files (the CLI shows them to operators).
+PRIVATE_HEARTBEAT_FIELDS = frozenset({"host", "pid", "site_file", "metrics_port", "reload_msg"})
+
+
 def heartbeat_rows(beats: dict[str, dict[str, str]], now_ms: int) -> list[dict[str, Any]]:
-    """Heartbeats as rows: id, age_s, fps, lag, plus every other field the service wrote."""
+    """Heartbeats as rows: id, age_s, fps, lag, plus the other fields the service wrote but the private ones."""
     rows = []
     for ident, fields in beats.items():
-        row: dict[str, Any] = {k: _value(v) for k, v in fields.items()}
+        row: dict[str, Any] = {k: _value(v) for k, v in fields.items() if k not in PRIVATE_HEARTBEAT_FIELDS}
         ts = row.get("ts_ms")
         row["id"] = ident
         row["age_s"] = round((now_ms - ts) / 1000, 1) if isinstance(ts, int) else None

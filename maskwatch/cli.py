@@ -88,17 +88,62 @@ def print_table(window: str, rows: list[dict[str, Any]]) -> None:
         )
 
 
+def print_history(body: dict[str, Any], tz: Any) -> None:
+    """`maskwatch stats --from/--to`: one line per bucket, then the range's total."""
+    import datetime as dt
+
+    subject = f"camera {body['camera']}" if body["camera"] else f"zone {body['zone']}" if body["zone"] else "whole site"
+    print(f"{subject}, {body['resolution']} buckets")
+    print(f"{'bucket start':<20} {'compliance':>10} {'faces':>7} {'mask':>6} {'no mask':>8} {'wrong':>6} {'people':>7}")
+    fmt = {"minute": "%Y-%m-%d %H:%M", "hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d"}[body["resolution"]]
+    for r in [*body["series"], {**body["total"], "ts_ms": None}]:
+        when = "total" if r["ts_ms"] is None else dt.datetime.fromtimestamp(r["ts_ms"] / 1000, tz).strftime(fmt)
+        faces = r["with_mask"] + r["without_mask"] + r["mask_worn_incorrectly"]
+        print(
+            f"{when:<20} {_pct(r['compliance']):>10} {faces:>7} {r['with_mask']:>6} {r['without_mask']:>8} "
+            f"{r['mask_worn_incorrectly']:>6} {r['persons']:>7}"
+        )
+
+
+def _history(args: argparse.Namespace, store: Store) -> int:
+    from maskwatch import history
+
+    try:
+        tz = history.timezone(args.timezone)
+        now = int(time.time() * 1000)
+        to = history.parse_instant(args.to, tz, end=True) if args.to else now
+        start = history.parse_instant(args.from_, tz) if args.from_ else to - 7 * 86_400_000
+        if args.zone is not None and args.zone not in store.zones():
+            print(f"maskwatch stats: unknown zone {args.zone!r} (known: {', '.join(store.zones()) or 'none'})", file=sys.stderr)
+            return 1
+        resolution = args.resolution or history.pick_resolution(start, to, now, store.minute_ttl_s, args.zone is not None)
+        body = history.payload(store, start, to, args.camera, args.zone, resolution)
+    except history.RangeError as exc:
+        print(f"maskwatch stats: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(body, indent=2))
+    else:
+        print_history(body, tz)
+    return 0
+
+
 def _stats(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
     settings = CommonSettings(**overrides)
     if args.camera is not None and not is_valid_camera_id(args.camera):
         print(f"maskwatch stats: {args.camera!r} is not a camera id", file=sys.stderr)
         return 2
+    if args.camera is not None and args.zone is not None:
+        print("maskwatch stats: --camera and --zone are exclusive", file=sys.stderr)
+        return 2
     store = Store.from_url(settings.redis_url, settings.redis_prefix)
     try:
         if args.camera is not None and not store.has_camera(args.camera):
             print(f"maskwatch stats: unknown camera {args.camera!r} (known: {', '.join(store.camera_ids()) or 'none'})", file=sys.stderr)
             return 1
+        if args.from_ or args.to or args.zone is not None:
+            return _history(args, store)
         rows = stats_rows(store, args.window, args.camera, int(time.time() * 1000))
     except (redis.RedisError, OSError) as exc:
         print(f"maskwatch stats: Redis at {settings.redis_url.split('@')[-1]} is unavailable: {exc}", file=sys.stderr)
@@ -164,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--window", choices=list(WINDOWS), default="15m", help="window of per-minute buckets (default 15m)")
     st.add_argument("--camera", help="only this camera (like GET /api/cameras/<id>)")
     st.add_argument("--json", action="store_true", help="JSON: {window, window_minutes, cameras: [camera_summary]}")
+    st.add_argument("--from", dest="from_", help="history from (epoch ms, ISO date or date-time): per-bucket series like GET /api/history")
+    st.add_argument("--to", help="history to (default now; an ISO date includes that day)")
+    st.add_argument("--zone", help="history of one zone (its own hourly and daily buckets)")
+    st.add_argument("--resolution", choices=["minute", "hour", "day"], help="default: the one the range calls for")
+    st.add_argument("--timezone", default="UTC", help="IANA zone of dates given and printed (default UTC)")
     st.add_argument("--redis-url", help="default MW_REDIS_URL")
     st.add_argument("--redis-prefix", help="default MW_REDIS_PREFIX")
     st.set_defaults(fn=_stats)

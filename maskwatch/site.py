@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -29,17 +29,37 @@ class SiteError(ValueError):
     """A site file that cannot be used; the message names file, line, camera and field."""
 
 
+# Query parameters whose value is a credential: password, passwd, pwd, token, secret, api_key, auth, sig, ...
+_SECRET_PARAM_RE = re.compile(r"pass|pwd|token|secret|key|auth|sig|cred|session", re.IGNORECASE)
+# What follows the userinfo's "@": a host (name, IPv4 or [IPv6]) and port, then the path, query or the end.
+_AFTER_USERINFO_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]*)(?::\d*)?(?=[/?#]|$)")
+
+
 def redact(source: str) -> str:
-    """`source` with any password in its URL replaced by ***, for logs and Redis (cameras embed credentials)."""
-    if "://" not in source or "@" not in source:
+    """`source` with its credentials replaced by ***, for logs and Redis (cameras embed them in URLs).
+
+    The password of the userinfo is hidden whatever it holds (`#`, `/`, `?`, `@` included: the userinfo is taken
+    up to the last `@` that a host follows), and so is the value of every query parameter named like a
+    credential (`password`, `pwd`, `token`, `secret`, `api_key`, `auth`, `signature`, ...).
+    """
+    m = _SCHEME_RE.match(source)
+    if m is None:
         return source
-    parts = urlsplit(source)
-    if parts.password is None:
-        return source
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    head, rest = source[: m.end()], source[m.end() :]
+    at = len(rest)
+    while (at := rest.rfind("@", 0, at)) >= 0:
+        if _AFTER_USERINFO_RE.match(rest[at + 1 :]):
+            user, sep, _ = rest[:at].partition(":")
+            rest = f"{user}:***{rest[at:]}" if sep else rest
+            break
+    path_end = min(i for i in (rest.find("?"), len(rest)) if i >= 0)
+    if path_end == len(rest):
+        return head + rest
+    params = []
+    for param in rest[path_end + 1 :].split("&"):
+        name, eq, _ = param.partition("=")
+        params.append(f"{name}=***" if eq and _SECRET_PARAM_RE.search(name) else param)
+    return head + rest[:path_end] + "?" + "&".join(params)
 
 
 def _is_synthetic(source: str) -> bool:

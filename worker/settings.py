@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import secrets
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -13,7 +13,10 @@ from maskwatch.settings import CommonSettings
 
 class WorkerSettings(CommonSettings):
     group: str = Field("maskwatch-workers", min_length=1, description="Kafka consumer group")
-    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{__import__('os').getpid()}", description="Worker id in heartbeats")
+    worker_id: str = Field(
+        default_factory=lambda: f"worker-{secrets.token_hex(4)}",
+        description="Worker id in heartbeats (random by default: the dashboard shows it, so no host name or pid)",
+    )
     start_from: Literal["latest", "earliest"] = Field(
         "latest", description="Where a partition with no stored or committed offset starts (a new deployment)"
     )

@@ -114,6 +114,25 @@ def test_heartbeat_rows_parse_values(fields: dict[str, str], expected: dict[str,
     assert {k: row[k] for k in expected} == expected
 
 
+def test_heartbeat_rows_keep_machines_processes_and_files_from_viewers() -> None:
+    fields = {"host": "ward-3-pc", "pid": "4242", "site_file": "/etc/maskwatch/site.yaml", "metrics_port": "9101",
+              "reload_msg": "/etc/maskwatch/site.yaml:3: bad", "fps": "5", "cameras": "3"}
+    (row,) = heartbeat_rows({"p-1": fields}, now_ms=10_000)
+    assert row["fps"] == 5 and row["cameras"] == 3
+    shown = repr(row)
+    assert "ward-3-pc" not in shown and "4242" not in shown and "/etc/" not in shown and "9101" not in shown
+
+
+def test_the_default_worker_id_names_no_machine() -> None:
+    import os
+    import socket
+
+    from worker.settings import WorkerSettings
+
+    wid = WorkerSettings().worker_id
+    assert socket.gethostname() not in wid and str(os.getpid()) not in wid and wid != WorkerSettings().worker_id
+
+
 def summary(cid: str, status: str, age: float | None, **window: int) -> dict[str, Any]:
     return {"camera": cid, "status": status, "data_age_s": age, "window": Counts(**window).as_dict()}
 
