@@ -62,6 +62,11 @@ def spec() -> dict[str, Any]:
             "site": {"type": "string"},
             "zone": {"type": "string"},
             "status": {"type": "string", "description": "online / reconnecting / offline / unknown, from the producer"},
+            "last_error": {
+                "type": "string",
+                "description": "the producer's last error reading this camera (no such file, connection refused, "
+                "unauthorized, timeout, undecodable stream, removed from the site file); empty when none",
+            },
             "fps": {"type": "number"},
             "last_frame_ms": {"type": ["integer", "null"]},
             "data_age_s": {"type": ["number", "null"]},

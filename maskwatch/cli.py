@@ -86,6 +86,8 @@ def print_table(window: str, rows: list[dict[str, Any]]) -> None:
             f"{r['camera']:<16} {r['status']:<13} {_pct(r['compliance']):>10} {r['persons']['persons']:>7} "
             f"{w['with_mask']:>6} {w['without_mask']:>8} {w['mask_worn_incorrectly']:>6} {w['frames']:>8} {age:>6}"
         )
+        if r.get("last_error") and r["status"] != "online":  # why it does not send
+            print(f"{'':<16} last error: {r['last_error']}")
 
 
 def print_history(body: dict[str, Any], tz: Any) -> None:

@@ -683,6 +683,7 @@ def camera_summary(store: Store, cid: str, window_minutes: int, now_ms: int | No
         "site": info.get("site", ""),
         "zone": info.get("zone", ""),
         "status": status,
+        "last_error": info.get("last_error", ""),
         "fps": float(info.get("fps", "0") or 0),
         "last_frame_ms": last or None,
         "data_age_s": round((now - last) / 1000, 1) if last else None,
