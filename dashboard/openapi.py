@@ -62,6 +62,11 @@ def spec() -> dict[str, Any]:
             "site": {"type": "string"},
             "zone": {"type": "string"},
             "status": {"type": "string", "description": "online / reconnecting / offline / unknown, from the producer"},
+            "last_error": {
+                "type": "string",
+                "description": "the producer's last error reading this camera (no such file, connection refused, "
+                "unauthorized, timeout, undecodable stream, removed from the site file); empty when none",
+            },
             "fps": {"type": "number"},
             "last_frame_ms": {"type": ["integer", "null"]},
             "data_age_s": {"type": ["number", "null"]},
@@ -322,6 +327,30 @@ def spec() -> dict[str, Any]:
                     "summary": "The History page: compliance per zone and per camera over a range, and hour × weekday",
                     "parameters": [*RANGE],
                     "responses": {"200": _json({"type": "object"}), "400": _json(ERROR, "bad range")},
+                }
+            },
+            "/api/report": {
+                "get": {
+                    "summary": "A compliance report over a range (site, zone or camera): figures, cameras, shifts, "
+                    "worst hours, violation episodes with snapshots",
+                    "parameters": [
+                        *RANGE,
+                        SUBJECT_CAMERA,
+                        SUBJECT_ZONE,
+                        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["html", "csv", "json"]}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the report: printable HTML (default), CSV or JSON",
+                            "content": {
+                                "text/html": {"schema": {"type": "string"}},
+                                "text/csv": {"schema": {"type": "string"}},
+                                "application/json": {"schema": {"type": "object"}},
+                            },
+                        },
+                        "400": _json(ERROR, "bad range, bad format, camera and zone together"),
+                        "404": _json(ERROR, "unknown camera or zone"),
+                    },
                 }
             },
             "/api/system": {

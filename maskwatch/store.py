@@ -516,6 +516,10 @@ class Store:
                 out.append(episode_row(fields, self.keys.snapshot(cid, eid), now))
         return out
 
+    def episode_counts(self, cid: str, since_ms: int, until_ms: int) -> int:
+        """How many of a camera's episodes started in [since_ms, until_ms]."""
+        return int(self.r.zcount(self.keys.episodes(cid), since_ms, until_ms))
+
     def snapshot(self, key: str) -> bytes | None:
         if not key.startswith(self.keys.prefix + "snap:"):
             return None
@@ -679,6 +683,7 @@ def camera_summary(store: Store, cid: str, window_minutes: int, now_ms: int | No
         "site": info.get("site", ""),
         "zone": info.get("zone", ""),
         "status": status,
+        "last_error": info.get("last_error", ""),
         "fps": float(info.get("fps", "0") or 0),
         "last_frame_ms": last or None,
         "data_age_s": round((now - last) / 1000, 1) if last else None,

@@ -60,6 +60,7 @@
     }
     el.querySelector('[data-field="people"]').textContent = MW.num(MW.persons(s));
     MW.showWarnings(el.querySelector(".qa"), s);
+    MW.showError(el.querySelector(".cam-error"), s);
     const a = alerts.get("camera:" + s.camera);
     el.classList.toggle("alerting", Boolean(a));
     el.querySelector(".alert-badge").hidden = !a;
