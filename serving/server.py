@@ -218,7 +218,8 @@ class ModelServer:
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.inference, self.metrics, self.reload), server
         )
-        address = f"0.0.0.0:{self.settings.port}"
+        host = self.settings.host
+        address = f"[{host}]:{self.settings.port}" if ":" in host else f"{host}:{self.settings.port}"
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as error:
@@ -237,6 +238,7 @@ class ModelServer:
             rest = RestServer(
                 api,
                 self.settings.rest_api_port,
+                host=self.settings.host,
                 timeout_seconds=self.settings.rest_api_timeout_in_ms / 1000,
                 num_threads=self.settings.rest_api_num_threads,
             )

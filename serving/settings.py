@@ -35,6 +35,7 @@ class Settings:
     """Everything `python -m serving` is told on its command line."""
 
     port: int = 8500
+    host: str = "0.0.0.0"
     grpc_max_threads: int = 64
     rest_api_port: int = 0
     rest_api_num_threads: int = 16
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(f"--{name}", type=kind, default=default, help=f"{help_text} (default {default!r})")
 
     add("port", int, "TCP port for gRPC")
+    add("host", str, "Address the gRPC and REST ports listen on; 127.0.0.1 keeps them on this machine (not a TF Serving flag)")
     add("grpc_max_threads", int, "Max gRPC server threads handling calls")
     add("rest_api_port", int, "TCP port for the REST API and metrics; 0 turns REST off")
     add("rest_api_num_threads", int, "Threads for HTTP/REST request handling")
