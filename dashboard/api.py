@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from dashboard.auth import presented
 from dashboard.context import dashboard, missing_vendor_files
 from dashboard.live import all_summaries, episode_view, system_state
-from maskwatch import history
+from maskwatch import history, report
 from maskwatch.detections import COUNT_FIELDS
 from maskwatch.frames import is_valid_camera_id
 from maskwatch.store import WINDOWS, CameraStillSent, camera_summary, epoch_minute, remove_camera
@@ -377,3 +377,33 @@ def _summed(series: list[history.Series]) -> tuple[tuple[int, Any], ...]:
     for s in series[1:]:
         out = [(t, a + b) for (t, a), (_, b) in zip(out, s.rows, strict=True)]
     return tuple(out)
+
+
+REPORT_FORMATS = ("html", "csv", "json")
+
+
+@bp.get("/api/report")
+def report_view() -> Response:
+    """A compliance report over a range for the site, a zone or a camera: printable HTML, CSV or JSON."""
+    start, to = range_args()
+    cid, zone = subject_args()
+    fmt = request.args.get("format", "html")
+    if fmt not in REPORT_FORMATS:
+        raise ApiError(400, "bad format", format=fmt, allowed=list(REPORT_FORMATS))
+    d = dashboard()
+    req = report.ReportRequest(start, to, cid, zone, d.site.timezone, d.site.shifts, d.site.name)
+    try:
+        body = report.build(d.store, req, int(time.time() * 1000))
+    except history.RangeError as exc:
+        raise ApiError(400, "bad range", detail=str(exc)) from None
+    name = f"maskwatch-report-{body['subject']['name']}-{time.strftime('%Y%m%d', time.gmtime(start / 1000))}"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    if fmt == "json":
+        return jsonify(body)
+    if fmt == "csv":
+        return Response(
+            report.to_csv(body),
+            mimetype="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    return Response(report.to_html(body, d.store), mimetype="text/html")

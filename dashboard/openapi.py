@@ -349,6 +349,30 @@ def spec() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}), "400": _json(ERROR, "bad range")},
                 }
             },
+            "/api/report": {
+                "get": {
+                    "summary": "A compliance report over a range (site, zone or camera): figures, cameras, shifts, "
+                    "worst hours, violation episodes with snapshots",
+                    "parameters": [
+                        *RANGE,
+                        SUBJECT_CAMERA,
+                        SUBJECT_ZONE,
+                        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["html", "csv", "json"]}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the report: printable HTML (default), CSV or JSON",
+                            "content": {
+                                "text/html": {"schema": {"type": "string"}},
+                                "text/csv": {"schema": {"type": "string"}},
+                                "application/json": {"schema": {"type": "object"}},
+                            },
+                        },
+                        "400": _json(ERROR, "bad range, bad format, camera and zone together"),
+                        "404": _json(ERROR, "unknown camera or zone"),
+                    },
+                }
+            },
             "/api/system": {
                 "get": {
                     "summary": "The latest `system` event: workers, producers, site totals, throughput",

@@ -1,4 +1,4 @@
-"""HTML pages: the live overview, one camera's page, history, and the upload check page."""
+"""HTML pages: the live overview, one camera's page, history, reports, and the upload check page."""
 
 from __future__ import annotations
 
@@ -51,6 +51,19 @@ def camera(cid: str) -> str:
 @bp.get("/history")
 def history() -> str:
     return render_template("history.html", cfg=page_config(), missing_assets=missing_vendor_files())
+
+
+@bp.get("/report")
+def report() -> str:
+    d = dashboard()
+    return render_template(
+        "report.html",
+        cfg=page_config(),
+        missing_assets=missing_vendor_files(),
+        zones=list(d.store.zones()),
+        cameras=d.store.camera_ids(),
+        shifts=d.site.shifts,
+    )
 
 
 @bp.get("/check")

@@ -1,4 +1,4 @@
-"""The `maskwatch` command: `up` runs the whole stack on one machine; `stats` and `cameras` answer from Redis."""
+"""The `maskwatch` command: `up` runs the whole stack on one machine; `stats`, `report` and `cameras` answer from Redis."""
 
 from __future__ import annotations
 
@@ -189,6 +189,57 @@ def _cameras_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    """`maskwatch report`: the dashboard's GET /api/report written from the command line."""
+    from maskwatch import history, report
+    from maskwatch.site import SiteError, load_site
+
+    overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
+    settings = CommonSettings(**overrides)
+    try:
+        site = load_site(args.site) if args.site else None
+    except SiteError as exc:
+        print(f"maskwatch report: {exc}", file=sys.stderr)
+        return 2
+    tz_name = site.timezone if site is not None else "UTC"
+    if args.camera is not None and args.zone is not None:
+        print("maskwatch report: --camera and --zone are exclusive", file=sys.stderr)
+        return 2
+    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    try:
+        tz = history.timezone(tz_name)
+        now = int(time.time() * 1000)
+        to = history.parse_instant(args.to, tz, end=True) if args.to else now
+        start = history.parse_instant(args.from_, tz) if args.from_ else to - 7 * 86_400_000
+        if to <= start:
+            raise history.RangeError("`--to` must be after `--from`")
+        if args.camera is not None and not store.has_camera(args.camera):
+            print(f"maskwatch report: unknown camera {args.camera!r}", file=sys.stderr)
+            return 1
+        if args.zone is not None and args.zone not in store.zones():
+            print(f"maskwatch report: unknown zone {args.zone!r} (known: {', '.join(store.zones()) or 'none'})", file=sys.stderr)
+            return 1
+        shifts = site.shifts if site is not None else []
+        req = report.ReportRequest(start, to, args.camera, args.zone, tz_name, shifts, site.site if site else "")
+        body = report.build(store, req, now)
+        text = report.to_csv(body) if args.format == "csv" else report.to_html(body, store)
+    except history.RangeError as exc:
+        print(f"maskwatch report: {exc}", file=sys.stderr)
+        return 2
+    except (redis.RedisError, OSError) as exc:
+        print(f"maskwatch report: Redis at {settings.redis_url.split('@')[-1]} is unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if args.out in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"report written to {args.out}", file=sys.stderr)
+    return 0
+
+
 def _cameras_reload(args: argparse.Namespace) -> int:
     from producer.reload import cameras_reload
 
@@ -246,6 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--redis-url", help="default MW_REDIS_URL")
     st.add_argument("--redis-prefix", help="default MW_REDIS_PREFIX")
     st.set_defaults(fn=_stats)
+    rep = sub.add_parser("report", help="a compliance report over a range (the dashboard's GET /api/report): HTML or CSV")
+    rep.add_argument("--from", dest="from_", help="start: epoch ms, ISO date or date-time (default: 7 days before --to)")
+    rep.add_argument("--to", help="end (default now; an ISO date includes that day)")
+    rep.add_argument("--camera", help="only this camera")
+    rep.add_argument("--zone", help="only this zone")
+    rep.add_argument("--format", choices=["html", "csv"], default="html")
+    rep.add_argument("--out", help="file to write (default: standard output)")
+    rep.add_argument("--site", help="site YAML: its name, time zone and shifts")
+    rep.add_argument("--redis-url", help="default MW_REDIS_URL")
+    rep.add_argument("--redis-prefix", help="default MW_REDIS_PREFIX")
+    rep.set_defaults(fn=_report)
     cams = sub.add_parser("cameras", help="camera management")
     cams_sub = cams.add_subparsers(dest="cameras_cmd", required=True)
     rl = cams_sub.add_parser("reload", help="ask every running producer to re-read its site file (like SIGHUP)")

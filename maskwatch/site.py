@@ -174,6 +174,35 @@ class CameraConfig(BaseModel):
         return redact(self.source)
 
 
+_HHMM_RE = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$")
+
+
+class Shift(BaseModel):
+    """A named shift in the site's local time; `end` before `start` runs past midnight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100, description="Shift name shown in reports")
+    start: str = Field(description="Local start time HH:MM")
+    end: str = Field(description="Local end time HH:MM (exclusive)")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM_RE.fullmatch(v):
+            raise ValueError("must be a 24-hour time HH:MM, e.g. 06:00")
+        return v
+
+    def minutes(self) -> tuple[int, int]:
+        (sh, sm), (eh, em) = (map(int, t.split(":")) for t in (self.start, self.end))
+        return sh * 60 + sm, eh * 60 + em
+
+    def covers(self, minute_of_day: int) -> bool:
+        """True when a local time of day (minutes after midnight) falls in this shift."""
+        start, end = self.minutes()
+        return start <= minute_of_day < end if start < end else minute_of_day >= start or minute_of_day < end
+
+
 class SiteConfig(BaseModel):
     """A whole site: its name and cameras."""
 
@@ -185,6 +214,19 @@ class SiteConfig(BaseModel):
     alerts: AlertsConfig | None = Field(
         None, description="Compliance alert rules, evaluated by the dashboard (maskwatch/alerts.py); none: no alerts"
     )
+    shifts: list[Shift] = Field(default_factory=list, description="Named shifts that reports break compliance down by")
+
+    @field_validator("shifts")
+    @classmethod
+    def _shift_names(cls, v: list[Shift]) -> list[Shift]:
+        names = [s.name for s in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate shift name {dup[0]!r}")
+        for s in v:
+            if s.start == s.end:
+                raise ValueError(f"shift {s.name!r} starts and ends at {s.start}")
+        return v
 
     @field_validator("cameras")
     @classmethod

@@ -526,6 +526,10 @@ class Store:
                 out.append(episode_row(fields, self.keys.snapshot(cid, eid), now))
         return out
 
+    def episode_counts(self, cid: str, since_ms: int, until_ms: int) -> int:
+        """How many of a camera's episodes started in [since_ms, until_ms]."""
+        return int(self.r.zcount(self.keys.episodes(cid), since_ms, until_ms))
+
     def snapshot(self, key: str) -> bytes | None:
         if not key.startswith(self.keys.prefix + "snap:"):
             return None
