@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import csv
+import hmac
 import io
 import re
 import time
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from dashboard.auth import presented
 from dashboard.context import dashboard, missing_vendor_files
 from dashboard.live import all_summaries, episode_view, system_state
 from maskwatch import history, report
 from maskwatch.detections import COUNT_FIELDS
 from maskwatch.frames import is_valid_camera_id
-from maskwatch.store import WINDOWS, camera_summary, epoch_minute
+from maskwatch.store import WINDOWS, CameraStillSent, camera_summary, epoch_minute, remove_camera
 
 bp = Blueprint("api", __name__)
 
@@ -135,6 +137,22 @@ def camera(cid: str) -> Response:
     now_ms = int(time.time() * 1000)
     summary = camera_summary(dashboard().store, cid, minutes, now_ms)
     return jsonify({**summary, "window_label": label, "series": series_rows(cid, minutes, now_ms)})
+
+
+@bp.delete("/api/cameras/<cid>")
+def remove(cid: str) -> tuple[Response, int]:
+    """Retire a camera no producer runs (admin: the dashboard's own token as a Bearer header, when one is set)."""
+    token = current_app.config.get("MW_TOKEN")
+    if token is not None:
+        how, value = presented(request)
+        if how != "bearer" or value is None or not hmac.compare_digest(value.encode(), token.encode()):
+            raise ApiError(403, "forbidden", detail="removing a camera needs the dashboard token as Authorization: Bearer")
+    known_camera(cid)
+    try:
+        retired = remove_camera(dashboard().store, cid)
+    except CameraStillSent as e:
+        raise ApiError(409, "camera_still_sent", detail=str(e)) from None
+    return jsonify({"camera": cid, "retired": True, "was_retired": not retired}), 200
 
 
 @bp.get("/api/cameras/<cid>/series.csv")

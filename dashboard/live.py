@@ -413,7 +413,10 @@ class LiveEmitter:
         if not due:
             return
         now_ms = int(time.time() * 1000)
+        retired = set(self.store.retired_camera_ids())  # a late frame of a retired camera does not bring it back
         for cid in due:
+            if cid in retired:
+                continue
             self.socketio.emit(
                 EV_CAMERA, camera_summary(self.store, cid, self.settings.window_minutes, now_ms), namespace=NAMESPACE
             )
