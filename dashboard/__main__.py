@@ -31,6 +31,9 @@ FLAGS = (
     "message_queue",
     "site_file",
     "cors_origins",
+    "allowed_hosts",
+    "trusted_proxies",
+    "insecure",
     "log_level",
     "log_format",
 )
@@ -57,6 +60,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--message-queue", action=argparse.BooleanOptionalAction, default=None, help=_help("message_queue"))
     p.add_argument("--site", dest="site_file", metavar="SITE_YAML", help=_help("site_file") + "; env MW_SITE_FILE")
     p.add_argument("--cors-origins", metavar="ORIGINS", help=_help("cors_origins"))
+    p.add_argument("--allowed-hosts", metavar="HOSTS", help=_help("allowed_hosts"))
+    p.add_argument("--trusted-proxies", type=int, metavar="N", help=_help("trusted_proxies"))
+    p.add_argument("--insecure", action="store_true", default=None, help=_help("insecure"))
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help=_help("log_level"))
     p.add_argument("--log-format", choices=["kv", "json"], help=_help("log_format"))
     return p.parse_args(argv)
@@ -73,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args)
     except ValidationError as exc:
         print(f"dashboard: bad configuration\n{exc}", file=sys.stderr)
+        return 2
+    problem = settings.exposure_problem()
+    if problem is not None:
+        print(f"dashboard: refusing to start: {problem}", file=sys.stderr)
         return 2
     try:
         site = load_site_view(settings.site_file)

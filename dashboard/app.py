@@ -13,7 +13,7 @@ from flask import Flask, request
 from flask_socketio import SocketIO
 from werkzeug.exceptions import HTTPException
 
-from dashboard import api, auth, cors, openapi, pages, predict
+from dashboard import api, auth, cors, openapi, pages, predict, security
 from dashboard.context import EXTENSION, PACKAGE_DIR, Dashboard, dashboard, missing_vendor_files
 from dashboard.live import NAMESPACE, LiveEmitter
 from dashboard.settings import DashboardSettings
@@ -114,6 +114,7 @@ def create_app(
     live = LiveEmitter(sio, store, settings, replica_id=replica_id, site=site)
     app.extensions[EXTENSION] = Dashboard(settings=settings, store=store, live=live, site=site)
 
+    security.install(app, settings)  # after SocketIO(app): ProxyFix wraps the Socket.IO middleware too
     cors.install(app, origins)  # before auth: a CORS preflight carries no credentials
     auth.install(app, settings.token_value())
     app.register_blueprint(api.bp)
@@ -161,7 +162,11 @@ def _install_live_namespace(sio: SocketIO) -> None:
     @sio.on("connect", namespace=NAMESPACE)
     def _connect(auth_data: dict[str, Any] | None = None) -> bool:
         d = dashboard()
-        if not auth.allowed(d.settings.token_value(), request, auth_data if isinstance(auth_data, dict) else None):
+        hosts = d.settings.host_allow_list()
+        if hosts is not None and security.host_name(request.host) not in hosts:
+            logger.warning("socket refused, host not allowed host=%s remote=%s", request.host[:100], request.remote_addr)
+            return False
+        if not auth.check_socket(d.settings.token_value(), request, auth_data if isinstance(auth_data, dict) else None):
             logger.info("socket refused, no valid token remote=%s", request.remote_addr)
             return False
         try:

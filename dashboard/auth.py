@@ -1,17 +1,20 @@
-"""Access control: with a token configured, every page, API call and socket must present it.
+"""Access control: with a token configured, every page, API call and socket must present it or a live session.
 
-A client presents it as `Authorization: Bearer <token>`, as `?token=<token>`, or through the cookie set
-by the login form (or by a page opened with `?token=`). The cookie holds a digest of the token, not
-the token itself. `/login`, `/static/` and the bare liveness probe `/healthz` stay open.
+A client presents the token as `Authorization: Bearer <token>`, as `?token=<token>`, or logs in with it once
+and then carries a session cookie. A session is a random id whose data lives in Redis with an expiry; logout
+revokes it, so a copied cookie stops working. A page opened with `?token=` gets a session and is redirected to
+the same URL without the token. Failed logins and wrong tokens are counted per client address (after the
+trusted proxy hops) and logged without the token; past `auth_max_failures` in `auth_window_s` the address gets
+429 until the window ends. `/login`, `/static/` and the bare liveness probe `/healthz` stay open.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+import logging
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from flask import (
     Blueprint,
@@ -27,16 +30,16 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
+from dashboard.context import dashboard
+
+logger = logging.getLogger(__name__)
+
 COOKIE = "mw_session"
-COOKIE_MAX_AGE_S = 30 * 24 * 3600
 OPEN_ENDPOINTS = frozenset({"static", "auth.login", "auth.logout", "api.healthz"})
+# what a session was opened with: only the main token today (named so scoped access tokens can add theirs)
+SESSION_PRINCIPAL = "token"
 
 bp = Blueprint("auth", __name__)
-
-
-def session_value(token: str) -> str:
-    """What the cookie holds for `token`: a keyed digest, so the cookie never carries the token itself."""
-    return hmac.new(token.encode(), b"maskwatch-dashboard-session", hashlib.sha256).hexdigest()
 
 
 def _same(a: str, b: str) -> bool:
@@ -58,15 +61,63 @@ def presented(req: Request, auth: Mapping[str, Any] | None = None) -> tuple[str 
 
 
 def allowed(token: str | None, req: Request, auth: Mapping[str, Any] | None = None) -> bool:
-    """True when no token is configured or the request presents it."""
+    """True when no token is configured, or the request presents it or the id of a live session."""
     if token is None:
         return True
     how, value = presented(req, auth)
     if value is None:
         return False
     if how == "cookie":
-        return _same(value, session_value(token))
+        return dashboard().store.session(value) is not None
     return _same(value, token)
+
+
+def client_address(req: Request) -> str:
+    """The client's address as the rate limit counts it (the proxy's X-Forwarded-For only for trusted hops)."""
+    return req.remote_addr or "unknown"
+
+
+def throttled(req: Request) -> int:
+    """Seconds this client must wait because of too many failures (0: it may try)."""
+    settings = dashboard().settings
+    failures, ttl = dashboard().store.auth_failures(client_address(req))
+    return max(ttl, 1) if failures >= settings.auth_max_failures else 0
+
+
+def record_failure(req: Request, how: str | None) -> None:
+    """Count and log a failed login or wrong token (never the token itself)."""
+    settings = dashboard().settings
+    client = client_address(req)
+    failures = dashboard().store.add_auth_failure(client, settings.auth_window_s)
+    logger.warning(
+        "authentication failed remote=%s via=%s path=%s failures=%d limit=%d window_s=%d",
+        client,
+        how,
+        req.path,
+        failures,
+        settings.auth_max_failures,
+        settings.auth_window_s,
+    )
+
+
+def too_many(retry_after_s: int) -> Response:
+    resp = jsonify(error="too many failed attempts", retry_after_s=retry_after_s)
+    resp.status_code = 429
+    resp.headers["Retry-After"] = str(retry_after_s)
+    return resp
+
+
+def check_socket(token: str | None, req: Request, auth: Mapping[str, Any] | None) -> bool:
+    """The Socket.IO handshake's check: like a request's, wrong tokens counted, refused while throttled."""
+    if token is None:
+        return True
+    how, value = presented(req, auth)
+    if how in ("bearer", "query", "auth") and throttled(req):
+        return False
+    ok = allowed(token, req, auth)
+    if not ok and how in ("bearer", "query", "auth"):
+        record_failure(req, how)
+    return ok
 
 
 def _safe_next(target: str | None) -> str:
@@ -79,15 +130,24 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def _set_session(resp: Response, token: str) -> None:
+def open_session(resp: Response) -> None:
+    """Start a server-side session and give its id to the browser (Secure when the request came over TLS)."""
+    settings = dashboard().settings
+    sid = dashboard().store.create_session({"principal": SESSION_PRINCIPAL}, settings.session_ttl_s)
     resp.set_cookie(
         COOKIE,
-        session_value(token),
-        max_age=COOKIE_MAX_AGE_S,
+        sid,
+        max_age=settings.session_ttl_s,
         httponly=True,
         samesite="Lax",
         secure=request.is_secure,
     )
+
+
+def _without_token(req: Request) -> str:
+    """The request's path and query string with `token` removed."""
+    rest = [(k, v) for k, v in req.args.items(multi=True) if k != "token"]
+    return req.path + ("?" + urlencode(rest) if rest else "")
 
 
 def install(app: Flask, token: str | None) -> None:
@@ -101,21 +161,30 @@ def install(app: Flask, token: str | None) -> None:
     def _guard() -> Any:
         if request.endpoint in OPEN_ENDPOINTS:
             return None
+        how, _ = presented(request)
+        if how in ("bearer", "query"):
+            wait = throttled(request)
+            if wait:
+                return too_many(wait)
         if allowed(token, request):
-            if presented(request)[0] == "query" and not request.path.startswith("/api/"):
-                g.mw_set_session = True
+            if how == "query" and request.method == "GET" and not request.path.startswith("/api/"):
+                resp = redirect(_without_token(request))
+                open_session(resp)
+                return resp
             return None
+        if how in ("bearer", "query"):
+            record_failure(request, how)
         if request.path.startswith("/api/"):
             resp = jsonify(error="unauthorized", detail="send Authorization: Bearer <token> or ?token=<token>")
             resp.status_code = 401
             resp.headers["WWW-Authenticate"] = 'Bearer realm="maskwatch"'
             return resp
-        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        return redirect(url_for("auth.login", next=_without_token(request)))
 
     @app.after_request
-    def _remember(resp: Response) -> Response:
-        if g.get("mw_set_session"):
-            _set_session(resp, token)
+    def _no_store(resp: Response) -> Response:
+        if g.get("mw_login_page"):
+            resp.headers["Cache-Control"] = "no-store"
         return resp
 
 
@@ -125,18 +194,26 @@ def login() -> Any:
     nxt = _safe_next(request.values.get("next"))
     if token is None:
         return redirect(nxt)
+    g.mw_login_page = True
     error = None
     if request.method == "POST":
+        wait = throttled(request)
+        if wait:
+            return too_many(wait)
         if _same(request.form.get("token", ""), token):
             resp = redirect(nxt)
-            _set_session(resp, token)
+            open_session(resp)
             return resp
+        record_failure(request, "login")
         error = "That token is not right."
     return render_template("login.html", next=nxt, error=error), 401 if error else 200
 
 
 @bp.route("/logout", methods=["POST", "GET"])
 def logout() -> Any:
+    sid = request.cookies.get(COOKIE)
+    if sid and current_app.config.get("MW_TOKEN") is not None:
+        dashboard().store.drop_session(sid)
     resp = redirect(url_for("auth.login"))
     resp.delete_cookie(COOKIE)
     return resp

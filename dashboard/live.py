@@ -34,6 +34,19 @@ DRAIN_LIMIT = 500
 POLL_S = 0.25
 
 
+def snapshot_url(cid: str, episode_id: str) -> str:
+    """Where the dashboard serves an episode's best snapshot (GET /api/cameras/{id}/snapshots/{episode}.jpg)."""
+    return f"/api/cameras/{cid}/snapshots/{episode_id}.jpg"
+
+
+def episode_view(row: dict[str, Any]) -> dict[str, Any]:
+    """An episode row (`maskwatch.store.episode_row` or a worker's notice) as the API and `violation` event show it."""
+    out = {k: v for k, v in row.items() if k != "snapshot"}
+    has_snapshot = bool(row.get("snapshot_ms"))
+    out["snapshot_url"] = snapshot_url(str(row.get("camera", "")), str(row.get("id", ""))) if has_snapshot else None
+    return out
+
+
 def all_summaries(store: Store, window_minutes: int, now_ms: int | None = None) -> list[dict[str, Any]]:
     """camera_summary for every known camera, by id (the same call `maskwatch stats` makes)."""
     return camera_summaries(store, window_minutes, now_ms)
@@ -54,11 +67,15 @@ def _value(v: str) -> Any:
     return v
 
 
+# Heartbeat fields kept from viewers: they name machines, processes and files (the CLI shows them to operators).
+PRIVATE_HEARTBEAT_FIELDS = frozenset({"host", "pid", "site_file", "metrics_port", "reload_msg"})
+
+
 def heartbeat_rows(beats: dict[str, dict[str, str]], now_ms: int) -> list[dict[str, Any]]:
-    """Heartbeats as rows: id, age_s, fps, lag, plus every other field the service wrote."""
+    """Heartbeats as rows: id, age_s, fps, lag, plus the other fields the service wrote but the private ones."""
     rows = []
     for ident, fields in beats.items():
-        row: dict[str, Any] = {k: _value(v) for k, v in fields.items()}
+        row: dict[str, Any] = {k: _value(v) for k, v in fields.items() if k not in PRIVATE_HEARTBEAT_FIELDS}
         ts = row.get("ts_ms")
         row["id"] = ident
         row["age_s"] = round((now_ms - ts) / 1000, 1) if isinstance(ts, int) else None
@@ -87,7 +104,8 @@ def system_state(
     for s in summaries:
         for k, v in s["window"].items():
             window[k] = window.get(k, 0) + v
-    people = window.get("with_mask", 0) + window.get("without_mask", 0) + window.get("mask_worn_incorrectly", 0)
+    # people are different people (one per track); face verdicts count every face in every frame
+    faces = window.get("with_mask", 0) + window.get("without_mask", 0) + window.get("mask_worn_incorrectly", 0)
     online = [
         s["camera"]
         for s in summaries
@@ -100,8 +118,9 @@ def system_state(
         "window_minutes": window_minutes,
         "cameras": {"total": len(summaries), "online": len(online), "ids": [s["camera"] for s in summaries]},
         "window": window,
-        "people": people,
-        "compliance": round(window.get("with_mask", 0) / people, 4) if people else None,
+        "people": window.get("persons", 0),
+        "face_verdicts": faces,
+        "compliance": round(window.get("with_mask", 0) / faces, 4) if faces else None,
         "workers": workers,
         "producers": heartbeat_rows(store.heartbeats("producer"), now_ms),
         "lag": sum(lags) if lags else None,
@@ -386,7 +405,7 @@ class LiveEmitter:
         if isinstance(violations, list):
             for v in violations[:MAX_VIOLATIONS_PER_BATCH]:
                 if isinstance(v, dict) and isinstance(v.get("camera"), str) and is_valid_camera_id(v["camera"]):
-                    self.socketio.emit(EV_VIOLATION, v, namespace=NAMESPACE)
+                    self.socketio.emit(EV_VIOLATION, episode_view(v), namespace=NAMESPACE)
                     self.stats["violations"] += 1
 
     def _emit_due(self) -> None:
@@ -394,7 +413,10 @@ class LiveEmitter:
         if not due:
             return
         now_ms = int(time.time() * 1000)
+        retired = set(self.store.retired_camera_ids())  # a late frame of a retired camera does not bring it back
         for cid in due:
+            if cid in retired:
+                continue
             self.socketio.emit(
                 EV_CAMERA, camera_summary(self.store, cid, self.settings.window_minutes, now_ms), namespace=NAMESPACE
             )

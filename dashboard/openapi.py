@@ -29,6 +29,25 @@ WINDOW = {
     "schema": {"type": "string", "enum": list(WINDOWS)},
     "description": "window of per-minute buckets; default: the dashboard's window_minutes",
 }
+RANGE = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": f"{what}: epoch ms, an ISO date (a `to` date includes that day) or date-time, in the site's "
+        "time zone unless it says otherwise",
+    }
+    for name, what in (("from", "start (default: 7 days before `to`)"), ("to", "end (default: now)"))
+]
+SUBJECT_CAMERA = {"name": "camera", "in": "query", "schema": {"type": "string"}, "description": "one camera"}
+SUBJECT_ZONE = {"name": "zone", "in": "query", "schema": {"type": "string"}, "description": "one zone (not with camera)"}
+RESOLUTION = {
+    "name": "resolution",
+    "in": "query",
+    "schema": {"type": "string", "enum": ["minute", "hour", "day"]},
+    "description": "default: the one the range calls for",
+}
 NOT_FOUND = _json(ERROR, "unknown camera")
 BAD_WINDOW = _json(ERROR, "bad window")
 
@@ -43,9 +62,18 @@ def spec() -> dict[str, Any]:
             "site": {"type": "string"},
             "zone": {"type": "string"},
             "status": {"type": "string", "description": "online / reconnecting / offline / unknown, from the producer"},
+            "last_error": {
+                "type": "string",
+                "description": "the producer's last error reading this camera (no such file, connection refused, "
+                "unauthorized, timeout, undecodable stream, removed from the site file); empty when none",
+            },
             "fps": {"type": "number"},
             "last_frame_ms": {"type": ["integer", "null"]},
             "data_age_s": {"type": ["number", "null"]},
+            "lag": {
+                "type": ["number", "null"],
+                "description": "seconds the newest counted frame trails the newest captured one; null before both are known",
+            },
             "window_minutes": {"type": "integer"},
             "window": {"$ref": "#/components/schemas/Counts"},
             "compliance": {"type": ["number", "null"], "description": "with_mask / people; null with nobody seen"},
@@ -73,14 +101,22 @@ def spec() -> dict[str, Any]:
     }
     violation = {
         "type": "object",
+        "description": "A violation episode: one tracked person judged unmasked or wrongly masked "
+        "(the `violation` event carries the same object when the episode opens, changes and closes)",
         "properties": {
-            "id": {"type": "string"},
+            "id": {"type": "string", "description": "episode id, also its snapshot's name"},
             "camera": {"type": "string"},
-            "ts_ms": {"type": "integer"},
             "class": {"type": "string", "enum": ["without_mask", "mask_worn_incorrectly"]},
-            "score": {"type": "number"},
-            "box": {"type": "array", "items": {"type": "number"}, "description": "ymin, xmin, ymax, xmax (0..1)"},
-            "snapshot_url": {"type": ["string", "null"]},
+            "state": {"type": "string", "enum": ["open", "closed"]},
+            "ts_ms": {"type": "integer", "description": "first seen (the same as first_ms)"},
+            "first_ms": {"type": "integer"},
+            "last_ms": {"type": "integer"},
+            "duration_s": {"type": "number"},
+            "votes": {"type": "object", "additionalProperties": {"type": "integer"}, "description": "frames per class"},
+            "score": {"type": "number", "description": "the highest detection score of the episode's class"},
+            "box": {"type": "array", "items": {"type": "number"}, "description": "last box: ymin, xmin, ymax, xmax (0..1)"},
+            "snapshot_url": {"type": ["string", "null"], "description": "the episode's largest, sharpest face"},
+            "snapshot_ms": {"type": ["integer", "null"], "description": "when that face was seen"},
         },
     }
     alert = {
@@ -172,7 +208,27 @@ def spec() -> dict[str, Any]:
                         "400": BAD_WINDOW,
                         "404": NOT_FOUND,
                     },
-                }
+                },
+                "delete": {
+                    "summary": "Retire a camera no producer runs: it leaves /api/cameras, the overview and the site's "
+                    "figures; its history stays here by id. Needs the dashboard token as a Bearer header when one is set",
+                    "parameters": [CAMERA],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "camera": {"type": "string"},
+                                    "retired": {"type": "boolean"},
+                                    "was_retired": {"type": "boolean"},
+                                },
+                            }
+                        ),
+                        "403": _json(ERROR, "a token is set and the request did not present it as a Bearer header"),
+                        "404": NOT_FOUND,
+                        "409": _json(ERROR, "a running producer still sends this camera: remove it from the site file"),
+                    },
+                },
             },
             "/api/cameras/{camera}/series.csv": {
                 "get": {
@@ -194,7 +250,7 @@ def spec() -> dict[str, Any]:
             },
             "/api/cameras/{camera}/violations": {
                 "get": {
-                    "summary": "Recent violations, newest first",
+                    "summary": "Recent violation episodes (one per person), newest first",
                     "parameters": [
                         CAMERA,
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
@@ -208,7 +264,7 @@ def spec() -> dict[str, Any]:
             },
             "/api/cameras/{camera}/snapshots/{snapshot}.jpg": {
                 "get": {
-                    "summary": "The face crop stored with a violation",
+                    "summary": "The best face crop of a violation episode",
                     "parameters": [
                         CAMERA,
                         {"name": "snapshot", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -218,7 +274,7 @@ def spec() -> dict[str, Any]:
             },
             "/api/violations": {
                 "get": {
-                    "summary": "The newest violations over every camera, newest first",
+                    "summary": "The newest violation episodes over every camera, newest first",
                     "parameters": [
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                     ],
@@ -260,10 +316,83 @@ def spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/history": {
+                "get": {
+                    "summary": "Counts per bucket over any range, for a camera, a zone or the whole site",
+                    "description": "The resolution fits the range: minutes up to 6 hours (while kept), hours up to "
+                    "62 days, else days; zones keep hours and days. Buckets overlapping the range are counted whole.",
+                    "parameters": [*RANGE, SUBJECT_CAMERA, SUBJECT_ZONE, RESOLUTION],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "from_ms": {"type": "integer"},
+                                    "to_ms": {"type": "integer"},
+                                    "resolution": {"type": "string", "enum": ["minute", "hour", "day"]},
+                                    "camera": {"type": ["string", "null"]},
+                                    "zone": {"type": ["string", "null"]},
+                                    "total": {"$ref": "#/components/schemas/Counts"},
+                                    "series": {"type": "array", "items": {"$ref": "#/components/schemas/Minute"}},
+                                },
+                            }
+                        ),
+                        "400": _json(ERROR, "bad range, bad resolution, camera and zone together"),
+                        "404": _json(ERROR, "unknown camera or zone"),
+                    },
+                }
+            },
+            "/api/history/overview": {
+                "get": {
+                    "summary": "The History page: compliance per zone and per camera over a range, and hour × weekday",
+                    "parameters": [*RANGE],
+                    "responses": {"200": _json({"type": "object"}), "400": _json(ERROR, "bad range")},
+                }
+            },
+            "/api/report": {
+                "get": {
+                    "summary": "A compliance report over a range (site, zone or camera): figures, cameras, shifts, "
+                    "worst hours, violation episodes with snapshots",
+                    "parameters": [
+                        *RANGE,
+                        SUBJECT_CAMERA,
+                        SUBJECT_ZONE,
+                        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["html", "csv", "json"]}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the report: printable HTML (default), CSV or JSON",
+                            "content": {
+                                "text/html": {"schema": {"type": "string"}},
+                                "text/csv": {"schema": {"type": "string"}},
+                                "application/json": {"schema": {"type": "object"}},
+                            },
+                        },
+                        "400": _json(ERROR, "bad range, bad format, camera and zone together"),
+                        "404": _json(ERROR, "unknown camera or zone"),
+                    },
+                }
+            },
             "/api/system": {
                 "get": {
                     "summary": "The latest `system` event: workers, producers, site totals, throughput",
-                    "responses": {"200": _json({"type": "object"})},
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "people": {"type": "integer", "description": "different people in the window"},
+                                    "face_verdicts": {
+                                        "type": "integer",
+                                        "description": "faces judged in the window (every face of every frame)",
+                                    },
+                                    "compliance": {"type": ["number", "null"]},
+                                    "lag": {"type": ["integer", "null"], "description": "frames not yet consumed"},
+                                    "window": {"$ref": "#/components/schemas/Counts"},
+                                },
+                            }
+                        )
+                    },
                 }
             },
             "/api/health": {

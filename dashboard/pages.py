@@ -1,4 +1,4 @@
-"""HTML pages: the live overview, one camera's page, and the upload check page."""
+"""HTML pages: the live overview, one camera's page, history, reports, and the upload check page."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flask import Blueprint, abort, render_template
 
 from dashboard.context import dashboard, missing_vendor_files
 from maskwatch.frames import is_valid_camera_id
+from maskwatch.store import WINDOWS
 
 bp = Blueprint("pages", __name__)
 
@@ -19,6 +20,8 @@ def page_config() -> dict[str, Any]:
     rule = site.alerts.rule_for(None) if site.alerts is not None else None
     return {
         "window_minutes": s.window_minutes,
+        # the headline's window as a `?window=` label ('' = not one of them: the API's default is the headline's)
+        "window_label": next((k for k, v in WINDOWS.items() if v == s.window_minutes), ""),
         "good": s.good_threshold,
         "warn": s.warn_threshold,
         "stale_after_s": s.stale_after_s,
@@ -43,6 +46,24 @@ def camera(cid: str) -> str:
     if not is_valid_camera_id(cid) or not dashboard().store.has_camera(cid):
         abort(404)
     return render_template("camera.html", cfg=page_config(), cid=cid, missing_assets=missing_vendor_files())
+
+
+@bp.get("/history")
+def history() -> str:
+    return render_template("history.html", cfg=page_config(), missing_assets=missing_vendor_files())
+
+
+@bp.get("/report")
+def report() -> str:
+    d = dashboard()
+    return render_template(
+        "report.html",
+        cfg=page_config(),
+        missing_assets=missing_vendor_files(),
+        zones=list(d.store.zones()),
+        cameras=d.store.camera_ids(),
+        shifts=d.site.shifts,
+    )
 
 
 @bp.get("/check")

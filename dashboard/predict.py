@@ -26,18 +26,19 @@ from maskwatch.detections import (
     ModelOutputError,
     parse_outputs,
 )
+from maskwatch.frames import JPEG_TYPE, PNG_TYPE, ImageSize, image_size, reduced_decode_factor
 from serving.signature import INPUT_IMAGES, MODEL_NAME, SIGNATURE_NAME
 
 logger = logging.getLogger(__name__)
 
 CLIENT_EXTENSION = "maskwatch_model"
+SLOTS_EXTENSION = "maskwatch_predict_slots"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# Decoded size limit: a few KB of PNG can claim a 100000×100000 canvas (a "decompression bomb").
-MAX_PIXELS = 40_000_000
-ACCEPTED_TYPES = ("image/jpeg", "image/png")
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# JPEG start-of-frame markers (they carry the size): C0..CF but DHT (C4), JPG (C8), DAC (CC)
-_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+ACCEPTED_TYPES = (JPEG_TYPE, PNG_TYPE)
+# A large JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) down to this shorter side: what the
+# cameras' frames have (640x480 by default), so the model sees an upload as it sees a frame.
+MODEL_MIN_SIDE = 480
+RETRY_AFTER_S = 1
 # BGR colours of the boxes drawn per class.
 COLOURS = {WITH_MASK: (80, 175, 76), WITHOUT_MASK: (54, 67, 244), INCORRECT: (0, 152, 255)}
 
@@ -137,29 +138,16 @@ def draw(image: np.ndarray, dets: Detections) -> np.ndarray:
     return out
 
 
-def image_header(raw: bytes) -> tuple[str, int, int] | None:
-    """(media type, width, height) read from a JPEG or PNG header without decoding; None for anything else."""
-    if raw.startswith(PNG_SIGNATURE) and len(raw) >= 24 and raw[12:16] == b"IHDR":
-        return "image/png", int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
-    if not raw.startswith(b"\xff\xd8"):
-        return None
-    i = 2
-    while i + 4 <= len(raw):
-        if raw[i] != 0xFF:
-            return None
-        marker = raw[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in _SOF:
-            if i + 9 > len(raw):
-                return None
-            return "image/jpeg", int.from_bytes(raw[i + 7 : i + 9], "big"), int.from_bytes(raw[i + 5 : i + 7], "big")
-        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            i += 2
-            continue
-        i += 2 + int.from_bytes(raw[i + 2 : i + 4], "big")
-    return None
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def predict_slots(app: Flask) -> threading.BoundedSemaphore:
+    """The app's checks in progress: at most `max_concurrent_predicts` at once."""
+    slots: threading.BoundedSemaphore | None = app.extensions.get(SLOTS_EXTENSION)
+    if slots is None:
+        n = dashboard(app).settings.max_concurrent_predicts
+        slots = app.extensions.setdefault(SLOTS_EXTENSION, threading.BoundedSemaphore(n))
+    return slots
 
 
 def _error(http_status: int, error: str, **detail: Any) -> tuple[Response, int]:
@@ -175,24 +163,38 @@ def predict() -> Any:
         return _error(400, "no image", detail="send multipart field 'image' or a JPEG body")
     if len(raw) > dashboard().settings.max_upload_bytes:
         return _error(413, "image too large", limit=dashboard().settings.max_upload_bytes)
-    header = image_header(raw)
-    if header is None:
+    size = image_size(raw)
+    if size is None:
         return _error(415, "unsupported image type", detail="send a JPEG or PNG image", allowed=list(ACCEPTED_TYPES))
-    _, width, height = header
-    if width * height > MAX_PIXELS:
-        return _error(413, "image too large", detail=f"{width}x{height} pixels", limit_pixels=MAX_PIXELS)
+    max_pixels = dashboard().settings.max_upload_pixels
+    if size.pixels > max_pixels:
+        return _error(413, "image too large", detail=f"{size.width}x{size.height} pixels", limit_pixels=max_pixels)
     try:
         min_score = float(request.args.get("min_score", dashboard().settings.min_score))
     except ValueError:
         return _error(400, "bad min_score", min_score=request.args.get("min_score"))
     if not 0.0 <= min_score <= 1.0:
         return _error(400, "bad min_score", min_score=min_score, allowed="0..1")
-    image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    slots = predict_slots(current_app)
+    if not slots.acquire(blocking=False):
+        resp, status = _error(429, "too many checks at once", detail="try again in a moment")
+        resp.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return resp, status
+    try:
+        return _check(raw, size, reduced_decode_factor(size, MODEL_MIN_SIDE), min_score)
+    finally:
+        slots.release()
+
+
+def _check(raw: bytes, size: ImageSize, factor: int, min_score: float) -> Any:
+    """Decode (downscaled by `factor`), ask the model, draw; the answer's width and height are the upload's."""
+    image = cv2.imdecode(np.frombuffer(raw, np.uint8), _REDUCED[factor])
     if image is None:
         return _error(400, "not an image", detail="could not decode the upload as JPEG or PNG")
-    jpeg = (
-        raw if raw[:3] == b"\xff\xd8\xff" else cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
-    )
+    if size.media_type == JPEG_TYPE and factor == 1:
+        jpeg = raw
+    else:
+        jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
 
     client = model_client(current_app)
     try:
@@ -209,7 +211,7 @@ def predict() -> Any:
     if request.args.get("format") == "jpeg":
         return Response(annotated, mimetype="image/jpeg")
     counts = dets.counts()
-    h, w = image.shape[:2]
+    w, h = size.width, size.height
     return jsonify(
         {
             "model": MODEL_NAME,

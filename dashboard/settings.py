@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from maskwatch.frames import MAX_PIXELS
 from maskwatch.settings import CommonSettings
 
 ENV_PREFIX = "MW_DASHBOARD_"
@@ -24,7 +26,9 @@ class DashboardSettings(CommonSettings):
     fields are read from MW_DASHBOARD_<FIELD> (MW_DASHBOARD_PORT, MW_DASHBOARD_TOKEN, ...).
     """
 
-    model_config = SettingsConfigDict(env_prefix="MW_", extra="forbid", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MW_", extra="forbid", frozen=True, populate_by_name=True, env_ignore_empty=True
+    )
 
     host: str = Field("127.0.0.1", min_length=1, validation_alias=_env("host"), description="Address to listen on")
     port: int = Field(
@@ -91,6 +95,63 @@ class DashboardSettings(CommonSettings):
         validation_alias=_env("max_upload_bytes"),
         description="Largest image accepted by POST /api/predict",
     )
+    max_upload_pixels: int = Field(
+        MAX_PIXELS,
+        ge=64 * 64,
+        le=8192 * 8192,
+        validation_alias=_env("max_upload_pixels"),
+        description="Largest image, in pixels read from its header before decoding, accepted by POST /api/predict",
+    )
+    max_concurrent_predicts: int = Field(
+        2,
+        ge=1,
+        le=64,
+        validation_alias=_env("max_concurrent_predicts"),
+        description="Uploads checked at once by POST /api/predict; more get 429 with Retry-After",
+    )
+
+    insecure: bool = Field(
+        False,
+        validation_alias=_env("insecure"),
+        description="Allow listening on a non-loopback address with no token (anyone who can reach it sees the "
+        "cameras); without it the dashboard refuses to start that way",
+    )
+    allowed_hosts: str = Field(
+        "",
+        max_length=2000,
+        validation_alias=_env("allowed_hosts"),
+        description="Host names (comma separated) requests may be addressed to, others get 400 (DNS rebinding); "
+        "empty: localhost, 127.0.0.1, ::1 and the listen address, or any host when listening on all interfaces",
+    )
+    trusted_proxies: int = Field(
+        0,
+        ge=0,
+        le=5,
+        validation_alias=_env("trusted_proxies"),
+        description="Reverse proxies in front of the dashboard whose X-Forwarded-For/-Proto/-Host are believed "
+        "(client address for rate limits, https for Secure cookies and HSTS); 0 believes none",
+    )
+    session_ttl_s: int = Field(
+        12 * 3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        validation_alias=_env("session_ttl_s"),
+        description="Lifetime of a login session (a random id in Redis; logout revokes it)",
+    )
+    auth_max_failures: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        validation_alias=_env("auth_max_failures"),
+        description="Failed logins or wrong tokens one client address may make per auth_window_s before 429",
+    )
+    auth_window_s: int = Field(
+        300,
+        ge=1,
+        le=24 * 3600,
+        validation_alias=_env("auth_window_s"),
+        description="Window of the failed-login limit, from the first failure",
+    )
 
     site_file: str | None = Field(
         None,
@@ -137,3 +198,40 @@ class DashboardSettings(CommonSettings):
 
     def token_value(self) -> str | None:
         return self.token.get_secret_value() if self.token is not None else None
+
+    def listens_on_loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    def exposure_problem(self) -> str | None:
+        """Why the dashboard must not start as configured (open to the network without a token), or None."""
+        if self.token is None and not self.listens_on_loopback() and not self.insecure:
+            return (
+                f"listening on {self.host} (not loopback) with no token: set MW_DASHBOARD_TOKEN, listen on "
+                "127.0.0.1, or pass --insecure (MW_DASHBOARD_INSECURE=true) to serve the cameras to anyone"
+            )
+        return None
+
+    def host_allow_list(self) -> frozenset[str] | None:
+        """Host names requests may carry (lower case, no port); None when any host is accepted."""
+        configured = [h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip()]
+        if "*" in configured:
+            return None
+        if configured:
+            return frozenset(h.strip("[]") for h in configured)
+        if self.host in WILDCARD_HOSTS:
+            return None
+        return frozenset(LOOPBACK_NAMES | {self.host.lower().strip("[]")})
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

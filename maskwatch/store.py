@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,17 +16,26 @@ from maskwatch.detections import COUNT_FIELDS, Counts
 
 DEFAULT_PREFIX = "mw:"
 MINUTE_TTL_S = 7 * 24 * 3600
+# hourly and daily buckets (per camera and per zone): months of history at a few hundred bytes a bucket
+HISTORY_TTL_S = 400 * 24 * 3600
+# violation episodes and their best snapshot
+EPISODE_TTL_S = 30 * 24 * 3600
+# an episode stored open whose last sighting is older than its grace by this much is shown closed: the worker
+# that tracked it is gone (a crash, a rebalance) and nobody else will close it
+EPISODE_ORPHAN_SLACK_MS = 60_000
 LATEST_TTL_S = 120
 SNAPSHOT_TTL_S = 24 * 3600
-VIOLATIONS_MAXLEN = 1000
 HEARTBEAT_TTL_S = 15
 ALERTS_MAXLEN = 10_000
 # The windows the REST API and `maskwatch stats` answer for: label -> minutes of per-minute buckets.
 WINDOWS: dict[str, int] = {"1m": 1, "15m": 15, "1h": 60, "24h": 1440}
 
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
+
 STATUS_ONLINE = "online"
 STATUS_RECONNECTING = "reconnecting"
 STATUS_OFFLINE = "offline"
+STATUS_RETIRED = "retired"  # no longer part of the site (Keys.retired)
 
 
 class Keys:
@@ -38,6 +49,11 @@ class Keys:
     def cameras(self) -> str:
         return f"{self.prefix}cameras"
 
+    def retired(self) -> str:
+        """Set: cameras retired from the site (removed from the site file, or `maskwatch cameras remove`); they
+        stay in `cameras` so their history answers by id, but leave every listing and the site's figures."""
+        return f"{self.prefix}cameras:retired"
+
     def camera(self, cid: str) -> str:
         return f"{self.prefix}camera:{cid}"
 
@@ -50,8 +66,26 @@ class Keys:
     def latest(self, cid: str) -> str:
         return f"{self.prefix}latest:{cid}"
 
-    def violations(self, cid: str) -> str:
-        return f"{self.prefix}violations:{cid}"
+    def hour(self, cid: str, epoch_hour: int) -> str:
+        return f"{self.prefix}h:{cid}:{epoch_hour}"
+
+    def day(self, cid: str, epoch_day: int) -> str:
+        return f"{self.prefix}d:{cid}:{epoch_day}"
+
+    def zone_hour(self, zone: str, epoch_hour: int) -> str:
+        """Hash: the same fields as a camera's hour, summed over the cameras in `zone` (the site file's name)."""
+        return f"{self.prefix}zh:{zone}:{epoch_hour}"
+
+    def zone_day(self, zone: str, epoch_day: int) -> str:
+        return f"{self.prefix}zd:{zone}:{epoch_day}"
+
+    def episodes(self, cid: str) -> str:
+        """Sorted set: a camera's violation episode ids scored by their first sighting (ms)."""
+        return f"{self.prefix}episodes:{cid}"
+
+    def episode(self, cid: str, eid: str) -> str:
+        """Hash: one violation episode (`Episode.to_fields`)."""
+        return f"{self.prefix}episode:{cid}:{eid}"
 
     def snapshot(self, cid: str, ident: str) -> str:
         return f"{self.prefix}snap:{cid}:{ident}"
@@ -98,21 +132,113 @@ class Keys:
         """String: id of the dashboard replica that evaluates alert rules (SET NX PX, renewed)."""
         return f"{self.prefix}alerts:leader"
 
+    def session(self, sid: str) -> str:
+        """String (TTL): JSON of one dashboard login session; the cookie holds only the random `sid`."""
+        return f"{self.prefix}session:{sid}"
+
+    def auth_failures(self, client: str) -> str:
+        """Counter (TTL = the rate-limit window): failed logins and wrong tokens from one client address."""
+        return f"{self.prefix}authfail:{client}"
+
 
 def epoch_minute(ts_ms: int) -> int:
     return ts_ms // 60_000
 
 
+def epoch_hour(ts_ms: int) -> int:
+    return ts_ms // 3_600_000
+
+
+def epoch_day(ts_ms: int) -> int:
+    return ts_ms // 86_400_000
+
+
+EPISODE_OPEN = "open"
+EPISODE_CLOSED = "closed"
+
+
 @dataclass(frozen=True)
-class Violation:
-    """A face seen without a mask (or wearing it wrongly), with an optional JPEG crop."""
+class Episode:
+    """One person's violation: a tracked face judged unmasked (or wrongly masked) by a vote over its frames.
+
+    It opens once the vote covers enough frames, stays open while the person is seen and closes after they
+    have been gone for `grace_ms`. `snapshot` carries the best face crop when it changed in this batch
+    (the largest, sharpest face of the episode); `snapshot_ms` says when that face was seen.
+    """
 
     camera_id: str
-    ts_ms: int
+    id: str
     label: str
-    score: float
+    votes: tuple[tuple[str, int], ...]
+    first_ms: int
+    last_ms: int
     box: tuple[float, float, float, float]
+    score: float
+    state: str
+    grace_ms: int
+    snapshot_ms: int | None = None
     snapshot: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.state not in (EPISODE_OPEN, EPISODE_CLOSED):
+            raise ValueError(f"bad episode state {self.state!r}")
+        if self.last_ms < self.first_ms:
+            raise ValueError("episode ends before it starts")
+
+    @property
+    def frames(self) -> int:
+        return sum(n for _, n in self.votes)
+
+    def to_fields(self) -> dict[str, str | int | float]:
+        """The episode's hash in Redis (the snapshot bytes live under their own key)."""
+        return {
+            "id": self.id,
+            "camera": self.camera_id,
+            "class": self.label,
+            "votes": json.dumps(dict(self.votes), separators=(",", ":")),
+            "first_ms": self.first_ms,
+            "last_ms": self.last_ms,
+            "box": json.dumps([round(x, 4) for x in self.box]),
+            "score": round(self.score, 4),
+            "state": self.state,
+            "grace_ms": self.grace_ms,
+            "snapshot_ms": self.snapshot_ms if self.snapshot_ms is not None else "",
+        }
+
+
+def episode_row(fields: Mapping[str, str], snapshot_key: str, now_ms: int) -> dict[str, Any]:
+    """An episode hash as the API, CLI, reports and live events show it.
+
+    `state` is `closed` also for an episode stored open whose worker went away (its last sighting is long
+    past its grace), so nothing stays open for ever.
+    """
+    first, last = int(fields.get("first_ms", 0)), int(fields.get("last_ms", 0))
+    grace = int(fields.get("grace_ms", 0) or 0)
+    state = fields.get("state", EPISODE_CLOSED)
+    if state == EPISODE_OPEN and now_ms - last > grace + EPISODE_ORPHAN_SLACK_MS:
+        state = EPISODE_CLOSED
+    snap_ms = fields.get("snapshot_ms", "")
+    return {
+        "id": fields.get("id", ""),
+        "camera": fields.get("camera", ""),
+        "class": fields.get("class", ""),
+        "state": state,
+        "ts_ms": first,
+        "first_ms": first,
+        "last_ms": last,
+        "duration_s": round((last - first) / 1000, 1),
+        "votes": json.loads(fields.get("votes", "{}") or "{}"),
+        "score": float(fields.get("score", 0.0) or 0.0),
+        "box": json.loads(fields.get("box", "[]") or "[]"),
+        "snapshot": snapshot_key if snap_ms else "",
+        "snapshot_ms": int(snap_ms) if snap_ms else None,
+    }
+
+
+def episode_notice(ep: Episode) -> dict[str, Any]:
+    """An episode as the worker announces it on `mw:updates` (the dashboard's `violation` event adds the URL)."""
+    fields = {k: str(v) for k, v in ep.to_fields().items()}
+    return {k: v for k, v in episode_row(fields, "", ep.last_ms).items() if k != "snapshot"}
 
 
 @dataclass
@@ -127,7 +253,10 @@ class BatchWrite:
     counts: dict[tuple[int, str, int], Counts] = field(default_factory=dict)
     last_frame_ms: dict[str, int] = field(default_factory=dict)
     latest_jpeg: dict[str, bytes] = field(default_factory=dict)
-    violations: list[tuple[int, Violation]] = field(default_factory=list)
+    # (partition, episode): the latest state of each episode this batch changed
+    episodes: list[tuple[int, Episode]] = field(default_factory=list)
+    # camera -> its zone in the site file (empty: none); zone buckets are written for cameras listed here
+    zones: dict[str, str] = field(default_factory=dict)
 
     def add(self, partition: int, cid: str, ts_ms: int, counts: Counts) -> None:
         key = (partition, cid, epoch_minute(ts_ms))
@@ -162,11 +291,18 @@ def _s(v: Any) -> str:
 class Store:
     """MaskWatch's view of Redis."""
 
-    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX, minute_ttl_s: int = MINUTE_TTL_S) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = DEFAULT_PREFIX,
+        minute_ttl_s: int = MINUTE_TTL_S,
+        history_ttl_s: int = HISTORY_TTL_S,
+    ) -> None:
         # typed loosely: redis-py's response unions (bytes | str | None per call) say nothing useful here
         self.r: Any = client
         self.keys = Keys(prefix)
         self.minute_ttl_s = minute_ttl_s
+        self.history_ttl_s = history_ttl_s
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **kw: Any) -> Store:
@@ -232,33 +368,50 @@ class Store:
             if part not in partitions:
                 continue
             touched.add(cid)
-            nonzero = {n: v for n, v in c.as_dict().items() if v}
-            mkey = k.minute(cid, minute)
-            for name, v in nonzero.items():
+            # every field, zeros included: a reader of Redis finds each counter present (Contract 3)
+            fields = c.as_dict()
+            ts_ms = minute * 60_000
+            buckets = [(k.minute(cid, minute), self.minute_ttl_s)]
+            buckets += [(k.hour(cid, epoch_hour(ts_ms)), self.history_ttl_s), (k.day(cid, epoch_day(ts_ms)), self.history_ttl_s)]
+            zone = batch.zones.get(cid, "")
+            if zone:
+                buckets += [
+                    (k.zone_hour(zone, epoch_hour(ts_ms)), self.history_ttl_s),
+                    (k.zone_day(zone, epoch_day(ts_ms)), self.history_ttl_s),
+                ]
+            for name, v in fields.items():
                 p.hincrby(k.totals(cid), name, v)
-                p.hincrby(mkey, name, v)
-            p.expire(mkey, self.minute_ttl_s)
+                for key, _ in buckets:
+                    p.hincrby(key, name, v)
+            for key, ttl in buckets:
+                p.expire(key, ttl)
         for cid in touched:
             p.sadd(k.cameras(), cid)
             if cid in batch.last_frame_ms:
                 p.hset(k.camera(cid), "last_frame_ms", batch.last_frame_ms[cid])
             if cid in batch.latest_jpeg:
                 p.set(k.latest(cid), batch.latest_jpeg[cid], ex=LATEST_TTL_S)
-        for part, ev in batch.violations:
-            if part not in partitions:
-                continue
-            fields: dict[str, str | int | float] = {
-                "ts": ev.ts_ms,
-                "class": ev.label,
-                "score": round(ev.score, 4),
-                "box": json.dumps([round(x, 4) for x in ev.box]),
-                "snapshot": "",
-            }
-            if ev.snapshot is not None:
-                skey = k.snapshot(ev.camera_id, f"{ev.ts_ms}-{int(ev.box[0] * 1e4)}-{int(ev.box[1] * 1e4)}")
-                p.set(skey, ev.snapshot, ex=SNAPSHOT_TTL_S)
-                fields["snapshot"] = skey
-            p.xadd(k.violations(ev.camera_id), fields, maxlen=VIOLATIONS_MAXLEN, approximate=True)
+        for part, ep in batch.episodes:
+            if part in partitions:
+                self._queue_episode(p, ep)
+
+    def _queue_episode(self, p: Any, ep: Episode) -> None:
+        """Upsert one episode (idempotent: a retried batch writes the same state again)."""
+        k = self.keys
+        ekey = k.episode(ep.camera_id, ep.id)
+        p.hset(ekey, mapping=ep.to_fields())
+        p.expire(ekey, EPISODE_TTL_S)
+        p.zadd(k.episodes(ep.camera_id), {ep.id: ep.first_ms})
+        p.zremrangebyscore(k.episodes(ep.camera_id), "-inf", f"({ep.first_ms - EPISODE_TTL_S * 1000}")
+        if ep.snapshot is not None:
+            p.set(k.snapshot(ep.camera_id, ep.id), ep.snapshot, ex=EPISODE_TTL_S)
+
+    def close_episodes(self, episodes: Iterable[Episode]) -> None:
+        """Write episodes closed outside a batch (their camera went quiet): an idempotent upsert, no offsets."""
+        with self.r.pipeline(transaction=True) as p:
+            for ep in episodes:
+                self._queue_episode(p, ep)
+            p.execute()
 
     def forget_offsets(self, group: str, topic: str) -> None:
         """Drop stored offsets: only when the topic was (re)created, e.g. by a fresh embedded broker."""
@@ -293,7 +446,11 @@ class Store:
         return {int(k): int(v) for k, v in self.r.hgetall(self.keys.offsets(group, topic)).items()}
 
     def camera_ids(self) -> list[str]:
-        return sorted(_s(c) for c in self.r.smembers(self.keys.cameras()))
+        """The site's cameras: every known camera but the retired ones."""
+        return sorted(_s(c) for c in self.r.sdiff(self.keys.cameras(), self.keys.retired()))
+
+    def retired_camera_ids(self) -> list[str]:
+        return sorted(_s(c) for c in self.r.smembers(self.keys.retired()))
 
     def camera_info(self, cid: str) -> dict[str, str]:
         return {_s(k): _s(v) for k, v in self.r.hgetall(self.keys.camera(cid)).items()}
@@ -314,6 +471,30 @@ class Store:
             (m, Counts.from_mapping({_s(k): v for k, v in row.items()})) for m, row in zip(minutes, rows, strict=True)
         ]
 
+    def buckets(self, kind: str, subject: str, indexes: Iterable[int]) -> list[Counts]:
+        """Counts of one camera's (kind minute/hour/day) or zone's (zone_hour/zone_day) buckets; missing = zero."""
+        name = {
+            "minute": self.keys.minute,
+            "hour": self.keys.hour,
+            "day": self.keys.day,
+            "zone_hour": self.keys.zone_hour,
+            "zone_day": self.keys.zone_day,
+        }[kind]
+        with self.r.pipeline(transaction=False) as p:
+            for i in indexes:
+                p.hgetall(name(subject, i))
+            rows = p.execute()
+        return [Counts.from_mapping({_s(k): v for k, v in row.items()}) for row in rows]
+
+    def zones(self) -> dict[str, list[str]]:
+        """Zone -> its cameras, as the producers registered them from the site file (cameras with no zone left out)."""
+        ids = self.camera_ids()
+        out: dict[str, list[str]] = {}
+        for cid, zone in self.camera_zones(ids).items():
+            if zone:
+                out.setdefault(zone, []).append(cid)
+        return dict(sorted(out.items()))
+
     def window(self, cid: str, minutes: int, now_ms: int | None = None) -> Counts:
         """Counts over the last `minutes` minute buckets, the current one included."""
         now = epoch_minute(now_ms if now_ms is not None else int(time.time() * 1000))
@@ -326,22 +507,28 @@ class Store:
         v = self.r.get(self.keys.latest(cid))
         return bytes(v) if v is not None else None
 
-    def violations(self, cid: str, count: int = 50) -> list[dict[str, Any]]:
+    def episodes(
+        self, cid: str, count: int = 50, since_ms: int | None = None, until_ms: int | None = None, now_ms: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A camera's violation episodes that started in [since_ms, until_ms], newest first (`episode_row`)."""
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        lo = "-inf" if since_ms is None else since_ms
+        hi = "+inf" if until_ms is None else until_ms
+        ids = [_s(i) for i in self.r.zrevrangebyscore(self.keys.episodes(cid), hi, lo, start=0, num=count)]
+        with self.r.pipeline(transaction=False) as p:
+            for eid in ids:
+                p.hgetall(self.keys.episode(cid, eid))
+            rows = p.execute()
         out = []
-        for ident, fields in self.r.xrevrange(self.keys.violations(cid), count=count):
-            f = {_s(k): _s(v) for k, v in fields.items()}
-            out.append(
-                {
-                    "id": _s(ident),
-                    "camera": cid,
-                    "ts_ms": int(f.get("ts", 0)),
-                    "class": f.get("class", ""),
-                    "score": float(f.get("score", 0.0)),
-                    "box": json.loads(f.get("box", "[]")),
-                    "snapshot": f.get("snapshot", ""),
-                }
-            )
+        for eid, row in zip(ids, rows, strict=True):
+            if row:
+                fields = {_s(a): _s(b) for a, b in row.items()}
+                out.append(episode_row(fields, self.keys.snapshot(cid, eid), now))
         return out
+
+    def episode_counts(self, cid: str, since_ms: int, until_ms: int) -> int:
+        """How many of a camera's episodes started in [since_ms, until_ms]."""
+        return int(self.r.zcount(self.keys.episodes(cid), since_ms, until_ms))
 
     def snapshot(self, key: str) -> bytes | None:
         if not key.startswith(self.keys.prefix + "snap:"):
@@ -361,20 +548,54 @@ class Store:
                 self.r.srem(index, ident)
         return out
 
+    def camera_zones(self, cids: Iterable[str]) -> dict[str, str]:
+        """Each camera's zone as its producer registered it from the site file ('' when none)."""
+        ids = list(cids)
+        with self.r.pipeline(transaction=False) as p:
+            for cid in ids:
+                p.hget(self.keys.camera(cid), "zone")
+            zones = p.execute()
+        return {cid: _s(z) if z is not None else "" for cid, z in zip(ids, zones, strict=True)}
+
     def has_camera(self, cid: str) -> bool:
         return bool(self.r.sismember(self.keys.cameras(), cid))
 
     # ---- producer: camera status rows and reload requests --------------------------------------
 
-    def set_cameras_fields(self, rows: Mapping[str, Mapping[str, str | int | float]]) -> None:
-        """Several cameras' status fields in one round trip (a producer refreshes all its cameras at once)."""
+    def set_cameras_fields(
+        self, rows: Mapping[str, Mapping[str, str | int | float]], retired: Iterable[str] = ()
+    ) -> None:
+        """Several cameras' status fields in one round trip (a producer refreshes all its cameras at once).
+
+        Cameras in `retired` (removed from the site file) get their last row and are retired; every other
+        camera of `rows` is part of the site again, if it was retired before."""
         if not rows:
             return
-        with self.r.pipeline(transaction=False) as p:
+        gone = set(retired)
+        with self.r.pipeline(transaction=True) as p:
             p.sadd(self.keys.cameras(), *rows)
             for cid, fields in rows.items():
                 if fields:
                     p.hset(self.keys.camera(cid), mapping={k: str(v) for k, v in fields.items()})
+            if rows.keys() - gone:
+                p.srem(self.keys.retired(), *(rows.keys() - gone))
+            if gone:
+                self._queue_retire(p, gone)
+            p.execute()
+
+    def _queue_retire(self, p: Any, cids: Iterable[str]) -> None:
+        now = int(time.time() * 1000)
+        for cid in cids:
+            p.sadd(self.keys.retired(), cid)
+            p.hset(self.keys.camera(cid), mapping={"status": STATUS_RETIRED, "retired_ms": now})
+
+    def retire_cameras(self, cids: Iterable[str]) -> None:
+        """Retire cameras: they leave the overview, /api/cameras and the site's figures; their history stays."""
+        cids = list(cids)
+        if not cids:
+            return
+        with self.r.pipeline(transaction=True) as p:
+            self._queue_retire(p, cids)
             p.execute()
 
     # ---- alerts (written only by the dashboard replica holding the alerts lock) ------------------
@@ -425,6 +646,50 @@ class Store:
             last = "(" + _s(page[-1][0])
         return out[:count]
 
+    # ---- dashboard sessions and failed-login counters -----------------------------------------
+
+    def create_session(self, data: Mapping[str, Any], ttl_s: int) -> str:
+        """A new login session holding `data` (JSON), expiring after `ttl_s`; returns its random id."""
+        sid = secrets.token_urlsafe(32)
+        self.r.set(self.keys.session(sid), json.dumps(dict(data), separators=(",", ":")), ex=ttl_s)
+        return sid
+
+    def session(self, sid: str) -> dict[str, Any] | None:
+        """The data of a live session, or None (unknown, expired, revoked, or not an id at all)."""
+        if not SESSION_ID_RE.fullmatch(sid):
+            return None
+        raw = self.r.get(self.keys.session(sid))
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def drop_session(self, sid: str) -> None:
+        """Revoke a session (logout)."""
+        if SESSION_ID_RE.fullmatch(sid):
+            self.r.delete(self.keys.session(sid))
+
+    def add_auth_failure(self, client: str, window_s: int) -> int:
+        """Count one failed login or wrong token from `client`; returns the count in the current window."""
+        key = self.keys.auth_failures(client)
+        with self.r.pipeline(transaction=True) as p:
+            p.set(key, 0, ex=window_s, nx=True)  # the window starts at the first failure; INCR keeps its TTL
+            p.incr(key)
+            count = p.execute()[1]
+        return int(count)
+
+    def auth_failures(self, client: str) -> tuple[int, int]:
+        """(failures in the current window, seconds until it ends) for `client`."""
+        key = self.keys.auth_failures(client)
+        with self.r.pipeline(transaction=False) as p:
+            p.get(key)
+            p.ttl(key)
+            raw, ttl = p.execute()
+        return int(raw or 0), max(int(ttl), 0)
+
     def request_producer_reload(self) -> int:
         """Ask every producer to re-read its site file; returns the new request number."""
         return int(self.r.incr(self.keys.producers_reload()))
@@ -434,12 +699,40 @@ class Store:
         return int(self.r.get(self.keys.producers_reload()) or 0)
 
 
+class CameraStillSent(Exception):
+    """A camera a running producer still sends: retired by hand it would come straight back."""
+
+
+SENT_RECENTLY_S = 30.0  # a producer row this fresh, from a producer with a heartbeat, means it still runs the camera
+
+
+def remove_camera(store: Store, cid: str, now_ms: int | None = None) -> bool:
+    """Retire one camera by hand (`maskwatch cameras remove`, DELETE /api/cameras/{id}); False when it was
+    already retired. Raises KeyError for an unknown camera, CameraStillSent when a live producer runs it."""
+    if not store.has_camera(cid):
+        raise KeyError(cid)
+    if cid in store.retired_camera_ids():
+        return False
+    info = store.camera_info(cid)
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    producer = info.get("producer", "")
+    fresh = now - int(info.get("status_ms", "0") or 0) < SENT_RECENTLY_S * 1000
+    if producer and fresh and info.get("status") != "ended" and producer in store.heartbeats("producer"):
+        raise CameraStillSent(
+            f"camera {cid} is run by producer {producer}: remove it from that producer's site file and run "
+            "`maskwatch cameras reload` (a camera removed from the site file is retired by the reload)"
+        )
+    store.retire_cameras([cid])
+    return True
+
+
 def camera_summary(store: Store, cid: str, window_minutes: int, now_ms: int | None = None) -> dict[str, Any]:
     """What the dashboard, REST API and CLI show for one camera (Contract 4's `camera_update`)."""
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     info = store.camera_info(cid)
     win = store.window(cid, window_minutes, now)
     last = int(info.get("last_frame_ms", "0") or 0)
+    captured = int(info.get("last_capture_ms", "0") or 0)
     status = info.get("status", "unknown")
     totals = store.totals(cid)
     warnings = []
@@ -452,9 +745,12 @@ def camera_summary(store: Store, cid: str, window_minutes: int, now_ms: int | No
         "site": info.get("site", ""),
         "zone": info.get("zone", ""),
         "status": status,
+        "last_error": info.get("last_error", ""),
         "fps": float(info.get("fps", "0") or 0),
         "last_frame_ms": last or None,
         "data_age_s": round((now - last) / 1000, 1) if last else None,
+        # seconds the newest counted frame trails the newest captured one (Contract 4's per-camera lag)
+        "lag": round(max(0, captured - last) / 1000, 1) if last and captured else None,
         "window_minutes": window_minutes,
         "window": win.as_dict(),
         "compliance": None if win.compliance is None else round(win.compliance, 4),

@@ -16,6 +16,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 from google.protobuf.message import Message
 
+from maskwatch.frames import image_size
 from serving.status import ServingError, failed_precondition, invalid_argument, unavailable
 
 logger = logging.getLogger(__name__)
@@ -345,3 +346,70 @@ class BatchScheduler:
                     f"sizes of the input tensors (output {name})"
                 )
         return outputs
+
+
+def size_groups(sizes: Sequence[tuple[int, int]], max_pixels: int) -> list[list[int]]:
+    """Row indices grouped so that each group's padded canvas (tallest x widest) holds at most `max_pixels`.
+
+    A model decoding a batch of images pads each to the batch's largest height x largest width, so a 20000x2000
+    and a 2000x20000 image together would cost 20000x20000 each. Sorted by (height, width), rows join a group
+    while the padded canvas stays within the cap: a batch then costs at most `max_pixels` x its rows, and rows of
+    one size (every camera frame alike) stay in one group.
+    """
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i][1], sizes[i][0]))
+    groups: list[list[int]] = []
+    max_w = max_h = 0
+    for i in order:
+        w, h = sizes[i]
+        if groups and max(max_w, w) * max(max_h, h) <= max_pixels:
+            groups[-1].append(i)
+            max_w, max_h = max(max_w, w), max(max_h, h)
+        else:
+            groups.append([i])
+            max_w, max_h = w, h
+    return groups
+
+
+def encoded_image_sizes(images: np.ndarray, max_pixels: int) -> list[tuple[int, int]] | None:
+    """(width, height) of every JPEG/PNG in a string tensor [N], from its header; None when one is not an image.
+
+    Raises INVALID_ARGUMENT for an image over `max_pixels`, before anything decodes it.
+    """
+    sizes: list[tuple[int, int]] = []
+    for row, raw in enumerate(images):
+        size = image_size(bytes(raw)) if isinstance(raw, bytes) else None
+        if size is None:
+            return None
+        if size.pixels > max_pixels:
+            raise invalid_argument(f"image {row} is {size.width}x{size.height}, over the cap of {max_pixels} pixels")
+        sizes.append((size.width, size.height))
+    return sizes
+
+
+def run_by_image_size(inputs: Arrays, run: RunFn, max_pixels: int) -> dict[str, np.ndarray]:
+    """`run(inputs)`, with a batch of encoded images split by `size_groups` when one run would pad past the cap.
+
+    Applies to a call whose only input is a 1-D string tensor of JPEG/PNG images; other calls run as they are.
+    """
+    if len(inputs) != 1:
+        return run(inputs)
+    (name, images), = inputs.items()
+    if images.ndim != 1 or images.dtype != object or len(images) == 0:
+        return run(inputs)
+    sizes = encoded_image_sizes(images, max_pixels)
+    if sizes is None:
+        return run(inputs)
+    groups = size_groups(sizes, max_pixels)
+    if len(groups) == 1:
+        return run(inputs)
+    logger.debug("batch split by image size rows=%d groups=%d", len(images), len(groups))
+    parts = [(group, run({name: images[group]})) for group in groups]
+    out: dict[str, np.ndarray] = {}
+    for key in parts[0][1]:
+        shape = np.max([value[key].shape for _, value in parts], axis=0)
+        merged = np.zeros((len(images), *shape[1:]), parts[0][1][key].dtype)
+        for group, value in parts:
+            part = value[key]
+            merged[tuple([group] + [slice(0, n) for n in part.shape[1:]])] = part
+        out[key] = merged
+    return out

@@ -16,8 +16,9 @@ from tensorflow_serving.apis import (
     predict_pb2,
 )
 
+from maskwatch.frames import MAX_PIXELS
 from serving import metrics as m
-from serving.batching import BatchScheduler
+from serving.batching import BatchScheduler, run_by_image_size
 from serving.manager import ModelManager
 from serving.servable import DEFAULT_SIGNATURE, Servable
 from serving.settings import RUNTIME_OPENVINO
@@ -110,10 +111,17 @@ def validate_output_filter(signature: meta_graph_pb2.SignatureDef, request: pred
 class Inference:
     """Answers the TF Serving API calls against the models a ModelManager holds."""
 
-    def __init__(self, manager: ModelManager, scheduler: BatchScheduler | None, metrics: m.Metrics) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        scheduler: BatchScheduler | None,
+        metrics: m.Metrics,
+        max_image_pixels: int = MAX_PIXELS,
+    ) -> None:
         self.manager = manager
         self.scheduler = scheduler
         self.metrics = metrics
+        self.max_image_pixels = max_image_pixels
 
     def _resolve(self, spec: model_pb2.ModelSpec) -> tuple[str, int | None]:
         if not spec.name:
@@ -158,7 +166,7 @@ class Inference:
         def run(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             started = time.perf_counter()
             try:
-                return servable.run(signature_name, arrays)
+                return run_by_image_size(arrays, lambda a: servable.run(signature_name, a), self.max_image_pixels)
             finally:
                 self.metrics.observe(
                     m.RUNTIME_LATENCY,

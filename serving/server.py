@@ -221,7 +221,7 @@ class ModelServer:
             metrics=self.metrics,
         )
         self._stack.callback(self.manager.close, settings.shutdown_grace_seconds)
-        self.inference = Inference(self.manager, self.scheduler, self.metrics)
+        self.inference = Inference(self.manager, self.scheduler, self.metrics, settings.max_image_pixels)
 
         self.manager.apply_config(configs)
         self.manager.start_polling()
@@ -264,7 +264,8 @@ class ModelServer:
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             for service in HEALTH_SERVICES:
                 self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        address = f"0.0.0.0:{self.settings.port}"
+        host = self.settings.host
+        address = f"[{host}]:{self.settings.port}" if ":" in host else f"{host}:{self.settings.port}"
         try:
             port = server.add_insecure_port(address)
         except RuntimeError as error:
@@ -283,6 +284,7 @@ class ModelServer:
             rest = RestServer(
                 api,
                 self.settings.rest_api_port,
+                host=self.settings.host,
                 timeout_seconds=self.settings.rest_api_timeout_in_ms / 1000,
                 num_threads=self.settings.rest_api_num_threads,
             )

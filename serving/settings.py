@@ -7,6 +7,8 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from maskwatch.frames import MAX_PIXELS
+
 DEFAULT_MODEL_NAME = "mask_detector"
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 RUNTIME_TENSORFLOW = "tensorflow"
@@ -36,6 +38,7 @@ class Settings:
     """Everything `python -m serving` is told on its command line."""
 
     port: int = 8500
+    host: str = "0.0.0.0"
     grpc_max_threads: int = 64
     enable_grpc_healthcheck_service: bool = False
     rest_api_port: int = 0
@@ -59,6 +62,7 @@ class Settings:
     allow_version_labels_for_unavailable_models: bool = False
     monitoring_config_file: str = ""
     shutdown_grace_seconds: float = 10.0
+    max_image_pixels: int = MAX_PIXELS
     log_level: str = "INFO"
     runtime: str = RUNTIME_TENSORFLOW
 
@@ -102,6 +106,8 @@ class Settings:
         ):
             if value < 0:
                 raise SettingsError(f"--{name} must not be negative, got {value}")
+        if self.max_image_pixels < 1:
+            raise SettingsError(f"--max_image_pixels must be at least 1, got {self.max_image_pixels}")
         if self.shutdown_grace_seconds < 0:
             raise SettingsError("--shutdown_grace_seconds must not be negative")
         if self.runtime not in RUNTIMES:
@@ -146,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(f"--{name}", type=kind, default=default, help=f"{help_text} (default {default!r})")
 
     add("port", int, "TCP port for gRPC")
+    add("host", str, "Address the gRPC and REST ports listen on; 127.0.0.1 keeps them on this machine (not a TF Serving flag)")
     add("grpc_max_threads", int, "Max gRPC server threads handling calls")
     add("enable_grpc_healthcheck_service", bool, "Serve the standard gRPC health service (grpc.health.v1)")
     add("rest_api_port", int, "TCP port for the REST API and metrics; 0 turns REST off")
@@ -168,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("allow_version_labels_for_unavailable_models", bool, "Allow labels on versions not yet available")
     add("monitoring_config_file", str, "MonitoringConfig text proto (prometheus_config path)")
     add("shutdown_grace_seconds", float, "On SIGTERM, how long in-flight calls may finish (not a TF Serving flag)")
+    add(
+        "max_image_pixels",
+        int,
+        "Encoded images announcing more pixels are refused (INVALID_ARGUMENT) before decoding; a batch is split by "
+        "image size so one run pads to at most this many pixels per image (not a TF Serving flag)",
+    )
     add("log_level", str, "Log level: DEBUG, INFO, WARNING or ERROR (not a TF Serving flag)")
     add(
         "runtime",

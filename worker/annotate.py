@@ -38,6 +38,16 @@ def encode(img: np.ndarray, quality: int = 75) -> bytes:
     return buf.tobytes()
 
 
+def sharpness(img: np.ndarray, d: Detection) -> float:
+    """Variance of the Laplacian over the face box: higher is sharper (0 for an empty box)."""
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = d.pixel_box(w, h)
+    if x1 - x0 < 3 or y1 - y0 < 3:
+        return 0.0
+    grey = cv2.cvtColor(img[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
 def crop(img: np.ndarray, d: Detection, blur: bool, margin: float = 0.15) -> bytes | None:
     h, w = img.shape[:2]
     x0, y0, x1, y1 = d.pixel_box(w, h)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -18,12 +20,20 @@ logger = logging.getLogger(__name__)
 
 
 def run(settings: WorkerSettings, stop: threading.Event) -> int:
-    logger.info("worker starting worker=%s group=%s topic=%s serving=%s", settings.worker_id, settings.group, settings.topic, settings.serving)
+    logger.info(
+        "worker starting worker=%s host=%s pid=%d group=%s topic=%s serving=%s",
+        settings.worker_id,
+        socket.gethostname(),
+        os.getpid(),
+        settings.group,
+        settings.topic,
+        settings.serving,
+    )
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
         logger.info("metrics listening port=%d", settings.metrics_port)
     with contextlib.ExitStack() as stack:
-        store = Store.from_url(settings.redis_url, settings.redis_prefix)
+        store = Store.from_url(settings.redis_url, settings.redis_prefix, history_ttl_s=settings.history_ttl_days * 86_400)
         stack.callback(store.close)
         model = ModelClient(settings.serving, settings.model_name, timeout_s=settings.model_timeout_s)
         stack.callback(model.close)

@@ -18,18 +18,19 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from maskwatch.detections import VIOLATION_CLASSES, Counts, Detections, ModelOutputError, parse_outputs
+from maskwatch.detections import Counts, Detections, ModelOutputError, parse_outputs
 from maskwatch.frames import (
     ERR_MODEL_OUTPUT,
     ERR_UNDECODABLE,
-    H_ERROR,
     Frame,
     FrameError,
     camera_of,
+    dead_letter,
     parse_message,
 )
-from maskwatch.store import BatchWrite, Store, Violation
+from maskwatch.store import BatchWrite, Episode, Store, episode_notice
 from worker import annotate, metrics
+from worker.episodes import EpisodeBooks, face_quality
 from worker.model import RETRYABLE, ModelClient, outputs_of
 from worker.settings import WorkerSettings
 from worker.tracker import Trackers
@@ -42,6 +43,8 @@ STATUS_DEGRADED = "degraded"
 # While a Predict is in flight the worker polls in slices this long, so a finished batch is counted within
 # a slice instead of waiting out the whole poll timeout when no new frames come.
 POLL_SLICE_MS = 10
+# how often the worker re-reads each camera's zone (the producer registers it from the site file)
+ZONES_REFRESH_S = 30.0
 
 
 @dataclass
@@ -99,9 +102,13 @@ class Worker:
         self.model_ms_ewma = 0.0
         self._rate: list[tuple[float, int]] = []
         self._last_hb = 0.0
-        self._last_violation: dict[str, float] = {}
         self._carry: dict[Any, list[Any]] = {}
-        self.trackers = Trackers()
+        grace_ms = int(settings.episode_grace_s * 1000)
+        # a track lives as long as its episode's grace, so a person briefly missed stays one episode
+        self.trackers = Trackers(ttl_ms=grace_ms)
+        self.episodes = EpisodeBooks(settings.episode_min_frames, grace_ms)
+        self._zones: dict[str, str] = {}
+        self._zones_at = 0.0
         self._unpositioned: set[TopicPartition] = set()
 
     # ---- assignment ----------------------------------------------------------------------
@@ -154,6 +161,7 @@ class Worker:
                 pending = None
             if polled:
                 pending = self._start(polled)
+            self._close_idle_episodes()
             self._heartbeat()
         if pending is not None:
             logger.info("stopping: abandoning in-flight batch frames=%d (its offsets are not stored, so it is redone)", pending.records)
@@ -193,7 +201,7 @@ class Worker:
             for rec in recs:
                 n += 1
                 try:
-                    frame = parse_message(rec.key, rec.value, rec.headers, self.s.max_frame_bytes)
+                    frame = parse_message(rec.key, rec.value, rec.headers, self.s.max_frame_bytes, self.s.max_frame_pixels)
                 except FrameError as e:
                     dead.append((rec, e.reason))
                     cid = camera_of(rec.key)
@@ -291,35 +299,64 @@ class Worker:
 
     def _count(self, p: InFlight, dets: list[Detections | None]) -> None:
         latest: dict[str, tuple[Frame, Detections]] = {}
+        part_of: dict[str, int] = {}
         for (part, frame), d in zip(p.frames, dets, strict=True):
             if d is None:
                 continue
             d = d.above(self.s.min_score)
-            persons = self.trackers.update(frame.camera_id, frame.ts_ms, d.items)
-            p.batch.add(part, frame.camera_id, frame.ts_ms, d.counts(frame.width) + persons)
+            step = self.trackers.step(frame.camera_id, frame.ts_ms, d.items)
+            p.batch.add(part, frame.camera_id, frame.ts_ms, d.counts(frame.width) + step.persons)
+            part_of[frame.camera_id] = part
+            self._episode_step(frame, step.seen)
             prev = latest.get(frame.camera_id)
             if prev is None or frame.ts_ms >= prev[0].ts_ms:
                 latest[frame.camera_id] = (frame, d)
-        part_of = {f.camera_id: part for part, f in p.frames}
-        now = time.monotonic()
+        for cid, part in part_of.items():
+            p.batch.episodes.extend((part, ep) for ep in self.episodes.book(cid).drain())
+        p.batch.zones = self._camera_zones(p.batch.cameras())
         for cid, (frame, d) in latest.items():
             img = annotate.decode(frame.jpeg)
-            if img is None:
-                continue
-            p.batch.latest_jpeg[cid] = annotate.encode(annotate.annotate(img, d))
-            bad = [x for x in d.items if x.label in VIOLATION_CLASSES]
-            if bad and now - self._last_violation.get(cid, 0.0) >= self.s.violation_interval_s:
-                self._last_violation[cid] = now
-                for x in bad:
-                    snap = annotate.crop(img, x, self.s.blur_faces)
-                    p.batch.violations.append((part_of[cid], Violation(cid, frame.ts_ms, x.label, x.score, x.box, snap)))
+            if img is not None:
+                p.batch.latest_jpeg[cid] = annotate.encode(annotate.annotate(img, d))
+
+    def _episode_step(self, frame: Frame, seen: Any) -> None:
+        """Feed one frame's tracked faces to its camera's episodes; crop the faces that may be better evidence."""
+        book = self.episodes.book(frame.camera_id)
+        candidates = book.observe(frame.ts_ms, seen, frame.width, frame.height)
+        if not candidates:
+            return
+        img = annotate.decode(frame.jpeg)
+        if img is None:
+            return
+        for c in candidates:
+            quality = face_quality(c.area_px, annotate.sharpness(img, c.detection))
+            book.offer(c, quality, annotate.crop(img, c.detection, self.s.blur_faces))
+
+    def _close_idle_episodes(self) -> None:
+        """Close the episodes of cameras whose frames stopped (no batch will come to close them)."""
+        now_ms = int(time.time() * 1000) - int(self.s.max_frame_age_s * 1000)
+        closed = self.episodes.expire_idle(now_ms)
+        if not closed:
+            return
+        self._retry("redis", lambda: self.store.close_episodes(closed))
+        self._publish_episodes(closed)
+
+    def _camera_zones(self, cids: set[str]) -> dict[str, str]:
+        """Each camera's zone, re-read from Redis now and then (a camera moved in the site file follows)."""
+        now = time.monotonic()
+        missing = [c for c in cids if c not in self._zones]
+        if now - self._zones_at >= ZONES_REFRESH_S:
+            missing, self._zones_at = sorted(cids | set(self._zones)), now
+        if missing:
+            self._zones.update(self._retry("redis", lambda: self.store.camera_zones(missing)))
+        return {c: self._zones.get(c, "") for c in cids}
 
     # ---- outputs -------------------------------------------------------------------------
     def _dead_letter(self, p: InFlight) -> None:
         for rec, reason in p.dead:
-            headers = list(rec.headers or []) + [(H_ERROR, reason.encode())]
+            headers, value = dead_letter(rec.headers, rec.value, reason)
             try:
-                self.dlq.send(self.s.dlq_topic, key=rec.key, value=rec.value, headers=headers)
+                self.dlq.send(self.s.dlq_topic, key=rec.key, value=value, headers=headers)
             except KafkaError as e:
                 logger.warning("dead-letter send failed reason=%s error=%s", reason, e)
         if p.dead:
@@ -332,16 +369,18 @@ class Worker:
                 entry = cams[cid]
                 entry["frames"] = entry.get("frames", 0) + c.frames
                 entry["last_frame_ms"] = p.batch.last_frame_ms.get(cid, 0)
+        self._send_update(cams, [ep for part, ep in p.batch.episodes if part in applied])
+
+    def _publish_episodes(self, episodes: list[Episode]) -> None:
+        self._send_update({}, episodes)
+
+    def _send_update(self, cams: dict[str, dict[str, int]], episodes: list[Episode]) -> None:
         payload = {
             "type": "batch",
             "worker": self.s.worker_id,
             "ts_ms": int(time.time() * 1000),
             "cameras": cams,
-            "violations": [
-                {"camera": v.camera_id, "class": v.label, "score": round(v.score, 3), "ts_ms": v.ts_ms}
-                for part, v in p.batch.violations
-                if part in applied
-            ],
+            "violations": [episode_notice(ep) for ep in episodes],
         }
         try:
             self.store.publish_update(payload)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import socket
+import secrets
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+from maskwatch.frames import MAX_PIXELS
 from maskwatch.settings import CommonSettings
 
 
 class WorkerSettings(CommonSettings):
     group: str = Field("maskwatch-workers", min_length=1, description="Kafka consumer group")
-    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{__import__('os').getpid()}", description="Worker id in heartbeats")
+    worker_id: str = Field(
+        default_factory=lambda: f"worker-{secrets.token_hex(4)}",
+        description="Worker id in heartbeats (random by default: the dashboard shows it, so no host name or pid)",
+    )
     start_from: Literal["latest", "earliest"] = Field(
         "latest", description="Where a partition with no stored or committed offset starts (a new deployment)"
     )
@@ -28,8 +32,20 @@ class WorkerSettings(CommonSettings):
     max_poll_interval_ms: int = Field(300_000, ge=10_000, description="Kafka max.poll.interval.ms")
     max_frame_age_s: float = Field(2.0, gt=0, description="Frames older than this when consumed are counted dropped_stale")
     blur_faces: bool = Field(True, description="Blur violation snapshots")
-    violation_interval_s: float = Field(5.0, ge=0, description="At most one violation event per camera per this many seconds")
+    episode_min_frames: int = Field(
+        5, ge=1, le=1000, description="A tracked person is a violation episode once a vote over this many frames says so"
+    )
+    episode_grace_s: float = Field(
+        5.0, gt=0, le=600, description="A violation episode closes when its person has been gone this long"
+    )
+    history_ttl_days: int = Field(400, ge=1, le=3650, description="Hourly and daily buckets are kept this many days")
     max_frame_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger frames are dead-lettered")
+    max_frame_pixels: int = Field(
+        MAX_PIXELS,
+        ge=64 * 64,
+        le=8192 * 8192,
+        description="Frames whose JPEG header announces more pixels are dead-lettered too_large, never decoded",
+    )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port (0 = off)")
     heartbeat_interval_s: float = Field(2.0, gt=0, le=30, description="Heartbeat period")
     retry_max_s: float = Field(10.0, gt=0, le=120, description="Cap of the retry backoff while a dependency is down")

@@ -27,6 +27,29 @@ class Track:
     votes: Counter[str] = field(default_factory=Counter)
     hits: int = 0
     counted: bool = False
+    first_ms: int = -1
+    # the track's first box, kept to name it: the same frames give the same key after a worker restart
+    first_box: tuple[float, float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.first_ms < 0:
+            self.first_ms = self.last_ms
+        if self.first_box is None:
+            self.first_box = self.box
+
+    @property
+    def key(self) -> str:
+        """A stable name: first sighting (ms) and first box corner; an episode of this track takes it as id."""
+        y0, x0 = (self.first_box or self.box)[:2]
+        return f"{self.first_ms}-{int(y0 * 1e4)}-{int(x0 * 1e4)}"
+
+
+@dataclass(frozen=True)
+class TrackStep:
+    """What one frame did: persons newly counted, and each detection matched to (or starting) its track."""
+
+    persons: Counts
+    seen: tuple[tuple[Track, Detection], ...] = ()
 
 
 class CameraTracker:
@@ -45,8 +68,12 @@ class CameraTracker:
 
     def update(self, ts_ms: int, dets: tuple[Detection, ...]) -> Counts:
         """Feed one frame; return the persons newly counted by it."""
+        return self.step(ts_ms, dets).persons
+
+    def step(self, ts_ms: int, dets: tuple[Detection, ...]) -> TrackStep:
+        """Feed one frame; return the persons newly counted by it and which track each detection belongs to."""
         if ts_ms < self.last_ts:
-            return Counts()  # out-of-order frame: counted per frame, not tracked
+            return TrackStep(Counts())  # out-of-order frame: counted per frame, not tracked
         self.last_ts = ts_ms
         self.tracks = [t for t in self.tracks if ts_ms - t.last_ms <= self.ttl_ms]
         pairs = sorted(
@@ -55,6 +82,7 @@ class CameraTracker:
         )
         used_d: set[int] = set()
         used_t: set[int] = set()
+        seen: list[tuple[Track, Detection]] = []
         for score, ti, di in pairs:
             if score < self.min_iou:
                 break
@@ -66,9 +94,12 @@ class CameraTracker:
             t.box, t.last_ms = dets[di].box, ts_ms
             t.votes[dets[di].label] += 1
             t.hits += 1
+            seen.append((t, dets[di]))
         for di, d in enumerate(dets):
             if di not in used_d:
-                self.tracks.append(Track(box=d.box, last_ms=ts_ms, votes=Counter({d.label: 1}), hits=1))
+                t = Track(box=d.box, last_ms=ts_ms, votes=Counter({d.label: 1}), hits=1)
+                self.tracks.append(t)
+                seen.append((t, d))
         out: dict[str, int] = {}
         for t in self.tracks:
             if not t.counted and t.hits >= self.min_hits:
@@ -76,7 +107,7 @@ class CameraTracker:
                 label = t.votes.most_common(1)[0][0]
                 out["persons"] = out.get("persons", 0) + 1
                 out[PERSON_FIELD[label]] = out.get(PERSON_FIELD[label], 0) + 1
-        return Counts(**out)  # type: ignore[arg-type]
+        return TrackStep(Counts(**out), tuple(seen))  # type: ignore[arg-type]
 
 
 class Trackers:
@@ -87,7 +118,10 @@ class Trackers:
         self.by_camera: dict[str, CameraTracker] = {}
 
     def update(self, camera: str, ts_ms: int, dets: tuple[Detection, ...]) -> Counts:
+        return self.step(camera, ts_ms, dets).persons
+
+    def step(self, camera: str, ts_ms: int, dets: tuple[Detection, ...]) -> TrackStep:
         tr = self.by_camera.get(camera)
         if tr is None:
             tr = self.by_camera[camera] = CameraTracker(**self.kw)  # type: ignore[arg-type]
-        return tr.update(ts_ms, dets)
+        return tr.step(ts_ms, dets)

@@ -1,11 +1,13 @@
-// One camera's page: live facts from camera_update, its alert, a per-minute chart (uPlot), CSV link, violations.
+// One camera's page: live facts from camera_update, its alert, a per-minute chart (uPlot), CSV link, violation episodes.
 "use strict";
 
 (() => {
   const cid = document.body.dataset.camera;
   const api = "/api/cameras/" + encodeURIComponent(cid);
   const $ = (id) => document.getElementById(id);
-  let windowLabel = new URLSearchParams(location.search).get("window") || "1h";
+  // the chart opens on the headline's window ("" = the dashboard's own window, whatever its length)
+  let windowLabel = new URLSearchParams(location.search).get("window") ?? document.body.dataset.windowLabel;
+  const windowQuery = (label) => (label ? "?window=" + encodeURIComponent(label) : "");
   let summary = null;
   let plot = null;
   let lastSeriesFetch = 0;
@@ -44,6 +46,7 @@
     const st = MW.status(summary);
     $("status").dataset.status = st;
     $("status").textContent = st;
+    MW.showError($("cam-error"), summary);
   }
 
   // Bars: faces per minute (grey) with the violators in front (red); line: compliance % per minute.
@@ -130,7 +133,7 @@
 
   async function loadSeries() {
     lastSeriesFetch = performance.now();
-    const r = await fetch(api + "?window=" + encodeURIComponent(windowLabel));
+    const r = await fetch(api + windowQuery(windowLabel));
     if (!r.ok) return;
     const body = await r.json();
     drawChart(body.series);
@@ -144,7 +147,13 @@
     tbody.replaceChildren(
       ...rows.map((v) => {
         const tr = document.createElement("tr");
-        const cells = [MW.time(v.ts_ms), MW.LABELS[v.class] || v.class, Math.round(v.score * 100) + "%"];
+        const dur = Math.round(v.duration_s) + " s";
+        const cells = [
+          MW.time(v.ts_ms),
+          MW.LABELS[v.class] || v.class,
+          v.state === "open" ? "ongoing, " + dur : dur,
+          Math.round(v.score * 100) + "%",
+        ];
         for (const text of cells) {
           const td = document.createElement("td");
           td.textContent = text;
@@ -168,7 +177,7 @@
   function selectWindow(label) {
     windowLabel = label;
     for (const b of $("windows").children) b.setAttribute("aria-pressed", String(b.dataset.window === label));
-    $("csv").href = api + "/series.csv?window=" + encodeURIComponent(label);
+    $("csv").href = api + "/series.csv" + windowQuery(label);
     loadSeries();
   }
 

@@ -60,6 +60,7 @@
     }
     el.querySelector('[data-field="people"]').textContent = MW.num(MW.persons(s));
     MW.showWarnings(el.querySelector(".qa"), s);
+    MW.showError(el.querySelector(".cam-error"), s);
     const a = alerts.get("camera:" + s.camera);
     el.classList.toggle("alerting", Boolean(a));
     el.querySelector(".alert-badge").hidden = !a;
@@ -229,6 +230,12 @@
 
   function onSystem(sys) {
     systemSeen = true;
+    if (sys.cameras && sys.cameras.ids) {
+      // the site's cameras as Redis lists them: a retired camera's card goes
+      const ids = new Set(sys.cameras.ids);
+      for (const id of [...cams.keys()]) if (!ids.has(id)) cams.delete(id);
+      queueRender();
+    }
     workers = sys.workers;
     if (sys.alerts) {
       // the authoritative set, as Redis holds it: corrects anything missed while disconnected
@@ -250,56 +257,48 @@
     queueRender();
   }
 
-  // A camera's repeats of one class within a minute of its line's latest add to that line's count and move it
-  // to the top, so a camera that keeps failing shows as one busy line rather than a scrolling wall.
-  const GROUP_MS = 60_000;
+  // One line per violation episode (one person): an episode's later updates (it goes on, it closes) change
+  // its line in place and move it to the top.
+  function episodeText(v) {
+    const secs = Math.round(v.duration_s || 0);
+    return v.state === "open" ? `ongoing ${secs} s` : `${secs} s`;
+  }
 
   function onViolation(v, fresh) {
     const list = $("violations");
-    const group = `${v.camera}|${v.class}`;
-    const same = [...list.children].find(
-      (li) => li.dataset.group === group && Math.abs((v.ts_ms || 0) - Number(li.dataset.ts)) < GROUP_MS,
-    );
-    if (same) {
-      const n = Number(same.dataset.count) + 1;
-      same.dataset.count = String(n);
-      same.dataset.ts = String(Math.max(Number(same.dataset.ts), v.ts_ms || 0));
-      same.querySelector(".v-time").textContent = MW.time(Number(same.dataset.ts));
-      const badge = same.querySelector(".v-count");
-      badge.textContent = "×" + n;
-      badge.hidden = false;
-      if (list.firstElementChild !== same) list.prepend(same);
-      if (fresh) {
-        same.classList.remove("fresh");
-        void same.offsetWidth; // restart the highlight
-        same.classList.add("fresh");
-      }
-      return;
+    let li = [...list.children].find((el) => el.dataset.episode === `${v.camera}|${v.id}`);
+    if (!li) {
+      li = document.createElement("li");
+      li.dataset.episode = `${v.camera}|${v.id}`;
+      const sw = document.createElement("i");
+      sw.className = "sw";
+      const cam = document.createElement("a");
+      cam.className = "v-cam";
+      cam.href = "/cameras/" + encodeURIComponent(v.camera);
+      cam.dataset.camera = v.camera;
+      cam.textContent = (cams.get(v.camera) || {}).name || v.camera;
+      const t = document.createElement("span");
+      t.className = "v-time";
+      const what = document.createElement("span");
+      what.className = "v-what";
+      const label = document.createElement("span");
+      label.className = "v-label";
+      const dur = document.createElement("span");
+      dur.className = "v-count v-duration";
+      what.append(label, dur);
+      li.append(sw, cam, t, what);
     }
-    const li = document.createElement("li");
-    if (fresh) li.className = "fresh";
-    li.dataset.group = group;
-    li.dataset.ts = String(v.ts_ms || 0);
-    li.dataset.count = "1";
-    const sw = document.createElement("i");
-    sw.className = "sw " + (MW.SWATCH[v.class] || "without");
-    const cam = document.createElement("a");
-    cam.className = "v-cam";
-    cam.href = "/cameras/" + encodeURIComponent(v.camera);
-    cam.dataset.camera = v.camera;
-    cam.textContent = (cams.get(v.camera) || {}).name || v.camera;
-    const t = document.createElement("span");
-    t.className = "v-time";
-    t.textContent = v.ts_ms ? MW.time(v.ts_ms) : "";
-    const what = document.createElement("span");
-    what.className = "v-what";
-    what.textContent = MW.LABELS[v.class] || v.class;
-    const badge = document.createElement("span");
-    badge.className = "v-count";
-    badge.hidden = true;
-    what.append(badge);
-    li.append(sw, cam, t, what);
-    list.prepend(li);
+    li.dataset.state = v.state || "";
+    li.querySelector(".sw").className = "sw " + (MW.SWATCH[v.class] || "without");
+    li.querySelector(".v-time").textContent = v.ts_ms ? MW.time(v.ts_ms) : "";
+    li.querySelector(".v-label").textContent = MW.LABELS[v.class] || v.class;
+    li.querySelector(".v-duration").textContent = episodeText(v);
+    if (list.firstElementChild !== li) list.prepend(li);
+    if (fresh) {
+      li.classList.remove("fresh");
+      void li.offsetWidth; // restart the highlight
+      li.classList.add("fresh");
+    }
     while (list.children.length > 40) list.lastElementChild.remove();
     $("violations-empty").hidden = true;
   }
@@ -323,25 +322,13 @@
     }
   }, 1000);
 
-  // The feed starts with what Redis already holds, then grows from violation events.
-  // A violation both fetched and pushed (it happened while the page loaded) is shown once.
-  const fetched = new Map();
-  const key = (v) => `${v.camera}|${v.ts_ms}|${v.class}`;
+  // The feed starts with what Redis already holds, then follows violation events (an episode's line is
+  // updated in place, so one fetched and pushed while the page loaded is still shown once).
   fetch("/api/violations?limit=15")
     .then((r) => (r.ok ? r.json() : []))
-    .then((rows) =>
-      rows.reverse().forEach((v) => {
-        fetched.set(key(v), (fetched.get(key(v)) || 0) + 1);
-        onViolation(v, false);
-      }),
-    );
+    .then((rows) => rows.reverse().forEach((v) => onViolation(v, false)));
 
   function onPushedViolation(v) {
-    const n = fetched.get(key(v)) || 0;
-    if (n > 0) {
-      fetched.set(key(v), n - 1);
-      return;
-    }
     onViolation(v, true);
   }
 

@@ -7,11 +7,12 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from maskwatch.detections import DEFAULT_MIN_SCORE
-from maskwatch.eval import dataset, report, runner, split
+from maskwatch.eval import crossval, dataset, report, runner, split
 from maskwatch.eval.metrics import DEFAULT_IOU, Report, Truth, evaluate
 from maskwatch.logs import setup_logging
 
@@ -28,6 +29,40 @@ def truth_of(sample: dataset.Sample) -> Truth:
     return Truth(sample.boxes, sample.labels, sample.difficult)
 
 
+@dataclass(frozen=True)
+class SplitRun:
+    """A model run over a split: each image's truth and detections (what `report.write` keeps for pooling), the
+    metrics and the timings."""
+
+    detections: report.ImageDetections
+    report: Report
+    meta: dict[str, Any]
+
+
+def run_split(
+    predictor: runner.Predictor,
+    samples: Sequence[dataset.Sample],
+    iou: float = DEFAULT_IOU,
+    min_score: float = DEFAULT_MIN_SCORE,
+    batch_size: int = 1,
+    fps_frames: int = DEFAULT_FPS_FRAMES,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+) -> SplitRun:
+    """The metrics of `predictor` on `samples`, and timings: the images as they are, then 640x480 frames made
+    from images with at most MAX_FACES_FOR_FPS faces."""
+    jpegs = [s.read_jpeg() for s in samples]
+    preds, timing = runner.run(predictor, jpegs, [(s.width, s.height) for s in samples], batch_size)
+    truths = [truth_of(s) for s in samples]
+    result = evaluate(truths, preds, iou, min_score, bootstrap)
+    timings = {f"data set images, batch {batch_size}": timing.to_dict()}
+    few = [j for j, s in zip(jpegs, samples, strict=True) if len(s.labels) <= MAX_FACES_FOR_FPS]
+    if fps_frames > 0 and few:
+        frames = runner.frames_640x480(few, fps_frames)
+        timings["640x480 frames (≤ 10 faces), batch 1"] = runner.time_frames(predictor, frames).to_dict()
+    detections = report.ImageDetections(tuple(s.name for s in samples), tuple(truths), tuple(preds))
+    return SplitRun(detections, result, {"model": predictor.name, "timing": timings})
+
+
 def evaluate_split(
     predictor: runner.Predictor,
     samples: Sequence[dataset.Sample],
@@ -37,22 +72,22 @@ def evaluate_split(
     fps_frames: int = DEFAULT_FPS_FRAMES,
     bootstrap: int = DEFAULT_BOOTSTRAP,
 ) -> tuple[Report, dict[str, Any]]:
-    """The metrics of `predictor` on `samples`, and timings: the images as they are, then 640x480 frames made
-    from images with at most MAX_FACES_FOR_FPS faces."""
-    jpegs = [s.read_jpeg() for s in samples]
-    preds, timing = runner.run(predictor, jpegs, [(s.width, s.height) for s in samples], batch_size)
-    result = evaluate([truth_of(s) for s in samples], preds, iou, min_score, bootstrap)
-    timings = {f"data set images, batch {batch_size}": timing.to_dict()}
-    few = [j for j, s in zip(jpegs, samples, strict=True) if len(s.labels) <= MAX_FACES_FOR_FPS]
-    if fps_frames > 0 and few:
-        frames = runner.frames_640x480(few, fps_frames)
-        timings["640x480 frames (≤ 10 faces), batch 1"] = runner.time_frames(predictor, frames).to_dict()
-    return result, {"model": predictor.name, "timing": timings}
+    """`run_split`'s metrics and timings."""
+    run = run_split(predictor, samples, iou, min_score, batch_size, fps_frames, bootstrap)
+    return run.report, run.meta
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The `maskwatch eval` options (also how maskwatch/cli.py builds its subcommand)."""
-    ap.add_argument("--data", type=Path, required=True, help="VOC directory with annotations/ and images/")
+    ap.add_argument("--data", type=Path, help="VOC directory with annotations/ and images/ (or --aggregate)")
+    ap.add_argument(
+        "--aggregate",
+        type=Path,
+        nargs="+",
+        metavar="FOLD_REPORT_DIR",
+        help="instead of running a model: aggregate the reports of K held-out folds (maskwatch train --folds) "
+        "into mean ± sd and pooled figures",
+    )
     where = ap.add_mutually_exclusive_group()
     where.add_argument("--serving", metavar="HOST:PORT", help="a TF Serving API gRPC endpoint to evaluate through")
     where.add_argument(
@@ -85,6 +120,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 def check(args: argparse.Namespace) -> str | None:
     """What is wrong with the options, if anything."""
+    if (args.data is None) == (args.aggregate is None):
+        return "give --data (to evaluate a model) or --aggregate (fold reports), not both"
     if not 0.0 < args.iou < 1.0:
         return "--iou must be in (0, 1)"
     if not 0.0 <= args.min_score <= 1.0:
@@ -115,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"maskwatch eval: error: {problem}", file=sys.stderr)
         return 2
     setup_logging(args.log_level, "kv", service="eval")
+    if args.aggregate:
+        return aggregate(args.aggregate, args.out, args.bootstrap)
     try:
         samples = dataset.load(args.data)
         part = split.split(samples, args.val_fraction, args.seed).part(args.split)
@@ -135,20 +174,34 @@ def run(args: argparse.Namespace) -> int:
             return 2
     logger.info("evaluating model=%s split=%s images=%d", predictor.name, args.split, len(part))
     started = time.monotonic()
-    result, meta = evaluate_split(
-        predictor, part, args.iou, args.min_score, args.batch_size, args.fps_frames, args.bootstrap
-    )
+    measured = run_split(predictor, part, args.iou, args.min_score, args.batch_size, args.fps_frames, args.bootstrap)
+    result = measured.report
     meta = {
-        **meta,
+        **measured.meta,
         "data": str(args.data),
         "split": args.split,
         "val_fraction": args.val_fraction,
         "seed": args.seed,
         "threads": None if args.serving else args.threads,
     }
-    paths = report.write(result, meta, args.out)
+    paths = report.write(result, meta, args.out, measured.detections)
     print(report.markdown(result, meta))
     logger.info(
         "evaluated mAP=%s seconds=%.1f report=%s", result.mean_ap, time.monotonic() - started, paths["markdown"]
     )
+    return 0
+
+
+def aggregate(fold_dirs: Sequence[Path], out: Path, bootstrap: int) -> int:
+    """`maskwatch eval --aggregate`: 0 when the cross-validation report is written, 2 when the folds do not fit."""
+    try:
+        cv = crossval.aggregate(fold_dirs, bootstrap)
+    except ValueError as exc:
+        logger.error("fold reports unusable error=%s", exc)
+        return 2
+    first = cv.reports[0]
+    meta = {"model": first.get("model", "?"), "data": first.get("data", "?")}
+    paths = crossval.write(cv, meta, out)
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    logger.info("aggregated folds=%d images=%d pooled_mAP=%s report=%s", len(cv.folds), cv.images, cv.pooled.mean_ap, paths["markdown"])
     return 0

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from maskwatch.detections import CLASS_NAMES, WIDTH_BUCKETS
+
+if TYPE_CHECKING:
+    from maskwatch.eval.compliance import ComplianceError
 
 CLASSES = tuple(CLASS_NAMES[i] for i in sorted(CLASS_NAMES))
 FACE = "face"  # every class merged: the detector's own job
@@ -229,6 +232,7 @@ class Report:
     resamples: int = 0
     mean_ap_top_class: float | None = None  # the mean over the top-class APs
     per_class_scores: bool = False  # whether the model reported every face's score for every class
+    compliance: ComplianceError | None = None  # the operator's compliance error at `min_score`
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -243,6 +247,7 @@ class Report:
             "classes": {k: vars(v) for k, v in self.classes.items()},
             "recall_by_width": self.recall_by_width,
             "confusion": self.confusion,
+            "compliance_error": None if self.compliance is None else self.compliance.to_dict(),
         }
 
 
@@ -254,8 +259,10 @@ def evaluate(
     resamples: int = 0,
 ) -> Report:
     """AP at `iou_threshold` over every detection; recall, precision, width buckets and confusion over the
-    detections scoring at least `min_score` (the operating point: 0 counts what the worker counts). With
-    `resamples`, also each AP's 95 % bootstrap interval (images drawn with replacement, seeded)."""
+    detections scoring at least `min_score` (the operating point: 0 counts what the worker counts), and the
+    operator's compliance error there. With `resamples`, also each AP's 95 % bootstrap interval (images drawn with
+    replacement, seeded)."""
+    from maskwatch.eval.compliance import compliance_error  # it builds on this module's types
     classes: dict[str, ClassReport] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     per_class_scores = any(p.class_scores is not None and len(p.labels) for p in preds)
@@ -314,6 +321,7 @@ def evaluate(
         curves=curves,
         intervals=bootstrap_intervals(truths, preds, iou_threshold, resamples) if resamples else {},
         resamples=resamples,
+        compliance=compliance_error(truths, preds, min_score),
     )
 
 

@@ -4,7 +4,6 @@ new model version (which a watching model server loads) with its validation repo
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
@@ -22,16 +21,13 @@ from maskwatch.eval import dataset, report, split
 from maskwatch.logs import setup_logging
 from serving.signature import ASSETS_EXTRA, MODEL_NAME
 from serving.train import model as tuned
-from serving.train.config import ClassifierConfig, DetectorConfig
+from serving.train.config import ClassifierConfig, DetectorConfig, TrainConfig
 from serving.train.model import DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_CANVAS_HW, DEFAULT_MAX_UPSCALE
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 REPORT_DIR = "validation"  # under the version's assets.extra/
-# The training patches hold a face with half its side of context each way (serving.train.data.PATCH_CONTEXT), and a
-# jittered crop grows by up to 1.2x: with a wider margin the largest crops would reach past the patch.
-MAX_CROP_MARGIN = 0.3
 
 
 def next_version(model_dir: Path) -> int:
@@ -51,18 +47,26 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="detector crops per step")
     ap.add_argument("--crop", type=int, default=d.crop, help="detector training crop side in pixels")
-    ap.add_argument("--classifier-size", type=int, default=c.size, help="classifier input side in pixels")
-    number = functools.partial(_number_option, ap)
-    number("--crop-margin", c.margin, "context around a face in the classifier's crop, a fraction of its side each way")
-    number("--mosaic", d.mosaic, "share of detector crops that are 4-image mosaics, 0-1")
-    number("--paste-faces", d.paste, "share of detector crops with small bare or wrongly masked faces pasted in, 0-1")
-    number("--detector-ema", d.ema, "end the detector with a moving average of its weights of this decay, e.g. 0.998; 0: none")
-    number("--class-weight-power", c.weight_power, "classifier class weights (n / (classes * n_c)) ** power: 0 none, 1 balanced")
+    ap.add_argument(
+        "--classifier-size", type=int, default=c.size, help=f"classifier input side in pixels (default: {c.size})"
+    )
     ap.add_argument("--seed", type=int, default=split.DEFAULT_SEED, help="the split's and the training's seed")
     ap.add_argument(
         "--classifier-seed", type=int, help="the classifier's own seed, the split unchanged (default: --seed)"
     )
     ap.add_argument("--val-fraction", type=float, default=split.DEFAULT_VAL_FRACTION)
+    ap.add_argument(
+        "--folds",
+        type=int,
+        nargs="?",
+        const=split.DEFAULT_FOLDS,
+        default=0,
+        metavar="K",
+        help=f"cross-validate instead of exporting a model: train the recipe K times (default {split.DEFAULT_FOLDS}), "
+        "each holding out one fold of the images (duplicates in one fold, each fold its share of faces worn "
+        "incorrectly); each fold's report and the mean ± sd and pooled figures go to <out>/cross-validation/; "
+        "with --resume, finished folds are kept and an interrupted one carries on",
+    )
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training images (quick runs)")
     ap.add_argument("--work-dir", type=Path, help="checkpoints and weights (default: <out>/.train)")
     ap.add_argument("--resume", action="store_true", help="carry on from the work directory's checkpoints")
@@ -91,10 +95,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
-def _number_option(ap: argparse.ArgumentParser, flag: str, default: float, what: str) -> None:
-    ap.add_argument(flag, type=float, default=default, help=f"{what} (default: {default:g})")
-
-
 def canvas_hw(text: str) -> tuple[int, int] | None:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -103,61 +103,51 @@ def canvas_hw(text: str) -> tuple[int, int] | None:
     return (h, w) if min(h, w) >= 32 else None
 
 
-def check(args: argparse.Namespace) -> str | None:
-    """What is wrong with the options, if anything."""
-    if canvas_hw(args.canvas) is None:
-        return "--canvas must look like 480x640 (each side >= 32)"
-    if args.version is not None and args.version < 1:
-        return "--version must be >= 1"
-    if min(args.epochs, args.classifier_epochs, args.batch_size, args.threads) < 1 or args.crop < 64:
-        return "epochs, batch size and threads must be >= 1, --crop >= 64"
-    if not 0.0 <= args.mosaic <= 1.0:
-        return "--mosaic must be in [0, 1]"
-    if not 0.0 <= args.paste_faces <= 1.0:
-        return "--paste-faces must be in [0, 1]"
-    if not 0.0 <= args.detector_ema < 1.0:
-        return "--detector-ema must be in [0, 1)"
-    if not 0.0 <= args.crop_margin <= MAX_CROP_MARGIN:
-        return f"--crop-margin must be in [0, {MAX_CROP_MARGIN:g}]"
-    if not 0.0 <= args.class_weight_power <= 2.0:
-        return "--class-weight-power must be in [0, 2]"
-    if not 0.0 < args.face_threshold < 1.0:
-        return "--face-threshold must be in (0, 1)"
-    if not 0.0 < args.val_fraction < 1.0 or args.limit < 0 or args.max_upscale <= 0:
-        return "--val-fraction must be in (0, 1), --limit >= 0, --max-upscale > 0"
-    return None
+def config_of(args: argparse.Namespace) -> TrainConfig:
+    """The run's one config from parsed options; ValueError names the option that is wrong."""
+    canvas = canvas_hw(args.canvas)
+    if canvas is None:
+        raise ValueError("--canvas must look like 480x640 (each side >= 32)")
+    detector = replace(
+        DetectorConfig(), epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, seed=args.seed
+    )
+    classifier = replace(
+        ClassifierConfig(),
+        epochs=args.classifier_epochs,
+        size=args.classifier_size,
+        seed=args.seed if args.classifier_seed is None else args.classifier_seed,
+    )
+    return TrainConfig(
+        data=args.data,
+        out=args.out,
+        version=args.version,
+        detector=detector,
+        classifier=classifier,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        limit=args.limit,
+        work_dir=args.work_dir,
+        resume=args.resume,
+        install_weights=args.install_weights,
+        detector_from=args.detector_from,
+        face_threshold=args.face_threshold,
+        canvas_hw=canvas,
+        max_upscale=args.max_upscale,
+        threads=args.threads,
+        fps_frames=args.fps_frames,
+        folds=args.folds,
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="maskwatch train", description=__doc__)
     add_arguments(ap)
     args = ap.parse_args(argv)
-    problem = check(args)
-    if problem:
-        ap.error(problem)
+    try:
+        config_of(args)
+    except ValueError as exc:
+        ap.error(str(exc))
     return args
-
-
-def _configs(args: argparse.Namespace) -> tuple[DetectorConfig, ClassifierConfig]:
-    det = replace(
-        DetectorConfig(),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        crop=args.crop,
-        mosaic=args.mosaic,
-        paste=args.paste_faces,
-        ema=args.detector_ema,
-        seed=args.seed,
-    )
-    cls = replace(
-        ClassifierConfig(),
-        epochs=args.classifier_epochs,
-        size=args.classifier_size,
-        margin=args.crop_margin,
-        weight_power=args.class_weight_power,
-        seed=args.seed if args.classifier_seed is None else args.classifier_seed,
-    )
-    return det, cls
 
 
 def _prepare_work_dir(work: Path, state: dict[str, Any], resume: bool) -> None:
@@ -202,13 +192,13 @@ def _kept_detector(weights_dir: Path) -> KeptDetector:
     )
 
 
-def _seen_validation(source: dict[str, Any], args: argparse.Namespace) -> str | None:
+def _seen_validation(source: dict[str, Any], config: TrainConfig) -> str | None:
     """Why this run's validation images may be among those the kept detector trained on (its manifest's `training`
     record: `source`), if they may."""
     trained_on, split_then = source.get("data"), source.get("split") or {}
-    if not trained_on or Path(trained_on).resolve() != args.data.resolve():
+    if not trained_on or Path(trained_on).resolve() != config.data.resolve():
         return None  # other data (a site's own frames): its images are unseen
-    now = {"seed": args.seed, "val_fraction": args.val_fraction}
+    now = {"seed": config.seed, "val_fraction": config.val_fraction}
     if all(split_then.get(k) == v for k, v in now.items()):
         return None
     return f"the detector trained on {trained_on} split with {split_then}, this run splits it with {now}"
@@ -220,15 +210,62 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """`maskwatch train` with parsed options; 0 when the new version is exported, 1 if it exists, 2 on bad input."""
-    problem = check(args)
-    if problem:
-        print(f"maskwatch train: error: {problem}", file=sys.stderr)
+    try:
+        config = config_of(args)
+    except ValueError as exc:
+        print(f"maskwatch train: error: {exc}", file=sys.stderr)
         return 2
-    canvas = canvas_hw(args.canvas)
-    assert canvas is not None
     setup_logging(args.log_level, "kv", service="train")
     for noisy in ("absl", "tensorflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    return train(config)
+
+
+class Refused(Exception):
+    """A step found the data, a kept detector or the work directory unusable: the run stops with exit code 2."""
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A step's result: the weights directory written and the manifest that describes it."""
+
+    weights_dir: Path
+    manifest: tuned.Manifest
+
+
+def train(config: TrainConfig) -> int:
+    """The run as named steps: data → detector (trained or kept) → classifier → weights → validated export →
+    installed weights."""
+    started = time.monotonic()
+    _start_tensorflow(config)
+    if config.folds:
+        return cross_validate(config)
+    try:
+        parts = load_split(config)
+        kept = keep_detector(config)
+        record = {"val_fraction": config.val_fraction, "seed": config.seed, "train": len(parts.train), "val": len(parts.val)}
+        trained = train_weights(config, parts, kept, config.work, record)
+    except Refused as exc:
+        logger.error("%s", exc)
+        return 2
+    try:
+        path, figures = export_validated(config, trained.weights_dir, parts.val)
+    except FileExistsError as exc:
+        logger.error("export refused error=%s", exc)
+        return 1
+    install_weights(config, trained.weights_dir)
+    logger.info(
+        "trained version=%s path=%s mAP=%s minutes=%.1f report=%s",
+        path.name,
+        path,
+        figures.get("mean_ap"),
+        (time.monotonic() - started) / 60,
+        path / ASSETS_EXTRA / REPORT_DIR / report.MARKDOWN_FILE,
+    )
+    return 0
+
+
+def _start_tensorflow(config: TrainConfig) -> None:
     # TensorFlow's best-fit allocator on the CPU keeps the steps' large buffers for the next step where malloc maps and
     # unmaps them at every step: 10x fewer page faults and ~6 % faster detector epochs on a 2-core EPYC, the same
     # losses (to 4 decimals over 3 epochs). Read only when TensorFlow starts: `maskwatch train` in a process of its own.
@@ -236,144 +273,287 @@ def run(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
     from maskwatch.eval import runner
-    from maskwatch.eval.cli import evaluate_split
+
+    runner.limit_threads(config.threads)
+    tf.random.set_seed(config.seed)
+
+
+def load_split(config: TrainConfig) -> split.Split:
+    """The data set split into training and validation images (near-duplicates on one side)."""
+    try:
+        samples = dataset.load(config.data)
+        parts = split.split(samples, config.val_fraction, config.seed)
+    except (dataset.DatasetError, ValueError) as exc:
+        raise Refused(f"data unusable error={exc}") from exc
+    logger.info("split images=%d groups=%d train=%d val=%d", len(samples), parts.groups, len(parts.train), len(parts.val))
+    return parts
+
+
+def keep_detector(config: TrainConfig) -> KeptDetector | None:
+    """With --detector-from, that directory's detector (checked); a warning when it saw this run's validation images."""
+    if not config.detector_from:
+        return None
+    try:
+        kept = _kept_detector(config.detector_from)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise Refused(f"detector weights unusable dir={config.detector_from} error={exc}") from exc
+    seen = _seen_validation(kept.source_training, config)
+    if seen:
+        logger.warning("validation images in the kept detector's training: figures flattered reason=%s", seen)
+    return kept
+
+
+def train_weights(
+    config: TrainConfig, parts: split.Split, kept: KeptDetector | None, work: Path, split_record: dict[str, Any]
+) -> Trained:
+    """Both stages trained on `parts.train` (checkpoints in `work`, resumable) and written as a weights directory
+    whose manifest records the split as `split_record`."""
     from serving import caffe, export
     from serving.ssd import TunedFaceDetector
-    from serving.train import classifier as cls_train
-    from serving.train import data, negatives
-    from serving.train import detector as det_train
+    from serving.train import data
 
-    runner.limit_threads(args.threads)
-    tf.random.set_seed(args.seed)
-    started = time.monotonic()
-    try:
-        samples = dataset.load(args.data)
-        parts = split.split(samples, args.val_fraction, args.seed)
-    except (dataset.DatasetError, ValueError) as exc:
-        logger.error("data unusable error=%s", exc)
-        return 2
-    train_samples = parts.train[: args.limit] if args.limit else parts.train
-    logger.info(
-        "split images=%d groups=%d train=%d val=%d using_train=%d",
-        len(samples),
-        parts.groups,
-        len(parts.train),
-        len(parts.val),
-        len(train_samples),
-    )
-    det_cfg, cls_cfg = _configs(args)
-    kept: KeptDetector | None = None
-    if args.detector_from:
-        try:
-            kept = _kept_detector(args.detector_from)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.error("detector weights unusable dir=%s error=%s", args.detector_from, exc)
-            return 2
-        seen = _seen_validation(kept.source_training, args)
-        if seen:
-            logger.warning("validation images in the kept detector's training: figures flattered reason=%s", seen)
-    work = args.work_dir or args.out / ".train"
+    train_samples = parts.train[: config.limit] if config.limit else parts.train
+    logger.info("training images=%d of=%d work=%s", len(train_samples), len(parts.train), work)
     state = {
-        "data": str(args.data.resolve()),
+        "data": str(config.data.resolve()),
         "train_images": [s.name for s in train_samples],
-        "detector": {"from": kept.origin, "sha256": kept.sha256} if kept else asdict(det_cfg),
-        "classifier": asdict(cls_cfg),
+        "detector": {"from": kept.origin, "sha256": kept.sha256} if kept else asdict(config.detector),
+        "classifier": asdict(config.classifier),
     }
     try:
-        _prepare_work_dir(work, json.loads(json.dumps(state)), args.resume)
+        _prepare_work_dir(work, json.loads(json.dumps(state)), config.resume)
     except ValueError as exc:
-        logger.error("cannot resume error=%s", exc)
-        return 2
+        raise Refused(f"cannot resume error={exc}") from exc
     sources = export.default_sources()
     images = data.read_images(train_samples)
-
-    detector = TunedFaceDetector(caffe.load(sources.prototxt, sources.caffemodel), canvas)
-    if kept:
-        detector.load_weights(kept.arrays)
-        logger.info("detector kept dir=%s sha256=%s", kept.origin, kept.sha256[:16])
-        detector_training = kept.record()
-    else:
-        det_figures = det_train.train_detector(detector, images, det_cfg, work / "detector", args.resume)
-        detector_training = {**asdict(det_cfg), "final": det_figures}
-
-    patches, labels = data.face_patches(images)
-    val_patches, val_labels = data.face_patches(data.read_images(parts.val))
-    not_faces = 0
-    if cls_cfg.face_output:
-        # the second stage learns the detector's own mistakes: its candidates on the training images that are no face
-        found = negatives.candidates(detector, train_samples, args.max_upscale)
-        extra = data.not_face_patches(images, found)
-        not_faces = len(extra)
-        patches = np.concatenate([patches, extra])
-        labels = np.concatenate([labels, np.full(not_faces, len(tuned.TUNED_CLASS_IDS), np.int32)])
-    import tf_keras
-
-    tf_keras.utils.set_random_seed(cls_cfg.seed)  # the new output column's initial weights and dropout draws
-    model = tuned.build_classifier(cls_cfg.size, len(tuned.TUNED_CLASS_IDS), face_output=cls_cfg.face_output)
-    copied = cls_train.init_from_h5(model, export.load_classifier(sources.classifier))
-    logger.info("classifier initialised layers_from_h5=%d faces=%d not_faces=%d", copied, len(patches) - not_faces, not_faces)
-    cls_figures = cls_train.train_classifier(
-        model, patches, labels, cls_cfg, work / "classifier", args.resume, val=(val_patches, val_labels)
-    )
-
+    detector = TunedFaceDetector(caffe.load(sources.prototxt, sources.caffemodel), config.canvas_hw)
+    detector_record = fit_detector(config, detector, images, kept, work)
+    classifier, classifier_record = fit_classifier(config, detector, images, train_samples, parts.val, work)
     manifest = tuned.Manifest(
-        canvas_hw=canvas,
-        max_upscale=args.max_upscale,
-        classifier_size=cls_cfg.size,
-        crop_margin=cls_cfg.margin,
-        face_threshold=args.face_threshold,
-        face_output=cls_cfg.face_output,
+        canvas_hw=config.canvas_hw,
+        max_upscale=config.max_upscale,
+        classifier_size=config.classifier.size,
+        crop_margin=config.classifier.margin,
+        face_threshold=config.face_threshold,
+        face_output=config.classifier.face_output,
         training={
-            "data": str(args.data),
-            "split": {"val_fraction": args.val_fraction, "seed": args.seed, "train": len(parts.train), "val": len(parts.val)},
-            "detector": detector_training,
-            "classifier": {
-                **asdict(cls_cfg),
-                "not_faces": not_faces,
-                "not_face_scores": [negatives.MIN_SCORE, negatives.MAX_SCORE] if cls_cfg.face_output else None,
-                "final": {k: v for k, v in cls_figures.items() if not k.startswith("val_")},
-            },
+            "data": str(config.data),
+            "split": split_record,
+            "detector": detector_record,
+            "classifier": classifier_record,
         },
     )
     weights_dir = work / "weights"
     manifest = tuned.write(
         weights_dir,
         {k: v.numpy() for k, v in detector.variables_by_name().items()},
-        tuned.classifier_arrays(model),
+        tuned.classifier_arrays(classifier),
         manifest,
     )
     logger.info("weights written dir=%s", weights_dir)
+    return Trained(weights_dir, manifest)
 
-    model_dir = args.out / MODEL_NAME
-    version = args.version or next_version(model_dir)
-    module, manifest = export.build_tuned_module(weights_dir, sources, max_detections=export.DEFAULT_MAX_DETECTIONS)
+
+def fit_detector(
+    config: TrainConfig, detector: Any, images: Sequence[Any], kept: KeptDetector | None, work: Path
+) -> dict[str, Any]:
+    """The detector trained in place (or the kept one loaded); returns the manifest's `training.detector` record."""
+    if kept:
+        detector.load_weights(kept.arrays)
+        logger.info("detector kept dir=%s sha256=%s", kept.origin, kept.sha256[:16])
+        return kept.record()
+    from serving.train import detector as det_train
+
+    figures = det_train.train_detector(detector, images, config.detector, work / "detector", config.resume)
+    return {**asdict(config.detector), "final": figures}
+
+
+def fit_classifier(
+    config: TrainConfig,
+    detector: Any,
+    images: Sequence[Any],
+    train_samples: Sequence[dataset.Sample],
+    val_samples: Sequence[dataset.Sample],
+    work: Path,
+) -> tuple[Any, dict[str, Any]]:
+    """The classifier trained on the true faces and, as "not a face", on the detector's own false candidates on the
+    training images; returns it and the manifest's `training.classifier` record."""
+    import tf_keras
+
+    from serving import export
+    from serving.train import classifier as cls_train
+    from serving.train import data, negatives
+
+    cls_cfg = config.classifier
+    patches, labels = data.face_patches(images)
+    val_patches, val_labels = data.face_patches(data.read_images(val_samples))
+    not_faces = 0
+    if cls_cfg.face_output:
+        # the second stage learns the detector's own mistakes: its candidates on the training images that are no face
+        found = negatives.candidates(detector, train_samples, config.max_upscale)
+        extra = data.not_face_patches(images, found)
+        not_faces = len(extra)
+        patches = np.concatenate([patches, extra])
+        labels = np.concatenate([labels, np.full(not_faces, len(tuned.TUNED_CLASS_IDS), np.int32)])
+    tf_keras.utils.set_random_seed(cls_cfg.seed)  # the new output column's initial weights and dropout draws
+    model = tuned.build_classifier(cls_cfg.size, len(tuned.TUNED_CLASS_IDS), face_output=cls_cfg.face_output)
+    copied = cls_train.init_from_h5(model, export.load_classifier(export.default_sources().classifier))
+    logger.info("classifier initialised layers_from_h5=%d faces=%d not_faces=%d", copied, len(patches) - not_faces, not_faces)
+    figures = cls_train.train_classifier(
+        model, patches, labels, cls_cfg, work / "classifier", config.resume, val=(val_patches, val_labels)
+    )
+    record = {
+        **asdict(cls_cfg),
+        "not_faces": not_faces,
+        "not_face_scores": [negatives.MIN_SCORE, negatives.MAX_SCORE] if cls_cfg.face_output else None,
+        "final": {k: v for k, v in figures.items() if not k.startswith("val_")},
+    }
+    return model, record
+
+
+def export_validated(
+    config: TrainConfig, weights_dir: Path, val_samples: Sequence[dataset.Sample]
+) -> tuple[Path, dict[str, Any]]:
+    """The next model version, published only once its validation report is written into it; FileExistsError when
+    that version exists."""
+    from maskwatch.eval import runner
+    from maskwatch.eval.cli import evaluate_split
+    from serving import export
+
+    version = config.version or next_version(config.out / MODEL_NAME)
+    module, manifest = export.build_tuned_module(weights_dir, export.default_sources(), max_detections=export.DEFAULT_MAX_DETECTIONS)
     info = export.tuned_model_info(module, weights_dir, manifest)
     figures: dict[str, Any] = {}
 
     def validate(staging: Path) -> None:
         predictor = runner.SavedModelPredictor(staging)
-        result, meta = evaluate_split(predictor, parts.val, fps_frames=args.fps_frames)
-        meta = {**meta, "model": f"{MODEL_NAME}/{version}", "data": str(args.data), "split": "val", "threads": args.threads}
+        result, meta = evaluate_split(predictor, val_samples, fps_frames=config.fps_frames)
+        meta = {**meta, "model": f"{MODEL_NAME}/{version}", "data": str(config.data), "split": "val", "threads": config.threads}
         paths = report.write(result, meta, staging / ASSETS_EXTRA / REPORT_DIR)
         figures.update(report.as_dict(result, meta))
         print(paths["markdown"].read_text(encoding="utf-8"))
 
+    path = export.export(module, info, config.out, version, before_publish=validate)
+    return path, figures
+
+
+def install_weights(config: TrainConfig, weights_dir: Path) -> None:
+    """With --install-weights, the three weights files copied there (e.g. serving/weights)."""
+    if not config.install_weights:
+        return
+    config.install_weights.mkdir(parents=True, exist_ok=True)
+    for name in (tuned.DETECTOR_FILE, tuned.CLASSIFIER_FILE, tuned.MANIFEST_FILE):
+        shutil.copy2(weights_dir / name, config.install_weights / name)
+    logger.info("weights installed dir=%s", config.install_weights)
+
+
+def cross_validate(config: TrainConfig) -> int:
+    """--folds K: the recipe trained K times, each time on every fold but one and measured on the one held out (its
+    report and detections in <cv_dir>/fold-<k>/), then the K reports aggregated in <cv_dir>. Resumable fold by fold:
+    with --resume a fold whose report exists (made with these settings) is kept, an interrupted one carries on from
+    its checkpoints. 0 when the report is written, 2 on unusable data or a fold made with other settings."""
+    from maskwatch.eval import crossval
+    from maskwatch.eval.cli import DEFAULT_BOOTSTRAP
+
+    started = time.monotonic()
     try:
-        path = export.export(module, info, args.out, version, before_publish=validate)
-    except FileExistsError as exc:
-        logger.error("export refused error=%s", exc)
-        return 1
-    if args.install_weights:
-        args.install_weights.mkdir(parents=True, exist_ok=True)
-        for name in (tuned.DETECTOR_FILE, tuned.CLASSIFIER_FILE, tuned.MANIFEST_FILE):
-            shutil.copy2(weights_dir / name, args.install_weights / name)
-        logger.info("weights installed dir=%s", args.install_weights)
+        folds = split.folds(dataset.load(config.data), config.folds, config.seed)
+    except (dataset.DatasetError, ValueError) as exc:
+        logger.error("data unusable error=%s", exc)
+        return 2
     logger.info(
-        "trained version=%d path=%s mAP=%s minutes=%.1f report=%s",
-        version,
-        path,
-        figures.get("mean_ap"),
+        "folds k=%d images=%d groups=%d images_per_fold=%s incorrect_per_fold=%s",
+        folds.k,
+        len(folds.samples),
+        folds.groups,
+        [folds.fold.count(k) for k in range(folds.k)],
+        folds.faces(split.STRATIFY_CLASS),
+    )
+    settings = fold_settings(config)
+    if not config.resume:
+        shutil.rmtree(config.cv_dir, ignore_errors=True)  # a fresh run: no report of an earlier one is mixed in
+    fold_dirs = []
+    for k in range(folds.k):
+        name = f"fold-{k + 1}"
+        fold_dir = config.cv_dir / name
+        fold_dirs.append(fold_dir)
+        try:
+            if config.resume and _fold_done(fold_dir, settings):
+                logger.info("fold kept fold=%d of=%d report=%s", k + 1, folds.k, fold_dir)
+                continue
+            parts = folds.part(k)
+            record = {"folds": folds.k, "fold": k + 1, "seed": config.seed, "train": len(parts.train), "val": len(parts.val)}
+            logger.info("fold training fold=%d of=%d train=%d held_out=%d", k + 1, folds.k, len(parts.train), len(parts.val))
+            trained = train_weights(config, parts, None, config.work / name, record)
+        except Refused as exc:
+            logger.error("%s", exc)
+            return 2
+        measure_fold(config, trained.weights_dir, parts.val, fold_dir, f"{name} of {folds.k}", settings)
+    cv = crossval.aggregate(fold_dirs, DEFAULT_BOOTSTRAP)
+    meta = {"model": f"maskwatch train recipe, {folds.k} folds", "data": str(config.data), "training": settings}
+    paths = crossval.write(cv, meta, config.cv_dir)
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    logger.info(
+        "cross-validated folds=%d pooled_mAP=%s minutes=%.1f report=%s",
+        folds.k,
+        cv.pooled.mean_ap,
         (time.monotonic() - started) / 60,
-        path / ASSETS_EXTRA / REPORT_DIR / report.MARKDOWN_FILE,
+        paths["markdown"],
     )
     return 0
+
+
+def fold_settings(config: TrainConfig) -> dict[str, Any]:
+    """What makes a fold's result, as its report records it (JSON-normalised): a fold made otherwise is not reused."""
+    settings = {
+        "data": str(config.data.resolve()),
+        "folds": config.folds,
+        "seed": config.seed,
+        "limit": config.limit,
+        "detector": asdict(config.detector),
+        "classifier": asdict(config.classifier),
+        "canvas_hw": config.canvas_hw,
+        "max_upscale": config.max_upscale,
+        "face_threshold": config.face_threshold,
+    }
+    normalised: dict[str, Any] = json.loads(json.dumps(report.rounded(settings)))
+    return normalised
+
+
+def _fold_done(fold_dir: Path, settings: dict[str, Any]) -> bool:
+    """Whether the fold's report is complete; Refused when it was made with other settings."""
+    path = fold_dir / report.JSON_FILE
+    if not path.is_file() or not (fold_dir / report.DETECTIONS_FILE).is_file():
+        return False
+    made = json.loads(path.read_text(encoding="utf-8")).get("training")
+    if made != settings:
+        differs = sorted(k for k in set(made or {}) | set(settings) if (made or {}).get(k) != settings.get(k))
+        raise Refused(f"cannot resume error={fold_dir} was made with other settings ({', '.join(differs)}); drop --resume")
+    return True
+
+
+def measure_fold(
+    config: TrainConfig,
+    weights_dir: Path,
+    held_out: Sequence[dataset.Sample],
+    fold_dir: Path,
+    name: str,
+    settings: dict[str, Any],
+) -> None:
+    """The fold's model, built as export builds it and run in process, measured on its held-out images: the report
+    and detections written to `fold_dir` (report.json last, so a report there is a finished fold)."""
+    from maskwatch.eval import runner
+    from maskwatch.eval.cli import run_split
+    from serving import export
+
+    module, _ = export.build_tuned_module(weights_dir, export.default_sources(), max_detections=export.DEFAULT_MAX_DETECTIONS)
+    measured = run_split(runner.ModulePredictor(module, name), held_out, fps_frames=config.fps_frames)
+    meta = {
+        **measured.meta,
+        "data": str(config.data),
+        "split": f"{name} (held out)",
+        "threads": config.threads,
+        "training": settings,
+    }
+    report.write(measured.report, meta, fold_dir, measured.detections)
+    logger.info("fold measured fold=%s mAP=%s report=%s", name, measured.report.mean_ap, fold_dir / report.MARKDOWN_FILE)

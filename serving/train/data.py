@@ -25,14 +25,6 @@ PATCH_CONTEXT = 2.0
 PATCH_PX = 160
 # A detector candidate overlapping every true face by less than this is a "not a face" example for the classifier.
 NOT_FACE_MAX_IOU = 0.3
-# Copy-paste of small faces (Kisantal et al. 2019, "Augmentation for small object detection"): the rarer classes'
-# faces at least PASTE_MIN_SOURCE_PX wide, cut with PASTE_MARGIN x their side of context that fades into the crop,
-# pasted PASTE_WIDTH_PX wide, up to PASTE_MAX_FACES a crop, where they overlap no face.
-PASTE_CLASSES = ("without_mask", "mask_worn_incorrectly")
-PASTE_MIN_SOURCE_PX = 12.0
-PASTE_MARGIN = 0.25
-PASTE_WIDTH_PX = (8.0, 32.0)
-PASTE_MAX_FACES = 3
 
 
 @dataclass(frozen=True)
@@ -59,12 +51,11 @@ def read_images(samples: Sequence[Sample]) -> list[Image]:
 
 
 def random_crop(
-    image: Image, rng: np.random.Generator, crop: int, scale_range: tuple[float, float], height: int | None = None
+    image: Image, rng: np.random.Generator, crop: int, scale_range: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scale by a log-uniform factor, cut a crop x crop window (crop wide, `height` high when given; mean colour
-    where it leaves the image), flip half the time, jitter brightness and contrast. Returns (BGR float32
-    [height,crop,3], boxes [M,4] pixel in the crop)."""
-    cw, ch = crop, crop if height is None else height
+    """Scale by a log-uniform factor, cut a crop x crop window (mean colour where it leaves the image), flip half
+    the time, jitter brightness and contrast. Returns (BGR float32 [crop,crop,3], boxes [M,4] pixel in the crop)."""
+    cw = ch = crop
     lo, hi = np.log(scale_range[0]), np.log(scale_range[1])
     s = float(np.exp(rng.uniform(lo, hi)))
     h, w = image.bgr.shape[:2]
@@ -91,85 +82,6 @@ def random_crop(
     if rng.random() < 0.1:
         canvas[:] = canvas.mean(axis=-1, keepdims=True)
     return np.ascontiguousarray(canvas), boxes.reshape(-1, 4)
-
-
-def mosaic_crop(
-    images: Sequence[Image], first: int, rng: np.random.Generator, crop: int, scale_range: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """A crop x crop mosaic, as YOLOv4/v5 train on small data sets: the crop cut at a random centre (30-70 % of
-    each side) into four windows, each a `random_crop` of its own image (`first`, then three drawn at random) at
-    the same scales. Four scenes' faces and backgrounds in one step, and faces cut by a window's edge."""
-    cx = int(rng.integers(round(0.3 * crop), round(0.7 * crop) + 1))
-    cy = int(rng.integers(round(0.3 * crop), round(0.7 * crop) + 1))
-    canvas = np.empty((crop, crop, 3), np.float32)
-    parts = []
-    for k, (x0, y0, x1, y1) in enumerate(((0, 0, cx, cy), (cx, 0, crop, cy), (0, cy, cx, crop), (cx, cy, crop, crop))):
-        image = images[first] if k == 0 else images[int(rng.integers(len(images)))]
-        window, boxes = random_crop(image, rng, x1 - x0, scale_range, height=y1 - y0)
-        canvas[y0:y1, x0:x1] = window
-        parts.append(boxes + np.array([x0, y0, x0, y0], np.float32))
-    return canvas, np.concatenate(parts).reshape(-1, 4)
-
-
-@dataclass(frozen=True)
-class PastedFace:
-    """A face cut for pasting: BGR float32 [h,w,3] with PASTE_MARGIN of context each way, its alpha [h,w] (1 on the
-    face, fading to 0 at the cut's edge) and the face's box in the cut (xmin, ymin, xmax, ymax)."""
-
-    bgr: np.ndarray
-    alpha: np.ndarray
-    box: np.ndarray
-
-
-def face_bank(images: Sequence[Image], classes: Sequence[str] = PASTE_CLASSES) -> list[PastedFace]:
-    """The faces of `classes` at least PASTE_MIN_SOURCE_PX wide, cut for `paste_faces`."""
-    bank = []
-    for image in images:
-        h, w = image.bgr.shape[:2]
-        for box, label in zip(image.boxes, image.labels, strict=True):
-            bw, bh = box[2] - box[0], box[3] - box[1]
-            if label not in classes or bw < PASTE_MIN_SOURCE_PX:
-                continue
-            x0, y0 = max(0, int(box[0] - PASTE_MARGIN * bw)), max(0, int(box[1] - PASTE_MARGIN * bh))
-            x1, y1 = min(w, int(np.ceil(box[2] + PASTE_MARGIN * bw))), min(h, int(np.ceil(box[3] + PASTE_MARGIN * bh)))
-            inner = np.array([box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0], np.float32)
-            ys, xs = np.mgrid[0 : y1 - y0, 0 : x1 - x0].astype(np.float32) + 0.5
-            # distance outside the face box, as a share of the margin: alpha 1 on the face, 0 at the cut's edge
-            dx = np.maximum(np.maximum(inner[0] - xs, xs - inner[2]), 0) / max(PASTE_MARGIN * bw, 1.0)
-            dy = np.maximum(np.maximum(inner[1] - ys, ys - inner[3]), 0) / max(PASTE_MARGIN * bh, 1.0)
-            alpha = np.clip(1.0 - np.maximum(dx, dy), 0.0, 1.0)
-            bank.append(PastedFace(image.bgr[y0:y1, x0:x1].astype(np.float32), alpha, inner))
-    return bank
-
-
-def paste_faces(
-    canvas: np.ndarray, boxes: np.ndarray, bank: Sequence[PastedFace], rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """1 to PASTE_MAX_FACES faces of the bank pasted into the crop (BGR float32), PASTE_WIDTH_PX wide (log-uniform),
-    mirrored half the time, each where it overlaps no face; returns the crop and its boxes with theirs added."""
-    ch, cw = canvas.shape[:2]
-    out = canvas.copy()
-    boxes = boxes.reshape(-1, 4)
-    lo, hi = np.log(PASTE_WIDTH_PX[0]), np.log(PASTE_WIDTH_PX[1])
-    for _ in range(int(rng.integers(1, PASTE_MAX_FACES + 1))):
-        face = bank[int(rng.integers(len(bank)))]
-        width = float(np.exp(rng.uniform(lo, hi)))
-        s = width / float(face.box[2] - face.box[0])
-        ph, pw = max(1, round(face.bgr.shape[0] * s)), max(1, round(face.bgr.shape[1] * s))
-        if ph >= ch or pw >= cw:
-            continue
-        x, y = int(rng.integers(0, cw - pw + 1)), int(rng.integers(0, ch - ph + 1))
-        new = face.box * np.float32(s) + np.array([x, y, x, y], np.float32)
-        if len(boxes) and iou_matrix(new[None], boxes).max() > 0:
-            continue  # never over a face: one draw, skipped when it would be
-        bgr = cv2.resize(face.bgr, (pw, ph), interpolation=cv2.INTER_AREA)
-        alpha = cv2.resize(face.alpha, (pw, ph), interpolation=cv2.INTER_LINEAR)[..., None]
-        if rng.random() < 0.5:
-            bgr, alpha, new = bgr[:, ::-1], alpha[:, ::-1], np.array([2 * x + pw - new[2], new[1], 2 * x + pw - new[0], new[3]], np.float32)
-        region = out[y : y + ph, x : x + pw]
-        out[y : y + ph, x : x + pw] = alpha * bgr + (1.0 - alpha) * region
-        boxes = np.concatenate([boxes, new[None]])
-    return out, boxes
 
 
 def anchor_targets(boxes: np.ndarray, priors_px: np.ndarray, priors_norm: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -207,21 +119,12 @@ def detector_batch(
     crop: int,
     priors_norm: np.ndarray,
     scale_range: tuple[float, float],
-    mosaic: float = 0.0,
-    paste: float = 0.0,
-    bank: Sequence[PastedFace] = (),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(blobs [B,crop,crop,3] BGR minus mean, anchor classes [B,P], offsets [B,P,4]); a `mosaic` share of the
-    crops are mosaics of four images (`mosaic_crop`), a `paste` share get small faces of the `bank` pasted in."""
+    """(blobs [B,crop,crop,3] BGR minus mean, anchor classes [B,P], offsets [B,P,4]): one `random_crop` per image."""
     priors_px = priors_norm * crop
     blobs, labels, offsets = [], [], []
     for i in indices:
-        if mosaic > 0 and rng.random() < mosaic:
-            canvas, boxes = mosaic_crop(images, i, rng, crop, scale_range)
-        else:
-            canvas, boxes = random_crop(images[i], rng, crop, scale_range)
-        if paste > 0 and bank and rng.random() < paste:
-            canvas, boxes = paste_faces(canvas, boxes, bank, rng)
+        canvas, boxes = random_crop(images[i], rng, crop, scale_range)
         lab, off = anchor_targets(boxes, priors_px, priors_norm, crop)
         blobs.append(canvas - np.asarray(BGR_MEAN, np.float32))
         labels.append(lab)

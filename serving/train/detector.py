@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from serving.ssd import TunedFaceDetector
 from serving.train.config import DetectorConfig
-from serving.train.data import Image, detector_batch, face_bank
+from serving.train.data import Image, detector_batch
 from serving.train.progress import last_figures, save_figures
 
 logger = logging.getLogger(__name__)
@@ -64,8 +64,7 @@ def train_detector(
     optimizer = tf_keras.optimizers.AdamW(learning_rate=schedule, weight_decay=config.weight_decay)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     variables = detector.trainable_variables
-    ema = _WeightAverage(variables, config.ema) if config.ema > 0 else None
-    ckpt = tf.train.Checkpoint(detector=detector, optimizer=optimizer, epoch=epoch, **({"ema": ema} if ema else {}))
+    ckpt = tf.train.Checkpoint(detector=detector, optimizer=optimizer, epoch=epoch)
     manager = tf.train.CheckpointManager(ckpt, str(checkpoint_dir), max_to_keep=2)
     optimizer.build(variables)  # slots exist before a restore fills them
     if resume and manager.latest_checkpoint:
@@ -82,14 +81,8 @@ def train_detector(
         grads = tape.gradient(loss, variables)
         grads, _ = tf.clip_by_global_norm(grads, 10.0)
         optimizer.apply_gradients(zip(grads, variables, strict=True))
-        if ema is not None:
-            ema.update(variables)
         return cls_loss, loc_loss
 
-    bank = []
-    if config.paste > 0:
-        bank = face_bank(images)
-        logger.info("detector pasting faces share=%g bank=%d", config.paste, len(bank))
     figures: dict[str, float] = last_figures(checkpoint_dir)
     while int(epoch.numpy()) < config.epochs:
         e = int(epoch.numpy())
@@ -99,7 +92,7 @@ def train_detector(
         sums = np.zeros(2)
         for k in range(steps_per_epoch):
             idx = order[k * config.batch_size : (k + 1) * config.batch_size].tolist()
-            blobs, labels, offsets = detector_batch(images, idx, rng, config.crop, priors, config.scale_range, config.mosaic, config.paste, bank)
+            blobs, labels, offsets = detector_batch(images, idx, rng, config.crop, priors, config.scale_range)
             c, lo = step(tf.constant(blobs), tf.constant(labels), tf.constant(offsets))
             sums += (float(c), float(lo))
         epoch.assign_add(1)
@@ -116,28 +109,5 @@ def train_detector(
         save_figures(checkpoint_dir, e + 1, figures)
         if on_epoch is not None:
             on_epoch(e + 1, figures)
-    if ema is not None:
-        ema.copy_to(variables)  # the checkpoints keep the raw weights and the average: a resumed run ends the same
-        logger.info("detector weights averaged decay=%g updates=%d", config.ema, int(ema.updates.numpy()))
     return figures
 
-
-class _WeightAverage(tf.Module):
-    """TensorFlow's exponential moving average of the weights with its update count, which ramps the decay up over
-    the first steps (min(decay, (1 + n) / (10 + n)) at update n, as YOLOv5's ModelEMA does), so the start's random
-    heads fade out fast; the averages and the count are this module's variables, and so are checkpointed."""
-
-    def __init__(self, variables: Sequence[tf.Variable], decay: float) -> None:
-        super().__init__(name="weight_average")
-        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
-        self._average = tf.train.ExponentialMovingAverage(decay, num_updates=self.updates)
-        self._average.apply(variables)  # creates the averages at the weights' values
-        self.shadow = [self._average.average(v) for v in variables]
-
-    def update(self, variables: Sequence[tf.Variable]) -> None:
-        self.updates.assign_add(1)
-        self._average.apply(variables)
-
-    def copy_to(self, variables: Sequence[tf.Variable]) -> None:
-        for s, v in zip(self.shadow, variables, strict=True):
-            v.assign(s)

@@ -23,7 +23,7 @@ from dashboard.server import Server
 from dashboard.settings import DashboardSettings
 from maskwatch.detections import Counts
 from maskwatch.stack import free_port
-from maskwatch.store import BatchWrite, Store, Violation
+from maskwatch.store import EPISODE_CLOSED, BatchWrite, Episode, Store, episode_notice
 
 GROUP = "maskwatch-workers"
 TOPIC = "frames"
@@ -130,11 +130,15 @@ def seed(
     )
     if jpeg is not None:
         batch.latest_jpeg[cid] = jpeg
+    batch.zones = store.camera_zones([cid])  # as the worker reads them
     notices = []
     for i in range(violations):
-        v = Violation(cid, now, "without_mask", 0.9, (0.1, 0.1 + i * 0.01, 0.4, 0.4), snapshot=FRAME_JPEG)
-        batch.violations.append((0, v))
-        notices.append({"camera": cid, "class": v.label, "score": v.score, "ts_ms": v.ts_ms})
+        box = (0.1, 0.1 + i * 0.01, 0.4, 0.4)
+        eid = f"{now}-{int(box[0] * 1e4)}-{int(box[1] * 1e4)}"
+        votes = (("without_mask", 5),)
+        ep = Episode(cid, eid, "without_mask", votes, now, now, box, 0.9, EPISODE_CLOSED, 5000, now, FRAME_JPEG)
+        batch.episodes.append((0, ep))
+        notices.append(episode_notice(ep))
     assert store.commit_batch(batch, GROUP, TOPIC)
     payload = {
         "type": "batch",

@@ -6,6 +6,7 @@ The OpenAPI document is checked against the routes the app really has, so neithe
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from dashboard.app import close_app, create_app
+from maskwatch.detections import COUNT_FIELDS
 from maskwatch.store import Store
 from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are fixtures)
     FACE_SCORE_TH,
@@ -34,6 +36,20 @@ def app(redis_url: str, dashboard_store: Store) -> Iterator[Flask]:
 @pytest.fixture
 def http(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+def test_zero_counters_are_stored_and_camera_update_has_lag(http: FlaskClient, dashboard_store: Store) -> None:
+    # readers of Redis need not guess: every counter is present in the totals and each bucket, zeros included
+    r, k = dashboard_store.r, dashboard_store.keys
+    now = int(time.time() * 1000)
+    for key in (k.totals("gate-1"), k.minute("gate-1", now // 60_000), k.hour("gate-1", now // 3_600_000), k.day("gate-1", now // 86_400_000)):
+        fields = {f.decode(): int(v) for f, v in r.hgetall(key).items()}
+        assert set(fields) == set(COUNT_FIELDS), key
+        assert fields["mask_worn_incorrectly"] == 0 and fields["with_mask"] >= 3
+    cam = http.get("/api/cameras/gate-1").get_json()
+    assert "lag" in cam and cam["lag"] is None  # no producer wrote a capture time here
+    dashboard_store.set_camera_fields("gate-1", last_capture_ms=int(cam["last_frame_ms"]) + 1500)
+    assert http.get("/api/cameras/gate-1").get_json()["lag"] == 1.5
 
 
 def snapshot_path(http: FlaskClient) -> str:
@@ -105,7 +121,7 @@ BAD: list[tuple[str, str, int, str]] = [
     ("GET", "/api/cameras/gate-1/snapshots/1:2:3.jpg", 404, "no such snapshot"),
     ("GET", "/api/no-such-thing", 404, "not found"),
     ("POST", "/api/cameras", 405, "method not allowed"),
-    ("DELETE", "/api/cameras/gate-1", 405, "method not allowed"),
+    ("PUT", "/api/cameras/gate-1", 405, "method not allowed"),
     ("GET", "/api/predict", 405, "method not allowed"),
     ("POST", "/api/predict", 400, "no image"),
     ("POST", "/api/predict?min_score=2", 400, "no image"),

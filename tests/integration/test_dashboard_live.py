@@ -15,7 +15,7 @@ from flask import Flask
 from flask_socketio import SocketIO, SocketIOTestClient
 
 from dashboard.app import close_app, create_app
-from dashboard.auth import COOKIE, session_value
+from dashboard.auth import COOKIE
 from dashboard.live import EV_CAMERA, EV_SYSTEM, EV_VIOLATION, NAMESPACE
 from dashboard.server import Server
 from maskwatch.store import Store
@@ -90,7 +90,8 @@ def test_connect_sends_every_camera_then_updates_follow_batches(
     assert {p["camera"] for p in inbox.of(EV_CAMERA)} >= {"gate-1", "hall-2"}
     system = inbox.wait_for(EV_SYSTEM)
     assert system["cameras"]["total"] == 2
-    assert system["window"]["with_mask"] == 4 and system["people"] == 6
+    assert system["window"]["with_mask"] == 4 and system["face_verdicts"] == 6
+    assert system["people"] == 6  # seed() counts every face as a different person
 
     inbox.clear()
     seed(dashboard_store, "gate-1", with_mask=0, without_mask=4)
@@ -130,12 +131,14 @@ def test_violations_are_pushed_and_listed(dash: tuple[Flask, SocketIO], dashboar
     inbox.wait_for(EV_CAMERA)
     seed(dashboard_store, "dock", without_mask=2, violations=2)
     v = inbox.wait_for(EV_VIOLATION)
-    assert v["camera"] == "dock" and v["class"] == "without_mask"
+    assert v["camera"] == "dock" and v["class"] == "without_mask" and v["state"] == "closed"
+    assert len(v["box"]) == 4 and v["snapshot_url"] == f"/api/cameras/dock/snapshots/{v['id']}.jpg"
 
     http = app.test_client()
     rows = http.get("/api/cameras/dock/violations").get_json()
     assert len(rows) == 2 and rows[0]["class"] == "without_mask"
-    snap = http.get(rows[0]["snapshot_url"])
+    assert {r["id"] for r in rows} >= {v["id"]} and "snapshot" not in rows[0]
+    snap = http.get(v["snapshot_url"])
     assert snap.status_code == 200 and snap.mimetype == "image/jpeg" and snap.data[:3] == b"\xff\xd8\xff"
     assert http.get("/api/cameras/dock/violations?limit=0").status_code == 400
     assert http.get("/api/cameras/dock/snapshots/nope.jpg").status_code == 404
@@ -236,21 +239,33 @@ def test_token_guards_pages_api_and_socket(redis_url: str, dashboard_store: Stor
         assert http.get("/").status_code == 200  # cookie set by the login form
         assert TOKEN not in (http.get_cookie(COOKIE).value if http.get_cookie(COOKIE) else "")
 
+        session = http.get_cookie(COOKIE)
+        assert session is not None and len(session.value) >= 32
+
         fresh = app.test_client()
-        assert fresh.get(f"/?token={TOKEN}").status_code == 200
-        assert fresh.get("/api/cameras").status_code == 200  # ?token= on a page left the cookie
+        link = fresh.get(f"/cameras/gate-1?window=1h&token={TOKEN}")
+        assert link.status_code == 302 and link.headers["Location"] == "/cameras/gate-1?window=1h", "the token leaves the URL"
+        assert fresh.get("/api/cameras").status_code == 200  # ?token= on a page left a session cookie
 
         denied = sio.test_client(app, namespace=NAMESPACE)
         assert not denied.is_connected(NAMESPACE)
         by_auth = sio.test_client(app, namespace=NAMESPACE, auth={"token": TOKEN})
         assert by_auth.is_connected(NAMESPACE)
         assert Inbox(by_auth).wait_for(EV_CAMERA)["camera"] == "gate-1"
-        by_cookie = sio.test_client(app, namespace=NAMESPACE, headers={"Cookie": f"{COOKIE}={session_value(TOKEN)}"})
+        by_cookie = sio.test_client(app, namespace=NAMESPACE, headers={"Cookie": f"{COOKIE}={session.value}"})
         assert by_cookie.is_connected(NAMESPACE)
         by_query = sio.test_client(app, namespace=NAMESPACE, query_string=f"token={TOKEN}")
         assert by_query.is_connected(NAMESPACE)
         for c in (by_auth, by_cookie, by_query):
             c.disconnect(NAMESPACE)
+
+        assert http.post("/logout").status_code == 302
+        assert dashboard_store.session(session.value) is None, "logout revokes the session in Redis"
+        stolen = app.test_client()
+        stolen.set_cookie(COOKIE, session.value)
+        assert stolen.get("/api/cameras").status_code == 401, "a copy of the cookie stops working at logout"
+        copied = sio.test_client(app, namespace=NAMESPACE, headers={"Cookie": f"{COOKIE}={session.value}"})
+        assert not copied.is_connected(NAMESPACE)
     finally:
         close_app(app)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -14,6 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from dashboard.app import close_app, create_app
+from dashboard.context import dashboard
+from dashboard.predict import predict_slots
 from maskwatch.stack import free_port
 from maskwatch.store import Store
 from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are fixtures)
@@ -68,6 +71,44 @@ def test_predict_finds_the_face_and_draws_it(app_for, serving: str) -> None:  # 
     assert png.status_code == 200 and png.mimetype == "image/jpeg" and png.data[:3] == b"\xff\xd8\xff"
     raw = http.post("/api/predict?min_score=1", data=astronaut(), content_type="image/jpeg")
     assert raw.status_code == 200 and raw.get_json()["detections"] == []
+
+
+@pytest.mark.timeout(300)
+def test_a_large_upload_is_decoded_downscaled(app_for, serving: str) -> None:  # type: ignore[no-untyped-def]
+    bgr = cv2.resize(cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR), (2048, 2048))
+    big = cv2.imencode(".jpg", bgr)[1].tobytes()
+    r = app_for(serving).post("/api/predict?min_score=0.3", data={"image": (io.BytesIO(big), "big.jpg")})
+    assert r.status_code == 200, r.get_json()
+    body = r.get_json()
+    assert (body["width"], body["height"]) == (2048, 2048) and body["detections"], "the face is still found"
+    annotated = cv2.imdecode(np.frombuffer(base64.b64decode(body["annotated_jpeg_base64"]), np.uint8), cv2.IMREAD_COLOR)
+    assert annotated.shape == (512, 512, 3), "decoded at 1/4 scale by libjpeg, not at full size"
+
+
+@pytest.mark.timeout(300)
+def test_checks_at_once_are_bounded(app_for, serving: str) -> None:  # type: ignore[no-untyped-def]
+    http = app_for(serving)
+    app = http.application
+    slots = predict_slots(app)
+    n = dashboard(app).settings.max_concurrent_predicts
+    for _ in range(n):  # every slot busy, as with n checks in progress
+        assert slots.acquire(blocking=False)
+    busy = http.post("/api/predict", data=astronaut(), content_type="image/jpeg")
+    assert busy.status_code == 429 and busy.headers["Retry-After"] == "1"
+    assert busy.get_json()["error"] == "too many checks at once"
+    for _ in range(n):
+        slots.release()
+
+    def check(_: int) -> tuple[int, str | None]:
+        r = app.test_client().post("/api/predict", data=astronaut(), content_type="image/jpeg")
+        return r.status_code, r.headers.get("Retry-After")
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(check, range(12)))
+    assert {status for status, _ in answers} <= {200, 429}, answers
+    assert all(retry == "1" for status, retry in answers if status == 429)
+    assert any(status == 200 for status, _ in answers)
+    assert http.post("/api/predict", data=astronaut(), content_type="image/jpeg").status_code == 200, "slots freed"
 
 
 @pytest.mark.timeout(120)

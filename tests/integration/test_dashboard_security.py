@@ -88,7 +88,34 @@ def test_uploads_are_limited_in_size_and_type(make: Callable[..., Flask], raw: b
     if status == 415:
         assert body["allowed"] == ["image/jpeg", "image/png"]
     if status == 413 and raw.startswith(b"\x89PNG"):
-        assert body["limit_pixels"] == 40_000_000 and body["detail"] == "100000x100000 pixels"
+        assert body["limit_pixels"] == 4096 * 2160 and body["detail"] == "100000x100000 pixels"
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A real 8x8 JPEG (a few hundred bytes) whose start-of-frame header announces width x height: a header bomb."""
+    raw = jpeg(8, 8)
+    i = raw.index(b"\xff\xc0")
+    return raw[: i + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + raw[i + 9 :]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("width", "height"), [(6300, 6300), (20000, 2000), (4097, 2160)])
+def test_a_jpeg_header_bomb_is_refused_before_decoding(make: Callable[..., Flask], width: int, height: int) -> None:
+    raw = jpeg_claiming(width, height)
+    assert len(raw) < 1024
+    r = upload(make().test_client(), raw)
+    assert r.status_code == 413, r.data[:200]
+    assert r.get_json() == {
+        "error": "image too large",
+        "detail": f"{width}x{height} pixels",
+        "limit_pixels": 4096 * 2160,
+    }
+
+
+@pytest.mark.timeout(30)
+def test_the_pixel_cap_is_a_setting(make: Callable[..., Flask]) -> None:
+    r = upload(make(max_upload_pixels=64 * 64).test_client(), jpeg(65, 64))
+    assert r.status_code == 413 and r.get_json()["limit_pixels"] == 64 * 64
 
 
 @pytest.mark.timeout(30)
@@ -218,3 +245,152 @@ def test_the_only_file_reads_are_fixed_at_start() -> None:
                 if name in FILE_CALLS:
                     found.add((module.name, name))
     assert found <= ALLOWED, found - ALLOWED
+
+
+# ---- secure by default: Host allow-list, headers, sessions, failed-login limits -------------------------------
+
+TOKEN = "right-token-42"
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [("localhost", 200), ("127.0.0.1:5000", 200), ("[::1]:5000", 200), ("evil.example", 400), ("rebind.evil.example:5000", 400)],
+)
+def test_only_allowed_hosts_are_answered(make: Callable[..., Flask], host: str, status: int) -> None:
+    """A DNS-rebinding page reaches the dashboard under its own name: it gets 400, not the cameras."""
+    http = make().test_client()
+    r = http.get("/api/cameras", headers={"Host": host, "Origin": f"http://{host}"})
+    assert r.status_code == status, r.data[:200]
+    if status == 400:
+        assert r.get_json()["error"] == "host not allowed" and "Access-Control-Allow-Origin" not in r.headers
+        assert http.get("/socket.io/?EIO=4&transport=polling", headers={"Host": host}).status_code in (200, 400)
+    assert http.get("/healthz", headers={"Host": host}).status_code == 200, "probes address pods by IP"
+
+
+@pytest.mark.timeout(30)
+def test_a_rebinding_page_gets_no_socket(make: Callable[..., Flask]) -> None:
+    app = make()
+    sio = app.extensions["socketio"]
+    from dashboard.live import NAMESPACE
+
+    refused = sio.test_client(app, namespace=NAMESPACE, headers={"Host": "evil.example"})
+    assert not refused.is_connected(NAMESPACE)
+    ok = sio.test_client(app, namespace=NAMESPACE)
+    assert ok.is_connected(NAMESPACE)
+    ok.disconnect(NAMESPACE)
+
+
+@pytest.mark.timeout(30)
+def test_configured_hosts_replace_the_default(make: Callable[..., Flask]) -> None:
+    http = make(allowed_hosts="dash.example.org").test_client()
+    assert http.get("/api/cameras", headers={"Host": "dash.example.org"}).status_code == 200
+    assert http.get("/api/cameras", headers={"Host": "localhost"}).status_code == 400
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("path", ["/", "/api/cameras", "/api/nope", "/login", "/static/app.css", "/healthz"])
+def test_security_headers_on_every_answer(make: Callable[..., Flask], path: str) -> None:
+    r = make(token=TOKEN).test_client().get(path)
+    csp = r.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["Referrer-Policy"] == "same-origin"
+    assert "Strict-Transport-Security" not in r.headers, "no HSTS over plain HTTP"
+
+
+@pytest.mark.timeout(30)
+def test_behind_a_tls_proxy_cookies_are_secure_and_hsts_is_sent(make: Callable[..., Flask]) -> None:
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "localhost"}
+    trusting = make(token=TOKEN, trusted_proxies=1).test_client()
+    r = trusting.post("/login", data={"token": TOKEN, "next": "/"}, headers=proxied)
+    assert r.status_code == 302
+    cookie = r.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert TOKEN not in cookie
+    assert r.headers["Strict-Transport-Security"].startswith("max-age=")
+
+    untrusting = make(token=TOKEN).test_client()  # no proxy configured: X-Forwarded-Proto is not believed
+    r = untrusting.post("/login", data={"token": TOKEN, "next": "/"}, headers=proxied)
+    assert "Secure" not in r.headers["Set-Cookie"] and "Strict-Transport-Security" not in r.headers
+
+
+@pytest.mark.timeout(30)
+def test_wrong_tokens_are_limited_per_client_and_logged_without_the_token(
+    make: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make(token=TOKEN, auth_max_failures=3, auth_window_s=60, trusted_proxies=1)
+    http = app.test_client()
+    attacker = {"X-Forwarded-For": "198.51.100.7"}
+    with caplog.at_level("WARNING", logger="dashboard.auth"):
+        for guess in ("guess-0001", "guess-0002"):
+            assert http.get("/api/cameras", headers={**attacker, "Authorization": f"Bearer {guess}"}).status_code == 401
+        assert http.post("/login", data={"token": "guess-0003"}, headers=attacker).status_code == 401
+        for attempt in (
+            http.get("/api/cameras", headers={**attacker, "Authorization": f"Bearer {TOKEN}"}),  # even the right one
+            http.post("/login", data={"token": TOKEN}, headers=attacker),
+            http.get(f"/api/cameras?token={TOKEN}", headers=attacker),
+        ):
+            assert attempt.status_code == 429 and 1 <= int(attempt.headers["Retry-After"]) <= 60
+    failures = [r.getMessage() for r in caplog.records if "authentication failed" in r.getMessage()]
+    assert len(failures) == 3 and all("remote=198.51.100.7" in m for m in failures)
+    assert not any("guess-000" in r.getMessage() or TOKEN in r.getMessage() for r in caplog.records)
+
+    other = {"X-Forwarded-For": "192.0.2.44"}
+    assert http.get("/api/cameras", headers={**other, "Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+@pytest.mark.timeout(30)
+def test_wrong_socket_tokens_count_too(make: Callable[..., Flask]) -> None:
+    from dashboard.live import NAMESPACE
+
+    app = make(token=TOKEN, auth_max_failures=2, auth_window_s=60)
+    sio = app.extensions["socketio"]
+    for guess in ("guess-0001", "guess-0002"):
+        assert not sio.test_client(app, namespace=NAMESPACE, auth={"token": guess}).is_connected(NAMESPACE)
+    assert not sio.test_client(app, namespace=NAMESPACE, auth={"token": TOKEN}).is_connected(NAMESPACE), "throttled"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("args", "env", "refused"),
+    [
+        (["--host", "0.0.0.0"], {}, True),
+        (["--host", "0.0.0.0", "--insecure"], {}, False),
+        (["--host", "0.0.0.0"], {"MW_DASHBOARD_TOKEN": TOKEN}, False),
+    ],
+)
+def test_open_to_the_network_only_with_a_token(redis_url: str, args: list[str], env: dict[str, str], refused: bool) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from maskwatch.stack import free_port
+    from tests.integration.dashboard_fixtures import wait_until
+
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("MW_")}
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashboard", "--port", str(port), "--redis-prefix", "tsec:", *args],
+        cwd=DASHBOARD.parent,
+        env={**base_env, "MW_REDIS_URL": redis_url, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        if refused:
+            assert proc.wait(timeout=30) == 2
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            assert "refusing to start" in out and "MW_DASHBOARD_TOKEN" in out and "--insecure" in out
+            return
+        from maskwatch.stack import port_open
+
+        wait_until(lambda: proc.poll() is not None or port_open("127.0.0.1", port), 30, what="the dashboard")
+        assert proc.poll() is None
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -140,3 +140,27 @@ def test_bad_flags_exit_two(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "Both --model_base_path and --model_config_file are empty" in done.stderr
+
+
+@pytest.mark.timeout(180)
+def test_host_keeps_both_ports_on_loopback(tmp_path: Path) -> None:
+    """`maskwatch up` starts the model server with --host 127.0.0.1: no other machine can call it."""
+    import psutil
+
+    base = tmp_path / "mask_detector"
+    build_model(base, 1)
+    rest_port = free_port()
+    server = ServerProcess(
+        ["--host", "127.0.0.1", "--rest_api_port", str(rest_port), "--model_base_path", str(base)], tmp_path / "serving.log"
+    )
+    try:
+        server.wait_available()
+        listening = {
+            (c.laddr.ip.removeprefix("::ffff:"), c.laddr.port)  # gRPC may listen on IPv4-mapped IPv6
+            for c in psutil.Process(server.proc.pid).net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert listening == {("127.0.0.1", server.port), ("127.0.0.1", rest_port)}, listening
+        assert server.terminate(timeout=10) == 0
+    finally:
+        server.stop()

@@ -269,3 +269,58 @@ def test_stale_backlog_dropped_fresh_counted(
 def test_topic_fixture_partitions(kafka: str, names: dict[str, str]) -> None:
     ready = ensure_topics([kafka], names["topic"], 4, names["dlq_topic"])
     assert ready[names["topic"]] == 4 and ready[names["dlq_topic"]] == 1
+
+
+def _claiming(raw: bytes, width: int, height: int) -> bytes:
+    """A JPEG with its start-of-frame header rewritten to announce width x height (a header bomb when large)."""
+    i = raw.index(b"\xff\xc0")
+    return raw[: i + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + raw[i + 9 :]
+
+
+@pytest.mark.timeout(240)
+def test_frames_over_the_caps_or_mislabelled_are_dead_lettered_whole(
+    kafka: str, redis_url: str, cheap_serving: str, names: dict[str, str], topic: str, logs_dir: Path
+) -> None:
+    """Header bombs and frames whose mw-w/mw-h lie are rejected before decoding; a frame too large even for the
+    dead-letter send still reaches frames.dlq, with its headers and a truncated value."""
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names, MW_MAX_FRAME_BYTES="100000"))
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    good = frame("cam-a", 1)
+    huge = good.jpeg + b"\x00" * (2 * 1024 * 1024)  # over max_frame_bytes, and over the dead-letter producer's limit
+    bad: list[tuple[bytes, str]] = [
+        (_claiming(good.jpeg, 12000, 12000), F.ERR_TOO_LARGE),  # a header bomb labelled 64x48
+        (_claiming(good.jpeg, 640, 480), F.ERR_BAD_SIZE),  # labelled 64x48, the JPEG says 640x480
+        (huge, F.ERR_TOO_LARGE),
+    ]
+    try:
+        procs.worker("w-caps")
+        p = KafkaProducer(bootstrap_servers=[kafka], max_request_size=4 * 1024 * 1024)
+        for value, _ in bad:
+            p.send(topic, key=good.key, value=value, headers=good.headers())
+        for i in range(5):
+            f = frame("cam-a", i + 10)
+            p.send(topic, key=f.key, value=f.jpeg, headers=f.headers())
+        p.flush()
+        p.close()
+        wait_for(lambda: store.totals("cam-a").frames == 5 and store.totals("cam-a").invalid == 3, 120, "all accounted")
+
+        dlq = KafkaConsumer(
+            names["dlq_topic"], bootstrap_servers=[kafka], auto_offset_reset="earliest", consumer_timeout_ms=3000, group_id=None
+        )
+        seen: list[tuple[str, dict[str, bytes], int]] = []
+        deadline = time.monotonic() + 60
+        while len(seen) < len(bad) and time.monotonic() < deadline:
+            for rec in dlq:
+                h = dict(rec.headers)
+                seen.append((h[F.H_ERROR].decode(), h, len(rec.value)))
+        dlq.close()
+        assert sorted(reason for reason, _, _ in seen) == sorted(reason for _, reason in bad)
+        truncated = [(h, n) for _, h, n in seen if F.H_TRUNCATED in h]
+        assert len(truncated) == 1
+        h, n = truncated[0]
+        assert h[F.H_TRUNCATED] == str(len(huge)).encode() and n == F.DLQ_MAX_VALUE_BYTES
+        assert h[F.H_CAMERA] == b"cam-a" and h[F.H_SEQ] == b"1", "the dead letter keeps the frame's headers"
+        assert store.latest_jpeg("cam-a") is not None and len(store.latest_jpeg("cam-a") or b"") < 100_000
+    finally:
+        assert procs.stop_all() == {"w-caps": 0}
+        store.close()

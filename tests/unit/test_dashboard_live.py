@@ -42,6 +42,9 @@ class FakeStore:
     def camera_ids(self) -> list[str]:
         return sorted(self.info)
 
+    def retired_camera_ids(self) -> list[str]:
+        return []
+
     def camera_info(self, cid: str) -> dict[str, str]:
         return self.info.get(cid, {})
 
@@ -114,6 +117,25 @@ def test_heartbeat_rows_parse_values(fields: dict[str, str], expected: dict[str,
     assert {k: row[k] for k in expected} == expected
 
 
+def test_heartbeat_rows_keep_machines_processes_and_files_from_viewers() -> None:
+    fields = {"host": "ward-3-pc", "pid": "4242", "site_file": "/etc/maskwatch/site.yaml", "metrics_port": "9101",
+              "reload_msg": "/etc/maskwatch/site.yaml:3: bad", "fps": "5", "cameras": "3"}
+    (row,) = heartbeat_rows({"p-1": fields}, now_ms=10_000)
+    assert row["fps"] == 5 and row["cameras"] == 3
+    shown = repr(row)
+    assert "ward-3-pc" not in shown and "4242" not in shown and "/etc/" not in shown and "9101" not in shown
+
+
+def test_the_default_worker_id_names_no_machine() -> None:
+    import os
+    import socket
+
+    from worker.settings import WorkerSettings
+
+    wid = WorkerSettings().worker_id
+    assert socket.gethostname() not in wid and str(os.getpid()) not in wid and wid != WorkerSettings().worker_id
+
+
 def summary(cid: str, status: str, age: float | None, **window: int) -> dict[str, Any]:
     return {"camera": cid, "status": status, "data_age_s": age, "window": Counts(**window).as_dict()}
 
@@ -124,8 +146,8 @@ def test_system_state_adds_up_cameras_and_workers() -> None:
     state = system_state(
         store,  # type: ignore[arg-type]
         [
-            summary("a", "online", 1.0, with_mask=3, without_mask=1),
-            summary("b", "online", 99.0, with_mask=1, mask_worn_incorrectly=1),
+            summary("a", "online", 1.0, with_mask=3, without_mask=1, persons=2),
+            summary("b", "online", 99.0, with_mask=1, mask_worn_incorrectly=1, persons=1),
             summary("c", "offline", 1.0),
             summary("d", "online", None),
         ],
@@ -135,7 +157,8 @@ def test_system_state_adds_up_cameras_and_workers() -> None:
         now_ms=0,
     )
     assert state["cameras"] == {"total": 4, "online": 1, "ids": ["a", "b", "c", "d"]}
-    assert state["people"] == 6 and state["compliance"] == round(4 / 6, 4)
+    assert state["face_verdicts"] == 6 and state["compliance"] == round(4 / 6, 4)
+    assert state["people"] == 3  # different people, not faces
     assert state["lag"] == 7 and [w["id"] for w in state["workers"]] == ["w1", "w2"]
     assert state["throughput_fps"] == 12.35
 
@@ -166,7 +189,9 @@ def notice(**over: Any) -> str:
         "worker": "w1",
         "ts_ms": 1,
         "cameras": {"gate-1": {"frames": 2, "last_frame_ms": 1}},
-        "violations": [{"camera": "gate-1", "class": "without_mask", "score": 0.9, "ts_ms": 1}],
+        "violations": [
+            {"camera": "gate-1", "id": "1-1000-1000", "class": "without_mask", "state": "open", "score": 0.9, "ts_ms": 1, "snapshot_ms": 1}
+        ],
     }
     payload.update(over)
     return json.dumps(payload)
@@ -175,7 +200,9 @@ def notice(**over: Any) -> str:
 def test_a_batch_notice_pushes_only_its_cameras_and_its_violations() -> None:
     live, _, sio = emitter()
     live._on_update(notice())
-    assert sio.of(EV_VIOLATION) == [{"camera": "gate-1", "class": "without_mask", "score": 0.9, "ts_ms": 1}]
+    (v,) = sio.of(EV_VIOLATION)
+    assert (v["camera"], v["id"], v["state"]) == ("gate-1", "1-1000-1000", "open")
+    assert v["snapshot_url"] == "/api/cameras/gate-1/snapshots/1-1000-1000.jpg"
     live._emit_due()
     (update,) = sio.of(EV_CAMERA)
     assert update["camera"] == "gate-1" and update["name"] == "Gate" and update["compliance"] == 0.75

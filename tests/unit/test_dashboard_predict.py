@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from dashboard.predict import COLOURS, draw, image_header
+from dashboard.predict import COLOURS, draw
 from maskwatch.detections import INCORRECT, WITH_MASK, WITHOUT_MASK, Detection, Detections
+from maskwatch.frames import ImageSize, image_size
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -55,9 +56,9 @@ def _jpeg(width: int, height: int) -> bytes:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (_jpeg(64, 48), ("image/jpeg", 64, 48)),
-        (_jpeg(7, 300), ("image/jpeg", 7, 300)),
-        (_png(100_000, 100_000), ("image/png", 100_000, 100_000)),  # a bomb announces itself in the header
+        (_jpeg(64, 48), ImageSize("image/jpeg", 64, 48)),
+        (_jpeg(7, 300), ImageSize("image/jpeg", 7, 300)),
+        (_png(100_000, 100_000), ImageSize("image/png", 100_000, 100_000)),  # a bomb announces itself in the header
         (b"GIF89a\x01\x00\x01\x00", None),
         (b"BM\x00\x00", None),
         (b"<svg xmlns='http://www.w3.org/2000/svg'/>", None),
@@ -65,5 +66,5 @@ def _jpeg(width: int, height: int) -> bytes:
         (b"", None),
     ],
 )
-def test_image_header(raw: bytes, expected: tuple[str, int, int] | None) -> None:
-    assert image_header(raw) == expected
+def test_image_size(raw: bytes, expected: ImageSize | None) -> None:
+    assert image_size(raw) == expected

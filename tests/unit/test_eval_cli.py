@@ -67,6 +67,10 @@ def test_evaluate_split_on_a_tiny_set(tmp_path: Path) -> None:
     low, high = saved["ap_interval_95"]["mean_ap"]  # two images: resamples move the mAP widely
     assert low <= 0.6667 <= high and high - low > 0.2 and saved["bootstrap_resamples"] == 200
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # what the operator reads: 2 masked faces of 3 counted against 1 of 3 annotated (a bare face called masked)
+    assert saved["compliance_error"]["count_bias"] == {"with_mask": 2.0, "without_mask": 0.0, "mask_worn_incorrectly": 1.0}
+    assert saved["compliance_error"]["per_image"]["measured"] == 0  # no image has 4 faces
+    assert "## Compliance error at the operating point (score ≥ 0.5)" in text
 
 
 def _constant_model(path: Path) -> Path:

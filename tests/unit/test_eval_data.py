@@ -106,3 +106,64 @@ def test_dhash_is_stable_under_reencoding_and_differs_between_images() -> None:
     other = cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (128, 96), interpolation=cv2.INTER_CUBIC)
     assert split.hamming(split.dhash(img), split.dhash(again)) <= 8
     assert split.hamming(split.dhash(img), split.dhash(other)) > split.DEFAULT_MAX_HAMMING
+
+
+def _sample(name: str, labels: tuple[str, ...]) -> dataset.Sample:
+    boxes = np.array([[0, 0, 10, 10]] * len(labels), float).reshape(-1, 4)
+    return dataset.Sample(name, Path(f"{name}.jpg"), 64, 48, boxes, labels, (False,) * len(labels))
+
+
+def _fold_set() -> tuple[list[dataset.Sample], list[int]]:
+    """40 images: 10 with one face worn incorrectly (two of them duplicates of each other), 3 with two, the rest masked;
+    hashes far apart (distinct images) except the duplicates' (equal)."""
+    samples, hashes = [], []
+    for i in range(40):
+        labels = ("with_mask",) * (1 + i % 3)
+        if i < 10:
+            labels += ("mask_weared_incorrect",)
+        elif i < 13:
+            labels += ("mask_weared_incorrect",) * 2
+        samples.append(_sample(f"im{i:02d}", tuple(dataset.VOC_LABELS[lb] for lb in labels)))
+        hashes.append(int.from_bytes(np.random.default_rng(i).bytes(32), "big"))  # ~128 of 256 bits apart
+    return samples, hashes
+
+
+def test_folds_keep_duplicates_together_and_share_out_the_rare_class() -> None:
+    samples, hashes = _fold_set()
+    hashes[1] = hashes[0]  # im01 is a duplicate of im00
+    f = split.folds(samples, k=5, seed=0, hashes=hashes)
+    assert len(f.fold) == 40 and set(f.fold) == set(range(5)) and f.groups == 39
+    assert f.fold[0] == f.fold[1]
+    incorrect = f.faces("mask_worn_incorrectly")
+    assert sum(incorrect) == 16 and max(incorrect) - min(incorrect) <= 2  # 16 over 5 folds: 3 or 4 each, a pair may tip it
+    sizes = [f.fold.count(k) for k in range(5)]
+    assert max(sizes) - min(sizes) <= 2  # the images shared out too (one duplicate pair may tip it)
+    # each fold held out once: its images are the validation, the others the training, none in both
+    seen: list[str] = []
+    for k in range(5):
+        part = f.part(k)
+        assert not {s.name for s in part.train} & {s.name for s in part.val}
+        assert len(part.train) + len(part.val) == 40
+        seen += [s.name for s in part.val]
+    assert sorted(seen) == sorted(s.name for s in samples)
+
+
+def test_folds_are_deterministic_for_a_seed_and_move_with_it() -> None:
+    samples, hashes = _fold_set()
+    a = split.folds(samples, k=4, seed=3, hashes=hashes)
+    assert a == split.folds(samples, k=4, seed=3, hashes=hashes)
+    # the listing order does not matter: the same images land in the same folds
+    back = split.folds(list(reversed(samples)), k=4, seed=3, hashes=list(reversed(hashes)))
+    assert {s.name: f for s, f in zip(back.samples, back.fold, strict=True)} == {
+        s.name: f for s, f in zip(a.samples, a.fold, strict=True)
+    }
+    assert len({split.folds(samples, k=4, seed=s, hashes=hashes).fold for s in range(5)}) > 1
+
+
+@pytest.mark.parametrize(("k", "size", "match_text"), [(1, 40, "folds 1 outside 2..20"), (21, 40, "outside"), (4, 3, "4 folds for 3 groups")])
+def test_folds_refuse_bad_counts(k: int, size: int, match_text: str) -> None:
+    samples, hashes = _fold_set()
+    with pytest.raises(ValueError, match=match_text):
+        split.folds(samples[:size], k=k, hashes=hashes[:size])
+    with pytest.raises(ValueError, match="fold 4 outside 0..3"):
+        split.folds(samples, k=4, hashes=hashes).part(4)

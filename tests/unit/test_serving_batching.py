@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 import pytest
 
+from serving import batching
 from serving.batching import (
     QUEUE_FULL_MESSAGE,
     BatchingOptions,
@@ -263,3 +264,73 @@ def test_close_runs_queued_calls_then_refuses_new_ones() -> None:
     with pytest.raises(ServingError) as raised:
         scheduler.submit("m", _x(1), model)
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+# ---- bounded memory per batch: images grouped by size, header bombs refused --------------------------------
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A real tiny JPEG whose start-of-frame header announces width x height (a header bomb when large)."""
+    import cv2
+
+    raw = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    i = raw.index(b"\xff\xc0")
+    return raw[: i + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + raw[i + 9 :]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "cap", "groups"),
+    [
+        pytest.param([(640, 480)] * 4, 640 * 480, [[0, 1, 2, 3]], id="frames alike stay together"),
+        pytest.param([(20000, 440), (440, 20000)], 20000 * 440, [[0], [1]], id="wide and tall never pad together"),
+        pytest.param([(640, 480), (480, 640), (640, 480)], 640 * 640, [[0, 2, 1]], id="small mix within the cap"),
+        pytest.param([(640, 480), (3840, 2160), (640, 480)], 3840 * 2160, [[0, 2, 1]], id="4K pads the others"),
+        pytest.param([(100, 100), (4000, 100), (100, 4000)], 4000 * 100, [[0, 1], [2]], id="sorted by height"),
+        pytest.param([], 10, [], id="nothing"),
+    ],
+)
+def test_size_groups(sizes: list[tuple[int, int]], cap: int, groups: list[list[int]]) -> None:
+    got = batching.size_groups(sizes, cap)
+    assert got == groups
+    for group in got:
+        assert max(sizes[i][0] for i in group) * max(sizes[i][1] for i in group) <= cap
+
+
+def test_run_by_image_size_splits_and_restores_order() -> None:
+    images = np.array([_jpeg_claiming(2000, 200), _jpeg_claiming(200, 2000), _jpeg_claiming(2000, 200)], dtype=object)
+    runs: list[int] = []
+
+    def run(arrays: batching.Arrays) -> dict[str, np.ndarray]:
+        rows = arrays["images"]
+        runs.append(len(rows))
+        widths = np.array([batching.image_size(bytes(r)).width for r in rows])  # type: ignore[union-attr]
+        return {"w": widths, "k": np.zeros((len(rows), 1 + len(runs)), np.float32)}
+
+    out = batching.run_by_image_size({"images": images}, run, 2000 * 200)
+    assert sorted(runs) == [1, 2]
+    assert list(out["w"]) == [2000, 200, 2000]
+    assert out["k"].shape == (3, 3)  # a group's shorter second dimension is zero-padded
+
+
+def test_run_by_image_size_refuses_a_header_bomb_before_running() -> None:
+    def run(arrays: batching.Arrays) -> dict[str, np.ndarray]:
+        raise AssertionError("must not run")
+
+    images = np.array([_jpeg_claiming(640, 480), _jpeg_claiming(12000, 12000)], dtype=object)
+    with pytest.raises(ServingError) as exc:
+        batching.run_by_image_size({"images": images}, run, 4096 * 2160)
+    assert exc.value.code == grpc.StatusCode.INVALID_ARGUMENT and "12000x12000" in exc.value.message
+
+
+def test_run_by_image_size_leaves_other_inputs_alone() -> None:
+    calls: list[batching.Arrays] = []
+
+    def run(arrays: batching.Arrays) -> dict[str, np.ndarray]:
+        calls.append(arrays)
+        return {"y": np.zeros(2)}
+
+    pixels = {"input_tensor": np.zeros((2, 4, 4, 3), np.uint8)}
+    batching.run_by_image_size(pixels, run, 1)
+    strings = {"x": np.array([b"not an image", b"x"], dtype=object)}
+    batching.run_by_image_size(strings, run, 1)
+    assert calls == [pixels, strings]

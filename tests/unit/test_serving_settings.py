@@ -37,6 +37,9 @@ def test_defaults_mirror_tf_serving(tmp_path: Path) -> None:
         (["--model_name=other"], "model_name", "other"),
         (["--tensorflow_intra_op_parallelism=1"], "tensorflow_intra_op_parallelism", 1),
         (["--tensorflow_inter_op_parallelism", "2"], "tensorflow_inter_op_parallelism", 2),
+        ([], "host", "0.0.0.0"),
+        (["--host", "127.0.0.1"], "host", "127.0.0.1"),
+        (["--max_image_pixels=1000000"], "max_image_pixels", 1_000_000),
     ],
 )
 def test_flags(tmp_path: Path, argv: list[str], field: str, value: object) -> None:

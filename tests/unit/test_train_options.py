@@ -1,5 +1,5 @@
-"""`maskwatch train`'s options: what each turns into, and the warning when a kept detector saw this run's
-validation images."""
+"""`maskwatch train`'s options: the one config they turn into, the options refused by name, and the warning when a
+kept detector saw this run's validation images."""
 
 from __future__ import annotations
 
@@ -7,59 +7,81 @@ from pathlib import Path
 
 import pytest
 
-from serving.train.cli import MAX_CROP_MARGIN, _configs, _seen_validation, parse_args
+from serving.train.cli import _seen_validation, config_of, parse_args
+from serving.train.config import ClassifierConfig, DetectorConfig, TrainConfig
 from serving.train.data import crop_window
 
 
 def test_classifier_seed_leaves_the_split_and_the_detector_seed_alone() -> None:
-    args = parse_args(["--data", "voc", "--classifier-seed", "4"])
-    detector, classifier = _configs(args)
-    assert args.seed == 0 and detector.seed == 0 and classifier.seed == 4
-    assert _configs(parse_args(["--data", "voc", "--seed", "2"]))[1].seed == 2  # by default the run's seed
+    config = config_of(parse_args(["--data", "voc", "--classifier-seed", "4"]))
+    assert config.seed == 0 and config.detector.seed == 0 and config.classifier.seed == 4
+    assert config_of(parse_args(["--data", "voc", "--seed", "2"])).classifier.seed == 2  # by default the run's seed
 
 
-def test_bad_options_are_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_default_options_are_the_recipe_defaults() -> None:
+    config = config_of(parse_args(["--data", "voc"]))
+    assert config.detector == DetectorConfig() and config.classifier == ClassifierConfig()
+    assert config.canvas_hw == (384, 512) and config.work == Path("models/.train")
+    assert config_of(parse_args(["--data", "voc", "--work-dir", "w"])).work == Path("w")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--canvas", "480"], "--canvas must look like 480x640"),
+        (["--canvas", "16x640"], "--canvas must look like 480x640"),
+        (["--version", "0"], "--version must be >= 1"),
+        (["--epochs", "0"], "epochs, batch size and threads must be >= 1"),
+        (["--crop", "32"], "--crop >= 64"),
+        (["--face-threshold", "1"], "--face-threshold must be in (0, 1)"),
+        (["--val-fraction", "1"], "--val-fraction must be in (0, 1)"),
+        (["--limit", "-1"], "--limit and --fps-frames >= 0"),
+    ],
+)
+def test_bad_options_are_refused_by_name(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        parse_args(["--data", "voc", "--mosaic", "1.5"])
-    assert exit_info.value.code == 2 and "--mosaic must be in [0, 1]" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
-        parse_args(["--data", "voc", "--detector-ema", "1"])
-    assert exit_info.value.code == 2 and "--detector-ema must be in [0, 1)" in capsys.readouterr().err
+        parse_args(["--data", "voc", *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_detector_weight_average_is_off_by_default_and_carried_when_asked() -> None:
-    assert _configs(parse_args(["--data", "voc"]))[0].ema == 0.0
-    assert _configs(parse_args(["--data", "voc", "--detector-ema", "0.998"]))[0].ema == 0.998
-
-
-def test_pasting_faces_is_off_by_default_and_refused_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _configs(parse_args(["--data", "voc"]))[0].paste == 0.0
-    assert _configs(parse_args(["--data", "voc", "--paste-faces", "0.5"]))[0].paste == 0.5
+@pytest.mark.parametrize("flag", ["--mosaic", "--paste-faces", "--detector-ema", "--crop-margin", "--class-weight-power"])
+def test_options_whose_trials_were_rejected_are_gone(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        parse_args(["--data", "voc", "--paste-faces", "2"])
-    assert "--paste-faces must be in [0, 1]" in capsys.readouterr().err
+        parse_args(["--data", "voc", flag, "0.5"])
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_a_config_made_in_code_is_validated_too() -> None:
+    with pytest.raises(ValueError, match="--max-upscale > 0"):
+        TrainConfig(data=Path("voc"), max_upscale=0)
 
 
 def test_a_kept_detector_trained_on_another_split_of_the_same_data_is_flagged(tmp_path: Path) -> None:
     data = tmp_path / "voc"
     data.mkdir()
     trained = {"data": str(data), "split": {"seed": 0, "val_fraction": 0.2, "train": 8, "val": 2}}
-    same = parse_args(["--data", str(data), "--detector-from", "w"])
-    assert _seen_validation(trained, same) is None
-    other_seed = parse_args(["--data", str(data), "--detector-from", "w", "--seed", "1"])
-    reason = _seen_validation(trained, other_seed)
+
+    def config(*argv: str) -> TrainConfig:
+        return config_of(parse_args(["--detector-from", "w", *argv]))
+
+    assert _seen_validation(trained, config("--data", str(data))) is None
+    reason = _seen_validation(trained, config("--data", str(data), "--seed", "1"))
     assert reason is not None and "'seed': 1" in reason and str(data) in reason
-    assert _seen_validation(trained, parse_args(["--data", str(data), "--detector-from", "w", "--val-fraction", "0.3"]))
+    assert _seen_validation(trained, config("--data", str(data), "--val-fraction", "0.3"))
     # another classifier seed keeps the split: nothing to flag
-    assert _seen_validation(trained, parse_args(["--data", str(data), "--detector-from", "w", "--classifier-seed", "5"])) is None
+    assert _seen_validation(trained, config("--data", str(data), "--classifier-seed", "5")) is None
     # the site's own frames are another data set: unseen whatever the split
     site = tmp_path / "site"
     site.mkdir()
-    assert _seen_validation(trained, parse_args(["--data", str(site), "--detector-from", "w", "--seed", "9"])) is None
+    assert _seen_validation(trained, config("--data", str(site), "--seed", "9")) is None
 
 
-def test_crop_margin_reaches_the_classifier_and_stays_inside_the_training_patches() -> None:
-    assert _configs(parse_args(["--data", "voc", "--crop-margin", "0.3"]))[1].margin == 0.3
-    with pytest.raises(SystemExit):
-        parse_args(["--data", "voc", "--crop-margin", "0.6"])
-    assert crop_window(MAX_CROP_MARGIN) * 1.2 <= 0.5  # the widest jittered crop still lies within its patch
+def test_the_classifier_crop_stays_inside_the_training_patches() -> None:
+    assert crop_window(ClassifierConfig().margin) * 1.2 <= 0.5  # the widest jittered crop still lies within its patch
+
+
+def test_folds_default_to_one_split_and_to_five_when_asked_without_a_number() -> None:
+    assert config_of(parse_args(["--data", "voc"])).folds == 0  # the default run exports one model, as before
+    assert config_of(parse_args(["--data", "voc", "--folds"])).folds == 5
+    config = config_of(parse_args(["--data", "voc", "--folds", "3", "--out", "o"]))
+    assert config.folds == 3 and config.cv_dir == Path("o/cross-validation")
