@@ -9,16 +9,17 @@ import time
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from dashboard import access
+from dashboard.auth import ACCESS_CONFIG, presented
 from dashboard.context import dashboard, missing_vendor_files
 from dashboard.live import all_summaries, episode_view, scoped, scoped_system, system_state
 from maskwatch import history, report
 from maskwatch.detections import COUNT_FIELDS
 from maskwatch.frames import is_valid_camera_id
-from maskwatch.store import WINDOWS, camera_summary, epoch_minute
+from maskwatch.store import WINDOWS, CameraStillSent, camera_summary, epoch_minute, remove_camera
 
 bp = Blueprint("api", __name__)
 
@@ -155,6 +156,25 @@ def camera(cid: str) -> Response:
     now_ms = int(time.time() * 1000)
     summary = camera_summary(dashboard().store, cid, minutes, now_ms)
     return jsonify({**summary, "window_label": label, "series": series_rows(cid, minutes, now_ms)})
+
+
+@bp.delete("/api/cameras/<cid>")
+def remove(cid: str) -> tuple[Response, int]:
+    """Retire a camera no producer runs (admin: the dashboard's own token or an admin `access:` token as a Bearer
+    header, when tokens are set)."""
+    token = current_app.config.get("MW_TOKEN")
+    entries = current_app.config.get(ACCESS_CONFIG, ())
+    if token is not None or entries:
+        how, value = presented(request)
+        who = access.by_token(value, token, entries) if how == "bearer" and value is not None else None
+        if who is None or not who.is_admin:
+            raise ApiError(403, "forbidden", detail="removing a camera needs an admin token as Authorization: Bearer")
+    known_camera(cid)
+    try:
+        retired = remove_camera(dashboard().store, cid)
+    except CameraStillSent as e:
+        raise ApiError(409, "camera_still_sent", detail=str(e)) from None
+    return jsonify({"camera": cid, "retired": True, "was_retired": not retired}), 200
 
 
 @bp.get("/api/cameras/<cid>/series.csv")

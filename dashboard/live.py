@@ -433,7 +433,10 @@ class LiveEmitter:
         if not due:
             return
         now_ms = int(time.time() * 1000)
+        retired = set(self.store.retired_camera_ids())  # a late frame of a retired camera does not bring it back
         for cid in due:
+            if cid in retired:
+                continue
             summary = camera_summary(self.store, cid, self.settings.window_minutes, now_ms)
             self._zones[cid] = summary["zone"]
             rooms = access.rooms_for_camera(cid, summary["zone"])

@@ -208,7 +208,27 @@ def spec() -> dict[str, Any]:
                         "400": BAD_WINDOW,
                         "404": NOT_FOUND,
                     },
-                }
+                },
+                "delete": {
+                    "summary": "Retire a camera no producer runs: it leaves /api/cameras, the overview and the site's "
+                    "figures; its history stays here by id. Needs the dashboard token as a Bearer header when one is set",
+                    "parameters": [CAMERA],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "camera": {"type": "string"},
+                                    "retired": {"type": "boolean"},
+                                    "was_retired": {"type": "boolean"},
+                                },
+                            }
+                        ),
+                        "403": _json(ERROR, "a token is set and the request did not present it as a Bearer header"),
+                        "404": NOT_FOUND,
+                        "409": _json(ERROR, "a running producer still sends this camera: remove it from the site file"),
+                    },
+                },
             },
             "/api/cameras/{camera}/series.csv": {
                 "get": {

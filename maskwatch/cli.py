@@ -19,7 +19,7 @@ from maskwatch.logs import setup_logging
 from maskwatch.settings import CommonSettings
 from maskwatch.site import SiteError, load_site
 from maskwatch.stack import Stack, StackConfig, StackSettings
-from maskwatch.store import WINDOWS, Store, camera_summaries, camera_summary
+from maskwatch.store import WINDOWS, CameraStillSent, Store, camera_summaries, camera_summary, remove_camera
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -159,6 +159,33 @@ def _stats(args: argparse.Namespace) -> int:
         print("no cameras yet: start a producer (`python -m producer --site site.yaml`) or `maskwatch up`")
         return 0
     print_table(args.window, rows)
+    return 0
+
+
+def _cameras_remove(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
+    settings = CommonSettings(**overrides)
+    if not is_valid_camera_id(args.camera):
+        print(f"maskwatch cameras remove: {args.camera!r} is not a camera id", file=sys.stderr)
+        return 2
+    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    try:
+        retired = remove_camera(store, args.camera)
+    except KeyError:
+        print(f"maskwatch cameras remove: unknown camera {args.camera!r}", file=sys.stderr)
+        return 1
+    except CameraStillSent as e:
+        print(f"maskwatch cameras remove: {e}", file=sys.stderr)
+        return 1
+    except (redis.RedisError, OSError) as exc:
+        print(f"maskwatch cameras remove: Redis at {settings.redis_url.split('@')[-1]} is unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if retired:
+        print(f"camera {args.camera} retired: it leaves the overview, /api/cameras and the site's figures; its history stays")
+    else:
+        print(f"camera {args.camera} was already retired")
     return 0
 
 
@@ -328,6 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--redis-prefix")
     rl.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the producers' answers")
     rl.set_defaults(fn=_cameras_reload)
+    rm = cams_sub.add_parser(
+        "remove", help="retire a camera no producer runs: it leaves the overview, /api/cameras and site figures"
+    )
+    rm.add_argument("camera")
+    rm.add_argument("--redis-url")
+    rm.add_argument("--redis-prefix")
+    rm.set_defaults(fn=_cameras_remove)
     sc = sub.add_parser("site", help="site file tools")
     sc_sub = sc.add_subparsers(dest="site_cmd", required=True)
     chk = sc_sub.add_parser("check", help="validate a site file (fields, and that file/folder sources exist); starts nothing")

@@ -186,8 +186,13 @@ def exit_problems(children: list[Child]) -> list[str]:
 
 
 def check_redis_for_site(store: Store, site: SiteConfig, where: str) -> None:
-    """Refuse a Redis that holds another site's cameras under our key prefix: `up` never mixes sites."""
+    """Refuse a Redis that holds another site's cameras under our key prefix (`up` never mixes sites); retire
+    this site's cameras that are no longer in its site file."""
     mine = {c.id for c in site.cameras}
+    gone = [cid for cid in store.camera_ids() if cid not in mine and store.camera_info(cid).get("site") == site.site]
+    if gone:
+        store.retire_cameras(gone)
+        logger.info("cameras retired (no longer in the site file) cameras=%s", ",".join(gone))
     foreign: dict[str, list[str]] = {}
     for cid in store.camera_ids():
         other = store.camera_info(cid).get("site", "")

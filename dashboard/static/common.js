@@ -93,7 +93,7 @@ const MW = (() => {
   // online / reconnecting / offline / ended / no people, from the producer's status and how fresh the counts are.
   function status(s) {
     const a = ageNow(s);
-    if (s.status === "offline" || s.status === "reconnecting" || s.status === "ended") return s.status;
+    if (["offline", "reconnecting", "ended", "retired"].includes(s.status)) return s.status;
     if (a === null || a > STALE_AFTER_S) return "offline";
     if (people(s.window) === 0) return "no people";
     return "online";

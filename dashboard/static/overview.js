@@ -230,6 +230,12 @@
 
   function onSystem(sys) {
     systemSeen = true;
+    if (sys.cameras && sys.cameras.ids) {
+      // the site's cameras as Redis lists them: a retired camera's card goes
+      const ids = new Set(sys.cameras.ids);
+      for (const id of [...cams.keys()]) if (!ids.has(id)) cams.delete(id);
+      queueRender();
+    }
     workers = sys.workers;
     if (sys.alerts) {
       // the authoritative set, as Redis holds it: corrects anything missed while disconnected

@@ -176,6 +176,11 @@ def test_cards_show_compliance_and_follow_new_counts_live(page: Page, dashboard_
     expect(page.get_by_test_id("site-compliance")).to_have_text("86.5%")  # 45 masked of 52 faces in Production
     page.locator('.chip[data-zone=""]').click()
     expect(page.get_by_test_id("camera-card")).to_have_count(5)
+    # a retired camera's card goes without a reload, and the site's figure no longer counts it
+    store.retire_cameras(["canteen-5"])
+    expect(page.get_by_test_id("camera-card")).to_have_count(4)
+    expect(card(page, "canteen-5")).to_have_count(0)
+    expect(page.get_by_test_id("site-compliance")).to_have_text("76%")  # 57 masked of 75 faces (was 62 of 81)
     assert outside == [], f"the page reached outside the dashboard: {outside}"
 
 

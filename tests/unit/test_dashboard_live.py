@@ -42,6 +42,9 @@ class FakeStore:
     def camera_ids(self) -> list[str]:
         return sorted(self.info)
 
+    def retired_camera_ids(self) -> list[str]:
+        return []
+
     def camera_info(self, cid: str) -> dict[str, str]:
         return self.info.get(cid, {})
 
