@@ -67,6 +67,22 @@ class SavedModelPredictor:
         return parse_outputs({k: v.numpy() for k, v in out.items()}, len(jpegs))
 
 
+class ModulePredictor:
+    """A Contract 2 model still in this process (a tf.Module with the `serve` function that export saves as
+    `serving_default`): to measure a model without writing it out, e.g. each fold of a cross-validation."""
+
+    def __init__(self, module: Any, name: str) -> None:
+        import tensorflow as tf
+
+        self.name = name
+        self._module = module
+        self._tf = tf
+
+    def predict(self, jpegs: Sequence[bytes]) -> list[Detections]:
+        out = self._module.serve(**{INPUT_IMAGES: self._tf.constant(list(jpegs), dtype=self._tf.string)})
+        return parse_outputs({k: v.numpy() for k, v in out.items()}, len(jpegs))
+
+
 class ServingPredictor:
     """Any server speaking TensorFlow Serving's gRPC PredictionService (ours or tensorflow/serving)."""
 
