@@ -240,6 +240,38 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def token_line(name: str, role: str, zones: list[str], cameras: list[str], digest: str) -> str:
+    """The site file's `access:` line for a token (flow style, ready to paste)."""
+    parts = [f"name: {json.dumps(name)}", f"role: {role}"]
+    if zones:
+        parts.append(f"zones: [{', '.join(json.dumps(z) for z in zones)}]")
+    if cameras:
+        parts.append(f"cameras: [{', '.join(json.dumps(c) for c in cameras)}]")
+    parts.append(f"sha256: {digest}")
+    return "  - {" + ", ".join(parts) + "}"
+
+
+def _token_new(args: argparse.Namespace) -> int:
+    """`maskwatch token new NAME`: a fresh random token and its `access:` line (only the digest goes in the file)."""
+    import hashlib
+    import secrets
+
+    from maskwatch.site import AccessEntry
+
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    try:
+        AccessEntry(name=args.name, role=args.role, zones=args.zone, cameras=args.camera, sha256=digest)
+    except ValueError as exc:
+        print(f"maskwatch token new: {exc}", file=sys.stderr)
+        return 2
+    print(f"token: {token}")
+    print("give the token to its holder (Authorization: Bearer TOKEN, or the login page); it is not stored anywhere.")
+    print("add this line under `access:` in the site file:")
+    print(token_line(args.name, args.role, args.zone, args.camera, digest))
+    return 0
+
+
 def _cameras_reload(args: argparse.Namespace) -> int:
     from producer.reload import cameras_reload
 
@@ -308,6 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--redis-url", help="default MW_REDIS_URL")
     rep.add_argument("--redis-prefix", help="default MW_REDIS_PREFIX")
     rep.set_defaults(fn=_report)
+    tok = sub.add_parser("token", help="dashboard access tokens")
+    tok_sub = tok.add_subparsers(dest="token_cmd", required=True)
+    tn = tok_sub.add_parser("new", help="print a new token and its `access:` line for the site file")
+    tn.add_argument("name", help="who will hold it")
+    tn.add_argument("--role", choices=["viewer", "admin"], default="viewer")
+    tn.add_argument("--zone", action="append", default=[], help="a zone it sees (repeat for more); none: all")
+    tn.add_argument("--camera", action="append", default=[], help="a camera it sees (repeat for more)")
+    tn.set_defaults(fn=_token_new)
     cams = sub.add_parser("cameras", help="camera management")
     cams_sub = cams.add_subparsers(dest="cameras_cmd", required=True)
     rl = cams_sub.add_parser("reload", help="ask every running producer to re-read its site file (like SIGHUP)")
