@@ -509,7 +509,15 @@ class Stack:
                 # a fresh in-memory broker starts every partition at 0: offsets stored by an earlier run are void
                 store.forget_offsets("maskwatch-workers", s.topic)
             self._ready("topics", f"{s.topic}: {parts[s.topic]} partitions")
-            env = {"MW_KAFKA": kafka.address, "MW_REDIS_URL": redis_url, "MW_SERVING": serving.address}
+            # every child gets the stack's addresses and names, whether they came from flags or MW_* variables
+            env = {
+                "MW_KAFKA": kafka.address,
+                "MW_REDIS_URL": redis_url,
+                "MW_SERVING": serving.address,
+                "MW_REDIS_PREFIX": s.redis_prefix,
+                "MW_TOPIC": s.topic,
+                "MW_DLQ_TOPIC": s.dlq_topic,
+            }
             if serving.embedded:
                 self._start(self._serving_child(serving.port, env))
             for i in range(cfg.workers):
