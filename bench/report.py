@@ -177,7 +177,7 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(f"| `{key}` | **{fmt(data.get(key), 4 if key.endswith('map_delta') else 2)}** | {what}{'; ' if what and note else ''}{note} |")
     prof = det.get("profile")
     if prof:
-        lines += ["", f"## Where one frame's time goes (openvino runtime, batch 1, {prof.get('faces_per_frame')} faces per frame)", "", "| step | ms per frame | share |", "|---|---|---|"]
+        lines += ["", f"## Where one frame's time goes (openvino runtime, batch 1, {prof.get('faces_per_frame')} faces per frame, CPU ms)", "", "| step | ms per frame | share |", "|---|---|---|"]
         for step, ms in prof.get("ms_per_frame", {}).items():
             lines.append(f"| {step} | {ms:.2f} | {100 * prof.get('share', {}).get(step, 0):.0f} % |")
     lines += ["", "## Goals", ""]
