@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 import psutil
 import redis
+from kafka.errors import KafkaError
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -453,6 +454,8 @@ class Stack:
                 self._supervise()
         except StartError as e:
             self._report_failure(e)
+        except (TimeoutError, OSError, redis.RedisError, KafkaError) as e:  # a dependency that never answered
+            self._report_failure(StartError(f"cannot start: {e}"))
         finally:
             if self.failed is None and not up and self.stop.is_set():
                 self.say("stopping (asked to)")
@@ -505,6 +508,8 @@ class Stack:
                 check_redis_for_site(store, site, safe_redis)
             baseline = sum(store.totals(c.id).frames for c in site.cameras)
             self._ready("redis", f"{'started' if rsv.embedded else 'using'} {safe_redis} (key prefix {s.redis_prefix})")
+            if redis_url != s.redis_url:  # the configured port was taken: say how the CLI reaches this one
+                self.say(f"  {'':<13} (`maskwatch stats` and `cameras`: set MW_REDIS_URL={safe_redis})")
             client = s.kafka_client_config() | {"bootstrap_servers": [kafka.address]}
             parts = ensure_topics(client, s.topic, cfg.partitions, s.dlq_topic, stop=self.stop)
             logger.info("topic ready topic=%s partitions=%d", s.topic, parts[s.topic])
