@@ -26,7 +26,9 @@ class DashboardSettings(CommonSettings):
     fields are read from MW_DASHBOARD_<FIELD> (MW_DASHBOARD_PORT, MW_DASHBOARD_TOKEN, ...).
     """
 
-    model_config = SettingsConfigDict(env_prefix="MW_", extra="forbid", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MW_", extra="forbid", frozen=True, populate_by_name=True, env_ignore_empty=True
+    )
 
     host: str = Field("127.0.0.1", min_length=1, validation_alias=_env("host"), description="Address to listen on")
     port: int = Field(
@@ -200,9 +202,11 @@ class DashboardSettings(CommonSettings):
     def listens_on_loopback(self) -> bool:
         return is_loopback(self.host)
 
-    def exposure_problem(self) -> str | None:
-        """Why the dashboard must not start as configured (open to the network without a token), or None."""
-        if self.token is None and not self.listens_on_loopback() and not self.insecure:
+    def exposure_problem(self, access_tokens: bool = False) -> str | None:
+        """Why the dashboard must not start as configured (open to the network without a token), or None.
+
+        `access_tokens`: the site file lists `access:` tokens, which guard the dashboard as the main token does."""
+        if self.token is None and not access_tokens and not self.listens_on_loopback() and not self.insecure:
             return (
                 f"listening on {self.host} (not loopback) with no token: set MW_DASHBOARD_TOKEN, listen on "
                 "127.0.0.1, or pass --insecure (MW_DASHBOARD_INSECURE=true) to serve the cameras to anyone"

@@ -1,30 +1,46 @@
-"""The `maskwatch` command: `up` runs the whole stack on one machine; `stats` and `cameras` answer from Redis."""
+"""The `maskwatch` command: `up` runs the whole stack on one machine; `stats`, `report` and `cameras` answer from Redis."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
+from pydantic import ValidationError
 
 from maskwatch.frames import is_valid_camera_id
 from maskwatch.lifecycle import stop_event
 from maskwatch.logs import setup_logging
 from maskwatch.settings import CommonSettings
-from maskwatch.stack import Stack, StackConfig
-from maskwatch.store import WINDOWS, Store, camera_summaries, camera_summary
+from maskwatch.site import SiteError, load_site
+from maskwatch.stack import Stack, StackConfig, StackSettings
+from maskwatch.store import WINDOWS, CameraStillSent, Store, camera_summaries, camera_summary, remove_camera
 
 
 def _up(args: argparse.Namespace) -> int:
-    setup_logging("INFO", "kv", "stack")
+    flags = {
+        k: v
+        for k, v in (
+            ("kafka", args.kafka),
+            ("redis_url", args.redis_url),
+            ("serving", args.serving),
+            ("redis_prefix", args.redis_prefix),
+            ("dashboard_port", args.dashboard_port),
+        )
+        if v is not None
+    }
+    try:
+        settings = StackSettings(**flags)
+    except ValidationError as e:
+        print(f"maskwatch up: {e}", file=sys.stderr)
+        return 2
     cfg = StackConfig(
-        kafka_port=args.kafka_port,
-        redis_url=args.redis_url,
-        serving_port=args.serving_port,
-        dashboard_port=args.dashboard_port,
+        settings=settings,
         workers=args.workers,
         partitions=args.partitions,
         model_base_path=args.model_base_path,
@@ -32,6 +48,17 @@ def _up(args: argparse.Namespace) -> int:
         demo_cameras=args.demo_cameras,
         demo_fps=args.demo_fps,
     )
+    setup_logging(settings.log_level, settings.log_format, "stack")
+    # the terminal shows progress and problems; the stack's own INFO lines go to its log beside the children's
+    log_dir = Path(cfg.state_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for h in root.handlers:  # only the stack's own warnings (clients' chatter stays in the log)
+        h.setLevel(logging.WARNING)
+        h.addFilter(logging.Filter("maskwatch"))
+    to_file = logging.FileHandler(log_dir / "stack.log")
+    to_file.setFormatter(root.handlers[0].formatter)
+    root.addHandler(to_file)
     return Stack(cfg, stop_event()).run()
 
 
@@ -59,6 +86,48 @@ def print_table(window: str, rows: list[dict[str, Any]]) -> None:
             f"{r['camera']:<16} {r['status']:<13} {_pct(r['compliance']):>10} {r['persons']['persons']:>7} "
             f"{w['with_mask']:>6} {w['without_mask']:>8} {w['mask_worn_incorrectly']:>6} {w['frames']:>8} {age:>6}"
         )
+        if r.get("last_error") and r["status"] != "online":  # why it does not send
+            print(f"{'':<16} last error: {r['last_error']}")
+
+
+def print_history(body: dict[str, Any], tz: Any) -> None:
+    """`maskwatch stats --from/--to`: one line per bucket, then the range's total."""
+    import datetime as dt
+
+    subject = f"camera {body['camera']}" if body["camera"] else f"zone {body['zone']}" if body["zone"] else "whole site"
+    print(f"{subject}, {body['resolution']} buckets")
+    print(f"{'bucket start':<20} {'compliance':>10} {'faces':>7} {'mask':>6} {'no mask':>8} {'wrong':>6} {'people':>7}")
+    fmt = {"minute": "%Y-%m-%d %H:%M", "hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d"}[body["resolution"]]
+    for r in [*body["series"], {**body["total"], "ts_ms": None}]:
+        when = "total" if r["ts_ms"] is None else dt.datetime.fromtimestamp(r["ts_ms"] / 1000, tz).strftime(fmt)
+        faces = r["with_mask"] + r["without_mask"] + r["mask_worn_incorrectly"]
+        print(
+            f"{when:<20} {_pct(r['compliance']):>10} {faces:>7} {r['with_mask']:>6} {r['without_mask']:>8} "
+            f"{r['mask_worn_incorrectly']:>6} {r['persons']:>7}"
+        )
+
+
+def _history(args: argparse.Namespace, store: Store) -> int:
+    from maskwatch import history
+
+    try:
+        tz = history.timezone(args.timezone)
+        now = int(time.time() * 1000)
+        to = history.parse_instant(args.to, tz, end=True) if args.to else now
+        start = history.parse_instant(args.from_, tz) if args.from_ else to - 7 * 86_400_000
+        if args.zone is not None and args.zone not in store.zones():
+            print(f"maskwatch stats: unknown zone {args.zone!r} (known: {', '.join(store.zones()) or 'none'})", file=sys.stderr)
+            return 1
+        resolution = args.resolution or history.pick_resolution(start, to, now, store.minute_ttl_s, args.zone is not None)
+        body = history.payload(store, start, to, args.camera, args.zone, resolution)
+    except history.RangeError as exc:
+        print(f"maskwatch stats: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(body, indent=2))
+    else:
+        print_history(body, tz)
+    return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -67,11 +136,16 @@ def _stats(args: argparse.Namespace) -> int:
     if args.camera is not None and not is_valid_camera_id(args.camera):
         print(f"maskwatch stats: {args.camera!r} is not a camera id", file=sys.stderr)
         return 2
+    if args.camera is not None and args.zone is not None:
+        print("maskwatch stats: --camera and --zone are exclusive", file=sys.stderr)
+        return 2
     store = Store.from_url(settings.redis_url, settings.redis_prefix)
     try:
         if args.camera is not None and not store.has_camera(args.camera):
             print(f"maskwatch stats: unknown camera {args.camera!r} (known: {', '.join(store.camera_ids()) or 'none'})", file=sys.stderr)
             return 1
+        if args.from_ or args.to or args.zone is not None:
+            return _history(args, store)
         rows = stats_rows(store, args.window, args.camera, int(time.time() * 1000))
     except (redis.RedisError, OSError) as exc:
         print(f"maskwatch stats: Redis at {settings.redis_url.split('@')[-1]} is unavailable: {exc}", file=sys.stderr)
@@ -88,12 +162,134 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cameras_remove(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
+    settings = CommonSettings(**overrides)
+    if not is_valid_camera_id(args.camera):
+        print(f"maskwatch cameras remove: {args.camera!r} is not a camera id", file=sys.stderr)
+        return 2
+    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    try:
+        retired = remove_camera(store, args.camera)
+    except KeyError:
+        print(f"maskwatch cameras remove: unknown camera {args.camera!r}", file=sys.stderr)
+        return 1
+    except CameraStillSent as e:
+        print(f"maskwatch cameras remove: {e}", file=sys.stderr)
+        return 1
+    except (redis.RedisError, OSError) as exc:
+        print(f"maskwatch cameras remove: Redis at {settings.redis_url.split('@')[-1]} is unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if retired:
+        print(f"camera {args.camera} retired: it leaves the overview, /api/cameras and the site's figures; its history stays")
+    else:
+        print(f"camera {args.camera} was already retired")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """`maskwatch report`: the dashboard's GET /api/report written from the command line."""
+    from maskwatch import history, report
+    from maskwatch.site import SiteError, load_site
+
+    overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
+    settings = CommonSettings(**overrides)
+    try:
+        site = load_site(args.site) if args.site else None
+    except SiteError as exc:
+        print(f"maskwatch report: {exc}", file=sys.stderr)
+        return 2
+    tz_name = site.timezone if site is not None else "UTC"
+    if args.camera is not None and args.zone is not None:
+        print("maskwatch report: --camera and --zone are exclusive", file=sys.stderr)
+        return 2
+    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    try:
+        tz = history.timezone(tz_name)
+        now = int(time.time() * 1000)
+        to = history.parse_instant(args.to, tz, end=True) if args.to else now
+        start = history.parse_instant(args.from_, tz) if args.from_ else to - 7 * 86_400_000
+        if to <= start:
+            raise history.RangeError("`--to` must be after `--from`")
+        if args.camera is not None and not store.has_camera(args.camera):
+            print(f"maskwatch report: unknown camera {args.camera!r}", file=sys.stderr)
+            return 1
+        if args.zone is not None and args.zone not in store.zones():
+            print(f"maskwatch report: unknown zone {args.zone!r} (known: {', '.join(store.zones()) or 'none'})", file=sys.stderr)
+            return 1
+        shifts = site.shifts if site is not None else []
+        req = report.ReportRequest(start, to, args.camera, args.zone, tz_name, shifts, site.site if site else "")
+        body = report.build(store, req, now)
+        text = report.to_csv(body) if args.format == "csv" else report.to_html(body, store)
+    except history.RangeError as exc:
+        print(f"maskwatch report: {exc}", file=sys.stderr)
+        return 2
+    except (redis.RedisError, OSError) as exc:
+        print(f"maskwatch report: Redis at {settings.redis_url.split('@')[-1]} is unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if args.out in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"report written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def token_line(name: str, role: str, zones: list[str], cameras: list[str], digest: str) -> str:
+    """The site file's `access:` line for a token (flow style, ready to paste)."""
+    parts = [f"name: {json.dumps(name)}", f"role: {role}"]
+    if zones:
+        parts.append(f"zones: [{', '.join(json.dumps(z) for z in zones)}]")
+    if cameras:
+        parts.append(f"cameras: [{', '.join(json.dumps(c) for c in cameras)}]")
+    parts.append(f"sha256: {digest}")
+    return "  - {" + ", ".join(parts) + "}"
+
+
+def _token_new(args: argparse.Namespace) -> int:
+    """`maskwatch token new NAME`: a fresh random token and its `access:` line (only the digest goes in the file)."""
+    import hashlib
+    import secrets
+
+    from maskwatch.site import AccessEntry
+
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    try:
+        AccessEntry(name=args.name, role=args.role, zones=args.zone, cameras=args.camera, sha256=digest)
+    except ValueError as exc:
+        print(f"maskwatch token new: {exc}", file=sys.stderr)
+        return 2
+    print(f"token: {token}")
+    print("give the token to its holder (Authorization: Bearer TOKEN, or the login page); it is not stored anywhere.")
+    print("add this line under `access:` in the site file:")
+    print(token_line(args.name, args.role, args.zone, args.camera, digest))
+    return 0
+
+
 def _cameras_reload(args: argparse.Namespace) -> int:
     from producer.reload import cameras_reload
 
     overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
     settings = CommonSettings(**overrides)
     return cameras_reload(settings.redis_url, settings.redis_prefix, timeout_s=args.timeout)
+
+
+def _site_check(args: argparse.Namespace) -> int:
+    """Validate a site file without starting anything: the same checks as the producer's load and reload."""
+    try:
+        site = load_site(args.file, check_sources=True)
+    except SiteError as e:
+        print(e, file=sys.stderr)
+        return 1
+    enabled = sum(c.enabled for c in site.cameras)
+    print(f"{args.file}: ok: site {site.site!r}, {len(site.cameras)} cameras ({enabled} enabled)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,10 +299,18 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--site", help="site YAML (default: 3 demo cameras)")
     up.add_argument("--workers", type=int, default=2)
     up.add_argument("--partitions", type=int, default=12)
-    up.add_argument("--kafka-port", type=int, default=9092)
-    up.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="reused when it answers, else one is started")
-    up.add_argument("--serving-port", type=int, default=8500)
-    up.add_argument("--dashboard-port", type=int, default=5000)
+    up.add_argument(
+        "--kafka", help="Kafka bootstrap (default MW_KAFKA, else 127.0.0.1:9092); a free local port gets the embedded broker"
+    )
+    up.add_argument(
+        "--redis-url",
+        help="Redis (default MW_REDIS_URL); a named one that runs is used, else the stack starts its own",
+    )
+    up.add_argument("--redis-prefix", help="prefix of the site's Redis keys (default MW_REDIS_PREFIX, else mw:)")
+    up.add_argument(
+        "--serving", help="TF Serving gRPC host:port (default MW_SERVING, else 127.0.0.1:8500); a free local port gets ours"
+    )
+    up.add_argument("--dashboard-port", type=int, help="default MW_DASHBOARD_PORT, else 5000")
     up.add_argument("--model-base-path", default="models/mask_detector")
     up.add_argument("--demo-cameras", type=int, default=3)
     up.add_argument("--demo-fps", type=float, default=2.0)
@@ -117,9 +321,33 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--window", choices=list(WINDOWS), default="15m", help="window of per-minute buckets (default 15m)")
     st.add_argument("--camera", help="only this camera (like GET /api/cameras/<id>)")
     st.add_argument("--json", action="store_true", help="JSON: {window, window_minutes, cameras: [camera_summary]}")
+    st.add_argument("--from", dest="from_", help="history from (epoch ms, ISO date or date-time): per-bucket series like GET /api/history")
+    st.add_argument("--to", help="history to (default now; an ISO date includes that day)")
+    st.add_argument("--zone", help="history of one zone (its own hourly and daily buckets)")
+    st.add_argument("--resolution", choices=["minute", "hour", "day"], help="default: the one the range calls for")
+    st.add_argument("--timezone", default="UTC", help="IANA zone of dates given and printed (default UTC)")
     st.add_argument("--redis-url", help="default MW_REDIS_URL")
     st.add_argument("--redis-prefix", help="default MW_REDIS_PREFIX")
     st.set_defaults(fn=_stats)
+    rep = sub.add_parser("report", help="a compliance report over a range (the dashboard's GET /api/report): HTML or CSV")
+    rep.add_argument("--from", dest="from_", help="start: epoch ms, ISO date or date-time (default: 7 days before --to)")
+    rep.add_argument("--to", help="end (default now; an ISO date includes that day)")
+    rep.add_argument("--camera", help="only this camera")
+    rep.add_argument("--zone", help="only this zone")
+    rep.add_argument("--format", choices=["html", "csv"], default="html")
+    rep.add_argument("--out", help="file to write (default: standard output)")
+    rep.add_argument("--site", help="site YAML: its name, time zone and shifts")
+    rep.add_argument("--redis-url", help="default MW_REDIS_URL")
+    rep.add_argument("--redis-prefix", help="default MW_REDIS_PREFIX")
+    rep.set_defaults(fn=_report)
+    tok = sub.add_parser("token", help="dashboard access tokens")
+    tok_sub = tok.add_subparsers(dest="token_cmd", required=True)
+    tn = tok_sub.add_parser("new", help="print a new token and its `access:` line for the site file")
+    tn.add_argument("name", help="who will hold it")
+    tn.add_argument("--role", choices=["viewer", "admin"], default="viewer")
+    tn.add_argument("--zone", action="append", default=[], help="a zone it sees (repeat for more); none: all")
+    tn.add_argument("--camera", action="append", default=[], help="a camera it sees (repeat for more)")
+    tn.set_defaults(fn=_token_new)
     cams = sub.add_parser("cameras", help="camera management")
     cams_sub = cams.add_subparsers(dest="cameras_cmd", required=True)
     rl = cams_sub.add_parser("reload", help="ask every running producer to re-read its site file (like SIGHUP)")
@@ -127,6 +355,18 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--redis-prefix")
     rl.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the producers' answers")
     rl.set_defaults(fn=_cameras_reload)
+    rm = cams_sub.add_parser(
+        "remove", help="retire a camera no producer runs: it leaves the overview, /api/cameras and site figures"
+    )
+    rm.add_argument("camera")
+    rm.add_argument("--redis-url")
+    rm.add_argument("--redis-prefix")
+    rm.set_defaults(fn=_cameras_remove)
+    sc = sub.add_parser("site", help="site file tools")
+    sc_sub = sc.add_subparsers(dest="site_cmd", required=True)
+    chk = sc_sub.add_parser("check", help="validate a site file (fields, and that file/folder sources exist); starts nothing")
+    chk.add_argument("file")
+    chk.set_defaults(fn=_site_check)
     # both modules import TensorFlow only inside run()
     from maskwatch.eval import cli as eval_cli
     from serving.train import cli as train_cli

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -29,17 +29,37 @@ class SiteError(ValueError):
     """A site file that cannot be used; the message names file, line, camera and field."""
 
 
+# Query parameters whose value is a credential: password, passwd, pwd, token, secret, api_key, auth, sig, ...
+_SECRET_PARAM_RE = re.compile(r"pass|pwd|token|secret|key|auth|sig|cred|session", re.IGNORECASE)
+# What follows the userinfo's "@": a host (name, IPv4 or [IPv6]) and port, then the path, query or the end.
+_AFTER_USERINFO_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%-]*)(?::\d*)?(?=[/?#]|$)")
+
+
 def redact(source: str) -> str:
-    """`source` with any password in its URL replaced by ***, for logs and Redis (cameras embed credentials)."""
-    if "://" not in source or "@" not in source:
+    """`source` with its credentials replaced by ***, for logs and Redis (cameras embed them in URLs).
+
+    The password of the userinfo is hidden whatever it holds (`#`, `/`, `?`, `@` included: the userinfo is taken
+    up to the last `@` that a host follows), and so is the value of every query parameter named like a
+    credential (`password`, `pwd`, `token`, `secret`, `api_key`, `auth`, `signature`, ...).
+    """
+    m = _SCHEME_RE.match(source)
+    if m is None:
         return source
-    parts = urlsplit(source)
-    if parts.password is None:
-        return source
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    head, rest = source[: m.end()], source[m.end() :]
+    at = len(rest)
+    while (at := rest.rfind("@", 0, at)) >= 0:
+        if _AFTER_USERINFO_RE.match(rest[at + 1 :]):
+            user, sep, _ = rest[:at].partition(":")
+            rest = f"{user}:***{rest[at:]}" if sep else rest
+            break
+    path_end = min(i for i in (rest.find("?"), len(rest)) if i >= 0)
+    if path_end == len(rest):
+        return head + rest
+    params = []
+    for param in rest[path_end + 1 :].split("&"):
+        name, eq, _ = param.partition("=")
+        params.append(f"{name}=***" if eq and _SECRET_PARAM_RE.search(name) else param)
+    return head + rest[:path_end] + "?" + "&".join(params)
 
 
 def _is_synthetic(source: str) -> bool:
@@ -154,6 +174,70 @@ class CameraConfig(BaseModel):
         return redact(self.source)
 
 
+_HHMM_RE = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$")
+
+
+class Shift(BaseModel):
+    """A named shift in the site's local time; `end` before `start` runs past midnight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100, description="Shift name shown in reports")
+    start: str = Field(description="Local start time HH:MM")
+    end: str = Field(description="Local end time HH:MM (exclusive)")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM_RE.fullmatch(v):
+            raise ValueError("must be a 24-hour time HH:MM, e.g. 06:00")
+        return v
+
+    def minutes(self) -> tuple[int, int]:
+        (sh, sm), (eh, em) = (map(int, t.split(":")) for t in (self.start, self.end))
+        return sh * 60 + sm, eh * 60 + em
+
+    def covers(self, minute_of_day: int) -> bool:
+        """True when a local time of day (minutes after midnight) falls in this shift."""
+        start, end = self.minutes()
+        return start <= minute_of_day < end if start < end else minute_of_day >= start or minute_of_day < end
+
+
+ROLES = ("viewer", "admin")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# the principal MW_DASHBOARD_TOKEN logs in as (an admin seeing everything): no access entry may take its name
+MAIN_TOKEN_NAME = "token"
+
+
+class AccessEntry(BaseModel):
+    """A dashboard token: who holds it, what it may do and see; the token itself is never written down."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Who holds the token (logs, sessions)")
+    role: Literal["viewer", "admin"] = Field("viewer", description="viewer: read only; admin: also /check")
+    zones: list[str] = Field(default_factory=list, description="Zones it sees (with `cameras`: either); none: all")
+    cameras: list[str] = Field(default_factory=list, description="Cameras it sees besides its zones")
+    sha256: str = Field(description="SHA-256 of the token in hex (`maskwatch token new NAME` prints both)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.fullmatch(v):
+            raise ValueError("must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+        if v == MAIN_TOKEN_NAME:
+            raise ValueError(f"{MAIN_TOKEN_NAME!r} is the name of MW_DASHBOARD_TOKEN's admin; pick another")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        if not _SHA256_RE.fullmatch(v):
+            raise ValueError("must be the token's SHA-256 as 64 lower-case hex digits (never the token itself)")
+        return v
+
+
 class SiteConfig(BaseModel):
     """A whole site: its name and cameras."""
 
@@ -165,6 +249,32 @@ class SiteConfig(BaseModel):
     alerts: AlertsConfig | None = Field(
         None, description="Compliance alert rules, evaluated by the dashboard (maskwatch/alerts.py); none: no alerts"
     )
+    shifts: list[Shift] = Field(default_factory=list, description="Named shifts that reports break compliance down by")
+    access: list[AccessEntry] = Field(
+        default_factory=list, description="Dashboard tokens scoped by zone and camera (besides MW_DASHBOARD_TOKEN)"
+    )
+
+    @field_validator("access")
+    @classmethod
+    def _access_unique(cls, v: list[AccessEntry]) -> list[AccessEntry]:
+        for what in ("name", "sha256"):
+            values = [getattr(a, what) for a in v]
+            dup = next((x for x in values if values.count(x) > 1), None)
+            if dup is not None:
+                raise ValueError(f"two access entries share the {what} {dup[:16]!r}")
+        return v
+
+    @field_validator("shifts")
+    @classmethod
+    def _shift_names(cls, v: list[Shift]) -> list[Shift]:
+        names = [s.name for s in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate shift name {dup[0]!r}")
+        for s in v:
+            if s.start == s.end:
+                raise ValueError(f"shift {s.name!r} starts and ends at {s.start}")
+        return v
 
     @field_validator("cameras")
     @classmethod
@@ -195,7 +305,24 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def parse_site(text: str, path: str = "<site>") -> SiteConfig:
+def source_problem(cam: CameraConfig) -> str | None:
+    """Why a `file` or `folder` source cannot be read on this machine (relative paths from the working
+    directory, as the producer opens them); None when it can, or when the source is not a local path."""
+    if cam.kind not in ("file", "folder"):
+        return None
+    p = Path(cam.source)
+    if not p.exists():
+        return f"no such {'folder' if cam.kind == 'folder' else 'file'}: {cam.source}"
+    if cam.kind == "folder" and not p.is_dir():
+        return f"not a folder: {cam.source}"
+    if cam.kind == "file" and not p.is_file():
+        return f"not a file: {cam.source}"
+    return None
+
+
+def parse_site(text: str, path: str = "<site>", check_sources: bool = False) -> SiteConfig:
+    """Parse and validate a site file's text; with `check_sources`, enabled `file`/`folder` sources must exist
+    here too (the producer and `maskwatch site check` ask for that; a dashboard on another host does not)."""
     try:
         node = yaml.compose(text)
         data: Any = yaml.safe_load(text)
@@ -208,7 +335,7 @@ def parse_site(text: str, path: str = "<site>") -> SiteConfig:
     if not isinstance(data, dict):
         raise SiteError(f"{path}:1: the site file must be a mapping with `site` and `cameras`")
     try:
-        return SiteConfig.model_validate(data)
+        site = SiteConfig.model_validate(data)
     except ValidationError as e:
         lines = []
         for err in e.errors():
@@ -223,15 +350,24 @@ def parse_site(text: str, path: str = "<site>") -> SiteConfig:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{path}:{line}:{camera} field={fld or '(camera)'}: {msg}")
         raise SiteError("\n".join(lines)) from None
+    if check_sources:
+        problems = [
+            f"{path}:{_line_of(node, ('cameras', i, 'source'))}: camera={cam.id} field=source: {why}"
+            for i, cam in enumerate(site.cameras)
+            if cam.enabled and (why := source_problem(cam)) is not None
+        ]
+        if problems:
+            raise SiteError("\n".join(problems))
+    return site
 
 
-def load_site(path: str | Path) -> SiteConfig:
+def load_site(path: str | Path, check_sources: bool = False) -> SiteConfig:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise SiteError(f"{p}: cannot read site file: {e.strerror}") from None
-    return parse_site(text, str(p))
+    return parse_site(text, str(p), check_sources)
 
 
 def demo_site(cameras: int = 3, fps: float = 2.0) -> SiteConfig:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -18,7 +20,15 @@ logger = logging.getLogger(__name__)
 
 
 def run(settings: WorkerSettings, stop: threading.Event) -> int:
-    logger.info("worker starting worker=%s group=%s topic=%s serving=%s", settings.worker_id, settings.group, settings.topic, settings.serving)
+    logger.info(
+        "worker starting worker=%s host=%s pid=%d group=%s topic=%s serving=%s",
+        settings.worker_id,
+        socket.gethostname(),
+        os.getpid(),
+        settings.group,
+        settings.topic,
+        settings.serving,
+    )
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
         logger.info("metrics listening port=%d", settings.metrics_port)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import secrets
 
 from pydantic import Field, model_validator
 
@@ -12,7 +12,10 @@ from maskwatch.settings import CommonSettings
 
 class WorkerSettings(CommonSettings):
     group: str = Field("maskwatch-workers", min_length=1, description="Kafka consumer group")
-    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{__import__('os').getpid()}", description="Worker id in heartbeats")
+    worker_id: str = Field(
+        default_factory=lambda: f"worker-{secrets.token_hex(4)}",
+        description="Worker id in heartbeats (random by default: the dashboard shows it, so no host name or pid)",
+    )
     model_name: str = Field("mask_detector", description="Model name on the server")
     max_poll_records: int = Field(16, ge=1, le=256, description="Frames per batch (one Predict each)")
     poll_timeout_ms: int = Field(200, ge=1, le=10_000, description="Longest a poll waits for frames")

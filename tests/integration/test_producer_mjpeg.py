@@ -318,3 +318,33 @@ def test_other_http_video_goes_through_ffmpeg_and_a_stall_is_noticed(
         assert time.monotonic() - t0 < 8
     finally:
         stalled.close()
+
+
+@pytest.mark.timeout(60)
+def test_camera_credentials_never_reach_redis_or_the_logs(
+    kafka: str, redis_url: str, names: dict[str, str], topic: str, tmp_path: Path, camera_server: MjpegServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secrets = ("s3#cr/t?x", "hunter2", "t0k3n")
+    url = camera_server.url(f"/video?password={secrets[1]}&token={secrets[2]}").replace("http://", f"http://admin:{secrets[0]}@")
+    site = tmp_path / "site.yaml"
+    site.write_text(f"site: t\ncameras:\n  - {{id: door, source: '{url}', fps: 5, read_timeout_s: 2, open_timeout_s: 2}}\n")
+    settings = ProducerSettings(
+        kafka=kafka, redis_url=redis_url, topic=topic, redis_prefix=names["redis_prefix"], site_file=str(site), status_interval_s=0.5
+    )
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    with caplog.at_level("DEBUG"):
+        thread, stop, rc = run_producer_thread(settings)
+        try:
+            wait_for(lambda: _info(store, "door").get("source"), 30, "the camera's status row")
+            wait_for(lambda: int(_info(store, "door").get("sent", 0) or 0) >= 3 or _info(store, "door").get("reconnects"), 30, "a try")
+            info = _info(store, "door")
+            assert info["source"].startswith("http://admin:***@127.0.0.1:") and "password=***&token=***" in info["source"]
+            stored = repr(info) + repr({k: store.r.hgetall(k) for k in store.r.scan_iter(match=names["redis_prefix"] + "*") if store.r.type(k) == b"hash"})
+        finally:
+            stop.set()
+            thread.join(15)
+            store.close()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in secrets:
+        assert secret not in stored and secret not in logged, secret

@@ -42,8 +42,14 @@ class FakeStore:
     def camera_ids(self) -> list[str]:
         return sorted(self.info)
 
+    def retired_camera_ids(self) -> list[str]:
+        return []
+
     def camera_info(self, cid: str) -> dict[str, str]:
         return self.info.get(cid, {})
+
+    def camera_zones(self, cids: list[str]) -> dict[str, str]:
+        return {c: self.info.get(c, {}).get("zone", "") for c in cids}
 
     def window(self, cid: str, minutes: int, now_ms: int | None = None) -> Counts:
         return self.windows.get(cid, Counts())
@@ -112,6 +118,25 @@ def test_heartbeat_rows_parse_values(fields: dict[str, str], expected: dict[str,
     (row,) = heartbeat_rows({"w-1": fields}, now_ms=10_000)
     assert row["id"] == "w-1"
     assert {k: row[k] for k in expected} == expected
+
+
+def test_heartbeat_rows_keep_machines_processes_and_files_from_viewers() -> None:
+    fields = {"host": "ward-3-pc", "pid": "4242", "site_file": "/etc/maskwatch/site.yaml", "metrics_port": "9101",
+              "reload_msg": "/etc/maskwatch/site.yaml:3: bad", "fps": "5", "cameras": "3"}
+    (row,) = heartbeat_rows({"p-1": fields}, now_ms=10_000)
+    assert row["fps"] == 5 and row["cameras"] == 3
+    shown = repr(row)
+    assert "ward-3-pc" not in shown and "4242" not in shown and "/etc/" not in shown and "9101" not in shown
+
+
+def test_the_default_worker_id_names_no_machine() -> None:
+    import os
+    import socket
+
+    from worker.settings import WorkerSettings
+
+    wid = WorkerSettings().worker_id
+    assert socket.gethostname() not in wid and str(os.getpid()) not in wid and wid != WorkerSettings().worker_id
 
 
 def summary(cid: str, status: str, age: float | None, **window: int) -> dict[str, Any]:
@@ -184,7 +209,10 @@ def test_a_batch_notice_pushes_only_its_cameras_and_its_violations() -> None:
     live._emit_due()
     (update,) = sio.of(EV_CAMERA)
     assert update["camera"] == "gate-1" and update["name"] == "Gate" and update["compliance"] == 0.75
-    assert all(kw == {"namespace": NAMESPACE} for _, _, kw in sio.emitted)
+    # each goes to whoever sees everything, the camera's own room and its zone's (dashboard/access.py)
+    zone = live.store.camera_info("gate-1").get("zone", "")
+    rooms = ["site", "cam:gate-1", *([f"zone:{zone}"] if zone else [])]
+    assert all(kw == {"namespace": NAMESPACE, "to": rooms} for _, _, kw in sio.emitted)
     assert live.stats["updates"] == 1
 
 

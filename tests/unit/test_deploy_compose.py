@@ -19,50 +19,28 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.unit.deploy_fixtures import COMPOSE_FILE, ENV_EXAMPLE, compose, compose_config, mounts
+
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "docker-compose.yml"
-ENV_EXAMPLE = ROOT / "deploy" / "env.example"
+COMPOSE = COMPOSE_FILE
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 ONE_SHOTS = {"kafka-init", "model-export"}
-
-
-def compose_cmd() -> list[str]:
-    """Compose v1 (Debian's docker-compose package) or the v2 plugin; fails the test when neither exists."""
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30, check=False)
-        if probe.returncode == 0:
-            return ["docker", "compose"]
-    pytest.fail(
-        "neither docker-compose nor `docker compose` is installed: `apt-get install docker-compose` (Debian package)"
-    )
-
-
-def compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run compose on docker-compose.yml with a clean environment: no MW_* or COMPOSE_* from the caller, and
-    `env_file` instead of a developer's .env."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MW_", "COMPOSE_"))}
-    cmd = [*compose_cmd(), "--project-directory", str(ROOT), "-f", str(COMPOSE), "--env-file", str(env_file)]
-    return subprocess.run([*cmd, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+# What compose cannot default: it refuses to start without them.
+REQUIRED = {"MW_REDIS_PASSWORD": "a-redis-password", "MW_DASHBOARD_TOKEN": "a-dashboard-token"}
 
 
 @pytest.fixture(scope="module")
 def no_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty env file: every variable takes docker-compose.yml's default."""
-    path = tmp_path_factory.mktemp("compose") / "empty.env"
-    path.write_text("")
+    """An env file with only the required secrets: every other variable takes docker-compose.yml's default."""
+    path = tmp_path_factory.mktemp("compose") / "secrets-only.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in REQUIRED.items()))
     return path
 
 
 @pytest.fixture(scope="module")
 def resolved(no_env: Path) -> dict[str, Any]:
     """`compose config`: the file as Compose understands it, variables resolved to their defaults."""
-    out = compose(no_env, "config")
-    assert out.returncode == 0, out.stderr
-    doc = yaml.safe_load(out.stdout)
-    assert isinstance(doc, dict)
-    return doc
+    return compose_config(no_env)
 
 
 @pytest.fixture(scope="module")
@@ -78,19 +56,6 @@ def seconds(duration: str | int) -> float:
     scale = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}
     assert parts and "".join(a + b for a, b in parts) == duration, duration
     return sum(float(a) * scale[b] for a, b in parts)
-
-
-def mounts(svc: dict[str, Any]) -> dict[str, tuple[str, bool]]:
-    """target -> (source, read-only) of a resolved service; short ("src:dst:ro", Compose v1) or long (v2) syntax."""
-    out = {}
-    for v in svc.get("volumes", []):
-        if isinstance(v, str):
-            src, _, rest = v.partition(":")
-            target, _, mode = rest.partition(":")
-            out[target] = (src, mode == "ro")
-        else:
-            out[v["target"]] = (v.get("source", ""), bool(v.get("read_only")))
-    return out
 
 
 @pytest.mark.timeout(120)
@@ -171,9 +136,9 @@ def test_tf_serving_reads_the_serving_configs(services: dict[str, Any]) -> None:
     assert "--model_config_file=/config/models.config" in cmd
     assert "--enable_batching" in cmd and "--batching_parameters_file=/config/batching.config" in cmd
     binds = {target: src for target, (src, _) in mounts(svc).items()}
-    for target, name in (("/config/models.config", "models.config"), ("/config/batching.config", "batching.config")):
-        assert Path(binds[target]) == ROOT / "serving" / name
-        assert (ROOT / "serving" / name).is_file(), f"serving/{name} is mounted but missing"
+    for target, path in (("/config/models.config", "serving/models.config"), ("/config/batching.config", "deploy/batching.config")):
+        assert Path(binds[target]) == ROOT / path
+        assert (ROOT / path).is_file(), f"{path} is mounted but missing"
     assert 'base_path: "/models/mask_detector"' in (ROOT / "serving" / "models.config").read_text()
     assert services["worker"]["environment"]["MW_SERVING"] == "tf-serving:8500"
 
@@ -194,13 +159,23 @@ def test_kafka_runs_kraft_with_compose_and_host_listeners(services: dict[str, An
 
 
 @pytest.mark.timeout(60)
-def test_producer_reads_the_mounted_site_file(services: dict[str, Any]) -> None:
-    from maskwatch.site import load_site
+def test_compose_refuses_to_start_without_the_redis_password_and_the_dashboard_token(tmp_path: Path) -> None:
+    for missing in REQUIRED:
+        env = tmp_path / f"without-{missing}.env"
+        env.write_text("".join(f"{k}={v}\n" for k, v in REQUIRED.items() if k != missing))
+        out = compose(env, "config", "-q")
+        assert out.returncode != 0 and missing in out.stderr, (missing, out.stderr)
 
-    svc = services["producer"]
-    site_arg = svc["command"][svc["command"].index("--site") + 1]
-    src = mounts(svc)[site_arg][0]
-    assert load_site(src).cameras
+
+@pytest.mark.timeout(60)
+def test_published_ports_are_on_loopback_unless_env_says_otherwise(services: dict[str, Any]) -> None:
+    published = {
+        name: port for name, svc in services.items() for port in svc.get("ports", [])
+    }
+    assert set(published) == {"dashboard", "kafka"}, published
+    for name, port in published.items():
+        host_ip = port["host_ip"] if isinstance(port, dict) else str(port).split(":")[0]
+        assert host_ip == "127.0.0.1", f"{name}: published on {port}"
 
 
 @pytest.mark.timeout(60)
@@ -210,9 +185,8 @@ def test_env_example_documents_exactly_the_variables_compose_reads() -> None:
         line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines() if re.match(r"^[A-Z0-9_]+=", line)
     }
     documented.discard("COMPOSE_PROJECT_NAME")  # read by compose itself
-    passed_through = {"MW_DASHBOARD_TOKEN"}  # `KEY:` with no value in compose: taken from .env when set
     assert used - documented == set(), "add these to deploy/env.example"
-    assert documented - used - passed_through == set(), "deploy/env.example documents variables compose never reads"
+    assert documented - used == set(), "deploy/env.example documents variables compose never reads"
 
 
 # ---- the model-AVAILABLE probe ------------------------------------------------------------------------------
@@ -294,3 +268,104 @@ def test_model_available_probe_fails_when_nothing_listens(services: dict[str, An
     script = probe_scripts(services)["compose"].replace("/dev/tcp/127.0.0.1/8501", f"/dev/tcp/127.0.0.1/{port}")
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=20, check=False)
     assert out.returncode != 0
+
+
+def batching(path: Path) -> dict[str, int]:
+    """The `name { value: N }` fields of a BatchingParameters text proto."""
+    return {k: int(v) for k, v in re.findall(r"^(\w+)\s*\{\s*value:\s*(\d+)\s*\}", path.read_text(), re.M)}
+
+
+@pytest.mark.timeout(60)
+def test_model_server_threads_match_its_cpu_limit(services: dict[str, Any]) -> None:
+    """Batches run at once, TensorFlow's thread pools and the CPU limit agree (compose and the k8s image)."""
+    svc = services["tf-serving"]
+    cpus = float(svc["deploy"]["resources"]["limits"]["cpus"])
+    flags = dict(a.removeprefix("--").split("=", 1) for a in svc["command"] if "=" in a)
+    deploy_cfg = batching(ROOT / "deploy" / "batching.config")
+    assert cpus == deploy_cfg["num_batch_threads"] == int(flags["tensorflow_intra_op_parallelism"]) == int(
+        flags["tensorflow_inter_op_parallelism"]
+    )
+    demo_cfg = batching(ROOT / "serving" / "batching.config")
+    assert {**demo_cfg, "num_batch_threads": deploy_cfg["num_batch_threads"]} == deploy_cfg, "only the thread count differs"
+
+
+def _bytes(size: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)b?", size.strip().lower())
+    assert m, size
+    return float(m[1]) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[m[2]]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("example", [False, True], ids=["defaults", "env.example"])
+def test_redis_memory_limit_is_at_least_twice_maxmemory(no_env: Path, example: bool) -> None:
+    """An AOF rewrite forks Redis: copy-on-write can double its resident memory before the limit kills it."""
+    redis = compose_config(ENV_EXAMPLE if example else no_env)["services"]["redis"]
+    cmd = redis["command"]
+    maxmemory = _bytes(cmd[cmd.index("--maxmemory") + 1])
+    assert _bytes(str(redis["deploy"]["resources"]["limits"]["memory"])) >= 2 * maxmemory
+
+
+# ---- deploy/model-export.sh: the model follows the image -----------------------------------------------------
+
+FAKE_EXPORT = r"""#!/bin/sh
+# stands in for `python -m serving.export --out DIR --version N`
+echo "export $*" >> "$FAKE_CALLS"
+out=$2 version=$4
+mkdir -p "$out/mask_detector/$version" && echo model > "$out/mask_detector/$version/saved_model.pb"
+"""
+
+
+def run_model_export(tmp: Path, source: Path) -> subprocess.CompletedProcess[str]:
+    fake = tmp / "fake-export"
+    fake.write_text(FAKE_EXPORT)
+    fake.chmod(0o755)
+    env = {
+        "PATH": os.environ["PATH"],
+        "MODEL_SOURCE": str(source),
+        "MODELS": str(tmp / "models"),
+        "MODEL_EXPORT": str(fake),
+        "FAKE_CALLS": str(tmp / "calls"),
+    }
+    script = ROOT / "deploy" / "model-export.sh"
+    return subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.mark.timeout(60)
+def test_model_export_refreshes_the_volume_when_the_images_model_changes(tmp_path: Path) -> None:
+    source = tmp_path / "serving"
+    (source / "weights").mkdir(parents=True)
+    (source / "weights" / "manifest.json").write_text('{"files": {"a": "1"}}')
+    versions = tmp_path / "models" / "mask_detector"
+
+    def listing() -> list[str]:
+        return sorted((p.name for p in versions.iterdir() if p.name.isdigit()), key=int)
+
+    assert run_model_export(tmp_path, source).returncode == 0
+    assert listing() == ["1"]
+    again = run_model_export(tmp_path, source)
+    assert again.returncode == 0 and "is this image's model" in again.stdout
+    assert len((tmp_path / "calls").read_text().splitlines()) == 1, "an unchanged image exports nothing"
+    (source / "weights" / "manifest.json").write_text('{"files": {"a": "2"}}')  # new weights in a new image
+    assert run_model_export(tmp_path, source).returncode == 0
+    assert listing() == ["1", "2"]
+    (source / "graph.py").write_text("# new export code\n")
+    assert run_model_export(tmp_path, source).returncode == 0
+    assert listing() == ["2", "3"], "the two newest versions are kept"
+    assert (versions / "3" / "source.sha256").read_text().strip() != (versions / "2" / "source.sha256").read_text().strip()
+
+
+@pytest.mark.timeout(60)
+def test_model_export_script_passes_shellcheck() -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed: `apt-get install shellcheck` (.ci/run installs it)")
+    out = subprocess.run(
+        ["shellcheck", str(ROOT / "deploy" / "model-export.sh")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stdout
+
+
+@pytest.mark.timeout(60)
+def test_compose_runs_the_model_export_script(services: dict[str, Any]) -> None:
+    svc = services["model-export"]
+    script = svc["entrypoint"][-1]
+    assert Path(mounts(svc)[script][0]) == ROOT / "deploy" / "model-export.sh"

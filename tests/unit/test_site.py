@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,6 +138,16 @@ def test_folder_kind_and_drop_policy_defaults(tmp_path: Path) -> None:
         ("http://10.0.0.5/s", "http://10.0.0.5/s"),
         ("http://user@10.0.0.5/s", "http://user@10.0.0.5/s"),
         ("synthetic:mixed", "synthetic:mixed"),
+        ("rtsp://admin:pa#ss@10.0.0.5/s", "rtsp://admin:***@10.0.0.5/s"),
+        ("rtsp://admin:pa/ss@10.0.0.5:554/s", "rtsp://admin:***@10.0.0.5:554/s"),
+        ("rtsp://admin:pa?ss@cam-1.local/s?x=1", "rtsp://admin:***@cam-1.local/s?x=1"),
+        ("rtsp://admin:p@ss@[fe80::1]:554/s", "rtsp://admin:***@[fe80::1]:554/s"),
+        ("rtsp://admin:hunter2@10.0.0.5", "rtsp://admin:***@10.0.0.5"),
+        ("http://10.0.0.5/cgi?user=admin&password=hunter2&res=hd", "http://10.0.0.5/cgi?user=admin&password=***&res=hd"),
+        ("http://10.0.0.5/s?token=abc#def&fps=5", "http://10.0.0.5/s?token=***&fps=5"),
+        ("https://cam/api?API_KEY=k1&pwd=x&sig=y&Auth=z", "https://cam/api?API_KEY=***&pwd=***&sig=***&Auth=***"),
+        ("http://cam/snap@2x.jpg", "http://cam/snap@2x.jpg"),
+        ("mjpeg+http://u:s3cr%40t@cam:81/v?secret=q", "mjpeg+http://u:***@cam:81/v?secret=***"),
     ],
 )
 def test_redact(source: str, shown: str) -> None:
@@ -185,3 +196,40 @@ def test_the_example_site_file_is_valid() -> None:
         "demo": "synthetic",
     }
     assert [c.id for c in site.cameras if not c.enabled] == ["stills"]
+
+
+@pytest.mark.parametrize(
+    ("make", "expect"),
+    [
+        (lambda d: f"{d}/nope.mp4", "no such file"),
+        (lambda d: f"{d}/nope/", "no such folder"),
+        (lambda d: f"{d}/clip.mp4/", "not a folder"),
+        (lambda d: f"{d}/frames", "not a file"),
+    ],
+)
+def test_checked_file_and_folder_sources_must_exist(tmp_path: Path, make: Any, expect: str) -> None:
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    (tmp_path / "frames").mkdir()
+    source = make(tmp_path)
+    if expect == "not a file":  # a folder without the trailing slash is a folder source: fine
+        parse_site(f"cameras:\n  - id: c\n    source: {source}\n", "site.yaml", check_sources=True)
+        return
+    text = f"site: s\ncameras:\n  - id: ok\n    source: synthetic\n  - id: c\n    source: {source}\n"
+    parse_site(text, "site.yaml")  # without the check (a dashboard on another host), the file loads
+    with pytest.raises(SiteError) as e:
+        parse_site(text, "site.yaml", check_sources=True)
+    assert str(e.value).startswith("site.yaml:6: camera=c field=source: ")
+    assert expect in str(e.value)
+
+
+def test_checked_sources_skip_disabled_cameras_and_accept_existing(tmp_path: Path) -> None:
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    text = f"cameras:\n  - id: a\n    source: {tmp_path}/clip.mp4\n  - id: b\n    source: {tmp_path}/gone.mp4\n    enabled: false\n"
+    assert len(parse_site(text, "s.yaml", check_sources=True).cameras) == 2
+
+
+@pytest.mark.parametrize("password", ["hunter2", "pa#ss", "pa/ss", "pa?ss", "p@ss", "a:b", "%40x", "tr1cky&pw=1"])
+@pytest.mark.parametrize("template", ["rtsp://admin:{}@10.0.0.5:554/stream1", "http://cam.local/snap.cgi?user=a&password={}&r=1"])
+def test_redact_never_shows_the_password(template: str, password: str) -> None:
+    shown = redact(template.format(password))
+    assert password not in shown and "***" in shown
