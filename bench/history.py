@@ -49,18 +49,18 @@ def fill_day(store: Store, cid: str, zone: str, day_start_ms: int, episodes: int
     offset = int(store.r.hget(store.keys.offsets("g", "t"), "0") or 0)
     for minute in range(1440):
         b = BatchWrite()
-        b.start_offsets[0], b.next_offsets[0] = offset, offset + 1
+        b.start_offsets[("t", 0)], b.next_offsets[("t", 0)] = offset, offset + 1
         offset += 1
         ts = day_start_ms + minute * 60_000
-        b.add(0, cid, ts, _counts())
+        b.add(("t", 0), cid, ts, _counts())
         b.zones[cid] = zone
         if minute % max(1, 1440 // max(episodes, 1)) == 0 and minute // max(1, 1440 // max(episodes, 1)) < episodes:
             eid = f"{ts}-1000-{minute % 9000}"
             b.episodes.append(
-                (0, Episode(cid, eid, "without_mask", (("without_mask", 30),), ts, ts + 20_000, (0.1, 0.1, 0.3, 0.3),
+                (("t", 0), Episode(cid, eid, "without_mask", (("without_mask", 30),), ts, ts + 20_000, (0.1, 0.1, 0.3, 0.3),
                             0.9, EPISODE_CLOSED, 5000, ts + 3000, snap))  # fmt: skip
             )
-        store.commit_batch(b, "g", "t")
+        store.commit_batch(b, "g")
 
 
 def memory_per_camera_day(store: Store, episodes_per_day: int, snap: bytes) -> dict[str, float]:
