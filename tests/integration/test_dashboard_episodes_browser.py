@@ -25,9 +25,9 @@ pytestmark = pytest.mark.browser
 def write(store: Store, ep: Episode, offset: int) -> None:
     """What a worker does with an episode's new state: the batch's transaction, then the live notice."""
     b = BatchWrite()
-    b.start_offsets[0], b.next_offsets[0] = offset, offset + 1
-    b.episodes.append((0, ep))
-    assert store.commit_batch(b, "g-ep", "t-ep").applied == {0}
+    b.start_offsets[("t-ep", 0)], b.next_offsets[("t-ep", 0)] = offset, offset + 1
+    b.episodes.append((("t-ep", 0), ep))
+    assert store.commit_batch(b, "g-ep").applied == {("t-ep", 0)}
     store.publish_update({"type": "batch", "worker": "w", "ts_ms": ep.last_ms, "cameras": {}, "violations": [episode_notice(ep)]})
 
 
