@@ -365,6 +365,8 @@ class Stack:
         self.out = out or sys.stdout
         self.children: list[Child] = []
         self.janitor: Janitor | None = None
+        self._janitor_stop = threading.Event()
+        self._janitor_thread: threading.Thread | None = None
         self.log_dir = Path(cfg.state_dir) / "logs"
         self.failed: Child | None = None  # a child whose exit stopped the stack
         self.t0 = time.monotonic()
@@ -468,10 +470,8 @@ class Stack:
         finally:
             if self.failed is None and not up and self.stop.is_set():
                 self.say("stopping (asked to)")
+            self._stop_janitor()  # first: the broker waits for its clients' connections before it exits
             stop_children(self.children)
-            if self.janitor is not None:
-                self.janitor.close()
-                self.janitor.store.close()
         problems = exit_problems(self.children)
         logger.info("stack stopped problems=%d", len(problems))
         if self.failed is not None:
@@ -592,7 +592,18 @@ class Stack:
         stats = self.janitor.tick()
         logger.info("topics ready pattern=%s live=%d rotate_s=%d", scheme.pattern, stats.live, rotate_s)
         self._ready("topics", f"{s.topic}.<time>: {rotate_s} s buckets of {self.cfg.partitions} partitions, deleted once consumed")
-        threading.Thread(target=run_janitor, args=(self.janitor, self.stop), name="janitor", daemon=True).start()
+        self._janitor_stop = threading.Event()
+        self._janitor_thread = threading.Thread(target=run_janitor, args=(self.janitor, self._janitor_stop), name="janitor", daemon=True)
+        self._janitor_thread.start()
+
+    def _stop_janitor(self) -> None:
+        if self.janitor is None:
+            return
+        self._janitor_stop.set()
+        if self._janitor_thread is not None:
+            self._janitor_thread.join(timeout=15)
+        self.janitor.close()
+        self.janitor.store.close()
 
     def _serving_child(self, port: int, env: dict[str, str]) -> Child:
         model_dir = Path(self.cfg.model_base_path)
