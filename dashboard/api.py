@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from dashboard.context import dashboard, missing_vendor_files
 from dashboard.live import all_summaries, episode_view, system_state
+from maskwatch import history
 from maskwatch.detections import COUNT_FIELDS
 from maskwatch.frames import is_valid_camera_id
 from maskwatch.store import WINDOWS, camera_summary, epoch_minute
@@ -245,3 +246,116 @@ def system() -> Response:
             alerting=d.live.alerts is not None,
         )
     return jsonify(state)
+
+
+# ---- history: any range, at the resolution the range calls for ------------------------------------------
+
+DEFAULT_HISTORY_MS = 7 * 86_400_000
+
+
+def range_args() -> tuple[int, int]:
+    """`?from=&to=` (epoch ms, ISO date or date-time in the site's zone); default: the last 7 days."""
+    tz = history.timezone(dashboard().site.timezone)
+    now = int(time.time() * 1000)
+    try:
+        to = history.parse_instant(request.args["to"], tz, end=True) if "to" in request.args else now
+        start = history.parse_instant(request.args["from"], tz) if "from" in request.args else to - DEFAULT_HISTORY_MS
+    except history.RangeError as exc:
+        raise ApiError(400, "bad range", detail=str(exc)) from None
+    if to <= start:
+        raise ApiError(400, "bad range", detail="`to` must be after `from`")
+    return start, to
+
+
+def resolution_arg(start: int, to: int, zone: bool) -> str:
+    raw = request.args.get("resolution")
+    if raw is None:
+        return history.pick_resolution(start, to, int(time.time() * 1000), dashboard().store.minute_ttl_s, zone)
+    if raw not in history.RESOLUTION_MS or (zone and raw == history.MINUTE):
+        allowed = [r for r in history.RESOLUTION_MS if not (zone and r == history.MINUTE)]
+        raise ApiError(400, "bad resolution", resolution=raw, allowed=allowed)
+    return raw
+
+
+def subject_args() -> tuple[str | None, str | None]:
+    """`?camera=` or `?zone=` (not both); neither: the whole site."""
+    cid, zone = request.args.get("camera"), request.args.get("zone")
+    if cid is not None and zone is not None:
+        raise ApiError(400, "camera and zone are exclusive")
+    if cid is not None:
+        known_camera(cid)
+    if zone is not None and zone not in dashboard().store.zones():
+        raise ApiError(404, "unknown zone", zone=zone)
+    return cid, zone
+
+
+def series_of(start: int, to: int, cid: str | None, zone: str | None, resolution: str) -> history.Series:
+    store = dashboard().store
+    cameras = [cid] if cid is not None else store.camera_ids()
+    try:
+        return history.series(store, start, to, cameras=cameras, zone=zone, resolution=resolution)
+    except history.RangeError as exc:
+        raise ApiError(400, "bad range", detail=str(exc)) from None
+
+
+@bp.get("/api/history")
+def history_series() -> Response:
+    """Counts per bucket over any range for a camera, a zone or the whole site; the resolution fits the range."""
+    start, to = range_args()
+    cid, zone = subject_args()
+    resolution = resolution_arg(start, to, zone is not None)
+    try:
+        return jsonify(history.payload(dashboard().store, start, to, cid, zone, resolution))
+    except history.RangeError as exc:
+        raise ApiError(400, "bad range", detail=str(exc)) from None
+
+
+@bp.get("/api/history/overview")
+def history_overview() -> Response:
+    """What the History page draws: compliance per zone and per camera over the range, and hour × weekday."""
+    start, to = range_args()
+    resolution = resolution_arg(start, to, zone=True)
+    store = dashboard().store
+    zones = store.zones()
+    cams = store.camera_ids()
+    per_camera = {cid: series_of(start, to, cid, None, resolution) for cid in cams}
+    per_zone = {z: series_of(start, to, None, z, resolution) for z in zones}
+    # the heat map folds hours: over a very long range, its last MAX_BUCKETS hours
+    hour_from = max(start, to - history.MAX_BUCKETS * history.RESOLUTION_MS[history.HOUR] + 1)
+    hourly = series_of(hour_from, to, None, None, history.HOUR) if resolution != history.HOUR else None
+    rows = hourly.rows if hourly is not None else _summed(list(per_camera.values()))
+    grid = history.heatmap(rows, history.timezone(dashboard().site.timezone))
+    ts = [t for t, _ in next(iter(per_camera.values())).rows] if per_camera else []
+
+    def line(s: history.Series) -> dict[str, Any]:
+        return {
+            "compliance": [history.compliance(c) for _, c in s.rows],
+            "faces": [c.people for _, c in s.rows],
+            "total": history.counts_row(None, s.total()),
+        }
+
+    return jsonify(
+        {
+            "from_ms": start,
+            "to_ms": to,
+            "resolution": resolution,
+            "timezone": dashboard().site.timezone or "UTC",
+            "ts_ms": ts,
+            "zones": {z: line(s) for z, s in per_zone.items()},
+            "cameras": {cid: {**line(s), "zone": store.camera_info(cid).get("zone", "")} for cid, s in per_camera.items()},
+            "heatmap": {
+                "weekdays": list(history.WEEKDAYS),
+                "compliance": [[history.compliance(c) for c in row] for row in grid],
+                "faces": [[c.people for c in row] for row in grid],
+            },
+        }
+    )
+
+
+def _summed(series: list[history.Series]) -> tuple[tuple[int, Any], ...]:
+    if not series:
+        return ()
+    out = list(series[0].rows)
+    for s in series[1:]:
+        out = [(t, a + b) for (t, a), (_, b) in zip(out, s.rows, strict=True)]
+    return tuple(out)

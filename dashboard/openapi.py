@@ -29,6 +29,25 @@ WINDOW = {
     "schema": {"type": "string", "enum": list(WINDOWS)},
     "description": "window of per-minute buckets; default: the dashboard's window_minutes",
 }
+RANGE = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": f"{what}: epoch ms, an ISO date (a `to` date includes that day) or date-time, in the site's "
+        "time zone unless it says otherwise",
+    }
+    for name, what in (("from", "start (default: 7 days before `to`)"), ("to", "end (default: now)"))
+]
+SUBJECT_CAMERA = {"name": "camera", "in": "query", "schema": {"type": "string"}, "description": "one camera"}
+SUBJECT_ZONE = {"name": "zone", "in": "query", "schema": {"type": "string"}, "description": "one zone (not with camera)"}
+RESOLUTION = {
+    "name": "resolution",
+    "in": "query",
+    "schema": {"type": "string", "enum": ["minute", "hour", "day"]},
+    "description": "default: the one the range calls for",
+}
 NOT_FOUND = _json(ERROR, "unknown camera")
 BAD_WINDOW = _json(ERROR, "bad window")
 
@@ -270,6 +289,39 @@ def spec() -> dict[str, Any]:
                         "400": _json(ERROR, "bad limit"),
                         "404": NOT_FOUND,
                     },
+                }
+            },
+            "/api/history": {
+                "get": {
+                    "summary": "Counts per bucket over any range, for a camera, a zone or the whole site",
+                    "description": "The resolution fits the range: minutes up to 6 hours (while kept), hours up to "
+                    "62 days, else days; zones keep hours and days. Buckets overlapping the range are counted whole.",
+                    "parameters": [*RANGE, SUBJECT_CAMERA, SUBJECT_ZONE, RESOLUTION],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "from_ms": {"type": "integer"},
+                                    "to_ms": {"type": "integer"},
+                                    "resolution": {"type": "string", "enum": ["minute", "hour", "day"]},
+                                    "camera": {"type": ["string", "null"]},
+                                    "zone": {"type": ["string", "null"]},
+                                    "total": {"$ref": "#/components/schemas/Counts"},
+                                    "series": {"type": "array", "items": {"$ref": "#/components/schemas/Minute"}},
+                                },
+                            }
+                        ),
+                        "400": _json(ERROR, "bad range, bad resolution, camera and zone together"),
+                        "404": _json(ERROR, "unknown camera or zone"),
+                    },
+                }
+            },
+            "/api/history/overview": {
+                "get": {
+                    "summary": "The History page: compliance per zone and per camera over a range, and hour × weekday",
+                    "parameters": [*RANGE],
+                    "responses": {"200": _json({"type": "object"}), "400": _json(ERROR, "bad range")},
                 }
             },
             "/api/system": {

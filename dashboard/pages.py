@@ -1,4 +1,4 @@
-"""HTML pages: the live overview, one camera's page, and the upload check page."""
+"""HTML pages: the live overview, one camera's page, history, and the upload check page."""
 
 from __future__ import annotations
 
@@ -46,6 +46,11 @@ def camera(cid: str) -> str:
     if not is_valid_camera_id(cid) or not dashboard().store.has_camera(cid):
         abort(404)
     return render_template("camera.html", cfg=page_config(), cid=cid, missing_assets=missing_vendor_files())
+
+
+@bp.get("/history")
+def history() -> str:
+    return render_template("history.html", cfg=page_config(), missing_assets=missing_vendor_files())
 
 
 @bp.get("/check")

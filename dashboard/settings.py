@@ -26,7 +26,9 @@ class DashboardSettings(CommonSettings):
     fields are read from MW_DASHBOARD_<FIELD> (MW_DASHBOARD_PORT, MW_DASHBOARD_TOKEN, ...).
     """
 
-    model_config = SettingsConfigDict(env_prefix="MW_", extra="forbid", frozen=True, populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MW_", extra="forbid", frozen=True, populate_by_name=True, env_ignore_empty=True
+    )
 
     host: str = Field("127.0.0.1", min_length=1, validation_alias=_env("host"), description="Address to listen on")
     port: int = Field(

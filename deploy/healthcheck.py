@@ -75,7 +75,8 @@ def check_heartbeat(kind: str, max_age_s: float, redis_down_ok: bool = False) ->
     from maskwatch.settings import CommonSettings
     from maskwatch.store import Store
 
-    settings = CommonSettings()
+    settings = CommonSettings()  # a bad setting fails the check before Redis is asked anything
+    worker_id = _explicit_worker_id() if kind == "worker" else None
     store = Store.from_url(settings.redis_url, settings.redis_prefix)
     try:
         beats = store.heartbeats(kind)
@@ -89,7 +90,7 @@ def check_heartbeat(kind: str, max_age_s: float, redis_down_ok: bool = False) ->
     now_ms = int(time.time() * 1000)
     hostname = socket.gethostname()
     if kind == "worker":
-        return worker_verdict(beats, hostname, _explicit_worker_id(), now_ms, max_age_s)
+        return worker_verdict(beats, hostname, worker_id, now_ms, max_age_s)
     return producer_verdict(beats, hostname, now_ms, max_age_s)
 
 

@@ -4,27 +4,54 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
+from pydantic import ValidationError
 
 from maskwatch.frames import is_valid_camera_id
 from maskwatch.lifecycle import stop_event
 from maskwatch.logs import setup_logging
 from maskwatch.settings import CommonSettings
-from maskwatch.stack import Stack, StackConfig
+from maskwatch.site import SiteError, load_site
+from maskwatch.stack import Stack, StackConfig, StackSettings
 from maskwatch.store import WINDOWS, Store, camera_summaries, camera_summary
 
 
 def _up(args: argparse.Namespace) -> int:
-    setup_logging("INFO", "kv", "stack")
+    flags = {
+        k: v
+        for k, v in (
+            ("kafka", args.kafka),
+            ("redis_url", args.redis_url),
+            ("serving", args.serving),
+            ("redis_prefix", args.redis_prefix),
+            ("dashboard_port", args.dashboard_port),
+        )
+        if v is not None
+    }
+    try:
+        settings = StackSettings(**flags)
+    except ValidationError as e:
+        print(f"maskwatch up: {e}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format, "stack")
+    # the terminal shows progress and problems; the stack's own INFO lines go to its log beside the children's
+    log_dir = Path(".maskwatch") / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for h in root.handlers:  # only the stack's own warnings (clients' chatter stays in the log)
+        h.setLevel(logging.WARNING)
+        h.addFilter(logging.Filter("maskwatch"))
+    to_file = logging.FileHandler(log_dir / "stack.log")
+    to_file.setFormatter(root.handlers[0].formatter)
+    root.addHandler(to_file)
     cfg = StackConfig(
-        kafka_port=args.kafka_port,
-        redis_url=args.redis_url,
-        serving_port=args.serving_port,
-        dashboard_port=args.dashboard_port,
+        settings=settings,
         workers=args.workers,
         partitions=args.partitions,
         model_base_path=args.model_base_path,
@@ -61,17 +88,62 @@ def print_table(window: str, rows: list[dict[str, Any]]) -> None:
         )
 
 
+def print_history(body: dict[str, Any], tz: Any) -> None:
+    """`maskwatch stats --from/--to`: one line per bucket, then the range's total."""
+    import datetime as dt
+
+    subject = f"camera {body['camera']}" if body["camera"] else f"zone {body['zone']}" if body["zone"] else "whole site"
+    print(f"{subject}, {body['resolution']} buckets")
+    print(f"{'bucket start':<20} {'compliance':>10} {'faces':>7} {'mask':>6} {'no mask':>8} {'wrong':>6} {'people':>7}")
+    fmt = {"minute": "%Y-%m-%d %H:%M", "hour": "%Y-%m-%d %H:00", "day": "%Y-%m-%d"}[body["resolution"]]
+    for r in [*body["series"], {**body["total"], "ts_ms": None}]:
+        when = "total" if r["ts_ms"] is None else dt.datetime.fromtimestamp(r["ts_ms"] / 1000, tz).strftime(fmt)
+        faces = r["with_mask"] + r["without_mask"] + r["mask_worn_incorrectly"]
+        print(
+            f"{when:<20} {_pct(r['compliance']):>10} {faces:>7} {r['with_mask']:>6} {r['without_mask']:>8} "
+            f"{r['mask_worn_incorrectly']:>6} {r['persons']:>7}"
+        )
+
+
+def _history(args: argparse.Namespace, store: Store) -> int:
+    from maskwatch import history
+
+    try:
+        tz = history.timezone(args.timezone)
+        now = int(time.time() * 1000)
+        to = history.parse_instant(args.to, tz, end=True) if args.to else now
+        start = history.parse_instant(args.from_, tz) if args.from_ else to - 7 * 86_400_000
+        if args.zone is not None and args.zone not in store.zones():
+            print(f"maskwatch stats: unknown zone {args.zone!r} (known: {', '.join(store.zones()) or 'none'})", file=sys.stderr)
+            return 1
+        resolution = args.resolution or history.pick_resolution(start, to, now, store.minute_ttl_s, args.zone is not None)
+        body = history.payload(store, start, to, args.camera, args.zone, resolution)
+    except history.RangeError as exc:
+        print(f"maskwatch stats: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(body, indent=2))
+    else:
+        print_history(body, tz)
+    return 0
+
+
 def _stats(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
     settings = CommonSettings(**overrides)
     if args.camera is not None and not is_valid_camera_id(args.camera):
         print(f"maskwatch stats: {args.camera!r} is not a camera id", file=sys.stderr)
         return 2
+    if args.camera is not None and args.zone is not None:
+        print("maskwatch stats: --camera and --zone are exclusive", file=sys.stderr)
+        return 2
     store = Store.from_url(settings.redis_url, settings.redis_prefix)
     try:
         if args.camera is not None and not store.has_camera(args.camera):
             print(f"maskwatch stats: unknown camera {args.camera!r} (known: {', '.join(store.camera_ids()) or 'none'})", file=sys.stderr)
             return 1
+        if args.from_ or args.to or args.zone is not None:
+            return _history(args, store)
         rows = stats_rows(store, args.window, args.camera, int(time.time() * 1000))
     except (redis.RedisError, OSError) as exc:
         print(f"maskwatch stats: Redis at {settings.redis_url.split('@')[-1]} is unavailable: {exc}", file=sys.stderr)
@@ -96,6 +168,18 @@ def _cameras_reload(args: argparse.Namespace) -> int:
     return cameras_reload(settings.redis_url, settings.redis_prefix, timeout_s=args.timeout)
 
 
+def _site_check(args: argparse.Namespace) -> int:
+    """Validate a site file without starting anything: the same checks as the producer's load and reload."""
+    try:
+        site = load_site(args.file, check_sources=True)
+    except SiteError as e:
+        print(e, file=sys.stderr)
+        return 1
+    enabled = sum(c.enabled for c in site.cameras)
+    print(f"{args.file}: ok: site {site.site!r}, {len(site.cameras)} cameras ({enabled} enabled)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="maskwatch", description="MaskWatch: live face-mask compliance across cameras")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -103,10 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--site", help="site YAML (default: 3 demo cameras)")
     up.add_argument("--workers", type=int, default=2)
     up.add_argument("--partitions", type=int, default=12)
-    up.add_argument("--kafka-port", type=int, default=9092)
-    up.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="reused when it answers, else one is started")
-    up.add_argument("--serving-port", type=int, default=8500)
-    up.add_argument("--dashboard-port", type=int, default=5000)
+    up.add_argument(
+        "--kafka", help="Kafka bootstrap (default MW_KAFKA, else 127.0.0.1:9092); a free local port gets the embedded broker"
+    )
+    up.add_argument(
+        "--redis-url",
+        help="Redis (default MW_REDIS_URL); a named one that runs is used, else the stack starts its own",
+    )
+    up.add_argument("--redis-prefix", help="prefix of the site's Redis keys (default MW_REDIS_PREFIX, else mw:)")
+    up.add_argument(
+        "--serving", help="TF Serving gRPC host:port (default MW_SERVING, else 127.0.0.1:8500); a free local port gets ours"
+    )
+    up.add_argument("--dashboard-port", type=int, help="default MW_DASHBOARD_PORT, else 5000")
     up.add_argument("--model-base-path", default="models/mask_detector")
     up.add_argument("--demo-cameras", type=int, default=3)
     up.add_argument("--demo-fps", type=float, default=2.0)
@@ -117,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--window", choices=list(WINDOWS), default="15m", help="window of per-minute buckets (default 15m)")
     st.add_argument("--camera", help="only this camera (like GET /api/cameras/<id>)")
     st.add_argument("--json", action="store_true", help="JSON: {window, window_minutes, cameras: [camera_summary]}")
+    st.add_argument("--from", dest="from_", help="history from (epoch ms, ISO date or date-time): per-bucket series like GET /api/history")
+    st.add_argument("--to", help="history to (default now; an ISO date includes that day)")
+    st.add_argument("--zone", help="history of one zone (its own hourly and daily buckets)")
+    st.add_argument("--resolution", choices=["minute", "hour", "day"], help="default: the one the range calls for")
+    st.add_argument("--timezone", default="UTC", help="IANA zone of dates given and printed (default UTC)")
     st.add_argument("--redis-url", help="default MW_REDIS_URL")
     st.add_argument("--redis-prefix", help="default MW_REDIS_PREFIX")
     st.set_defaults(fn=_stats)
@@ -127,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--redis-prefix")
     rl.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the producers' answers")
     rl.set_defaults(fn=_cameras_reload)
+    sc = sub.add_parser("site", help="site file tools")
+    sc_sub = sc.add_subparsers(dest="site_cmd", required=True)
+    chk = sc_sub.add_parser("check", help="validate a site file (fields, and that file/folder sources exist); starts nothing")
+    chk.add_argument("file")
+    chk.set_defaults(fn=_site_check)
     # both modules import TensorFlow only inside run()
     from maskwatch.eval import cli as eval_cli
     from serving.train import cli as train_cli

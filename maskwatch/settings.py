@@ -14,7 +14,8 @@ from maskwatch.store import DEFAULT_PREFIX
 class CommonSettings(BaseSettings):
     """Addresses from MW_KAFKA, MW_REDIS_URL, MW_SERVING; defaults reach the embedded stack."""
 
-    model_config = SettingsConfigDict(env_prefix="MW_", extra="forbid", frozen=True)
+    # env_ignore_empty: an empty variable (`MW_KAFKA_SASL_MECHANISM=` in a Secret, `KEY:` in compose) means unset.
+    model_config = SettingsConfigDict(env_prefix="MW_", extra="forbid", frozen=True, env_ignore_empty=True)
 
     kafka: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")

@@ -215,7 +215,24 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def parse_site(text: str, path: str = "<site>") -> SiteConfig:
+def source_problem(cam: CameraConfig) -> str | None:
+    """Why a `file` or `folder` source cannot be read on this machine (relative paths from the working
+    directory, as the producer opens them); None when it can, or when the source is not a local path."""
+    if cam.kind not in ("file", "folder"):
+        return None
+    p = Path(cam.source)
+    if not p.exists():
+        return f"no such {'folder' if cam.kind == 'folder' else 'file'}: {cam.source}"
+    if cam.kind == "folder" and not p.is_dir():
+        return f"not a folder: {cam.source}"
+    if cam.kind == "file" and not p.is_file():
+        return f"not a file: {cam.source}"
+    return None
+
+
+def parse_site(text: str, path: str = "<site>", check_sources: bool = False) -> SiteConfig:
+    """Parse and validate a site file's text; with `check_sources`, enabled `file`/`folder` sources must exist
+    here too (the producer and `maskwatch site check` ask for that; a dashboard on another host does not)."""
     try:
         node = yaml.compose(text)
         data: Any = yaml.safe_load(text)
@@ -228,7 +245,7 @@ def parse_site(text: str, path: str = "<site>") -> SiteConfig:
     if not isinstance(data, dict):
         raise SiteError(f"{path}:1: the site file must be a mapping with `site` and `cameras`")
     try:
-        return SiteConfig.model_validate(data)
+        site = SiteConfig.model_validate(data)
     except ValidationError as e:
         lines = []
         for err in e.errors():
@@ -243,15 +260,24 @@ def parse_site(text: str, path: str = "<site>") -> SiteConfig:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{path}:{line}:{camera} field={fld or '(camera)'}: {msg}")
         raise SiteError("\n".join(lines)) from None
+    if check_sources:
+        problems = [
+            f"{path}:{_line_of(node, ('cameras', i, 'source'))}: camera={cam.id} field=source: {why}"
+            for i, cam in enumerate(site.cameras)
+            if cam.enabled and (why := source_problem(cam)) is not None
+        ]
+        if problems:
+            raise SiteError("\n".join(problems))
+    return site
 
 
-def load_site(path: str | Path) -> SiteConfig:
+def load_site(path: str | Path, check_sources: bool = False) -> SiteConfig:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise SiteError(f"{p}: cannot read site file: {e.strerror}") from None
-    return parse_site(text, str(p))
+    return parse_site(text, str(p), check_sources)
 
 
 def demo_site(cameras: int = 3, fps: float = 2.0) -> SiteConfig:

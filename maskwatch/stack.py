@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -12,12 +13,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 from urllib.parse import urlparse
 
 import psutil
 import redis
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from maskwatch.settings import CommonSettings
+from maskwatch.site import SiteConfig, SiteError, demo_site, load_site
+from maskwatch.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +122,12 @@ class Child:
     restarts: int = 0
     next_start: float = 0.0
 
+    log_path: Path = field(default_factory=Path)
+
     def start(self, log_dir: Path) -> None:
         env = {**os.environ, **CHILD_ENV, **self.env}
-        log = open(log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - handed to the child
+        self.log_path = log_dir / f"{self.name}.log"
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(self.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         logger.info("started child=%s pid=%d", self.name, self.proc.pid)
@@ -124,32 +136,198 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
 
-def stop_children(children: list[Child], grace_s: float = 8.0) -> None:
-    """SIGTERM in reverse start order, wait, SIGKILL what is left (whole process groups)."""
-    live = [c for c in reversed(children) if c.alive()]
-    for c in live:
-        assert c.proc is not None
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(c.proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for c in live:
-        assert c.proc is not None
-        try:
-            c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            logger.info("stopped child=%s rc=%s", c.name, c.proc.returncode)
-        except subprocess.TimeoutExpired:
-            logger.warning("killing child=%s (no exit after SIGTERM)", c.name)
+# Ctrl-C/SIGTERM stops the children in this order, each stage after the previous one has exited: what sends
+# first (so nothing is left half-sent), then what consumes, then what they all depend on.
+STOP_ORDER = ("producer", "worker", "dashboard", "serving", "redis", "broker")
+STOP_BUDGET_S = 9.0  # every child has exited (or was killed) within this many seconds of the stop
+
+
+def stop_stage(name: str) -> int:
+    """Position of a child in STOP_ORDER (`worker-2` is a `worker`); unknown names stop first."""
+    base = name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() else name
+    return STOP_ORDER.index(base) if base in STOP_ORDER else -1
+
+
+def stop_children(children: list[Child], budget_s: float = STOP_BUDGET_S) -> None:
+    """SIGTERM stage by stage in STOP_ORDER, waiting for each stage to exit before the next; a child still
+    running when its share of the budget is spent gets SIGKILL (and so a non-zero status)."""
+    deadline = time.monotonic() + budget_s
+    stages = sorted({stop_stage(c.name) for c in children})
+    for n, stage in enumerate(stages):
+        live = [c for c in children if stop_stage(c.name) == stage and c.alive()]
+        for c in live:
+            assert c.proc is not None
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(c.proc.pid, signal.SIGKILL)
-            c.proc.wait(timeout=2)
+                os.killpg(c.proc.pid, signal.SIGTERM)
+        # each later stage keeps at least half a second of the budget
+        stage_deadline = max(time.monotonic() + 0.5, deadline - (len(stages) - n - 1) * 0.5)
+        for c in live:
+            assert c.proc is not None
+            try:
+                c.proc.wait(timeout=max(0.1, stage_deadline - time.monotonic()))
+                logger.info("stopped child=%s rc=%s", c.name, c.proc.returncode)
+            except subprocess.TimeoutExpired:
+                logger.warning("killing child=%s (no exit after SIGTERM)", c.name)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+                c.proc.wait(timeout=2)
+
+
+def exit_problems(children: list[Child]) -> list[str]:
+    """One line per child that did not exit 0 (after stop_children)."""
+    out = []
+    for c in children:
+        rc = c.proc.returncode if c.proc is not None else None
+        if rc is None or rc == 0:
+            continue
+        how = f"was killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with status {rc}"
+        out.append(f"{c.name} {how} (log: {c.log_path})")
+    return out
+
+
+def check_redis_for_site(store: Store, site: SiteConfig, where: str) -> None:
+    """Refuse a Redis that holds another site's cameras under our key prefix: `up` never mixes sites."""
+    mine = {c.id for c in site.cameras}
+    foreign: dict[str, list[str]] = {}
+    for cid in store.camera_ids():
+        other = store.camera_info(cid).get("site", "")
+        if (other and other != site.site) or (not other and cid not in mine):
+            foreign.setdefault(other or "?", []).append(cid)
+    if foreign:
+        held = "; ".join(f"site {k!r}: {', '.join(v[:5])}{' ...' if len(v) > 5 else ''}" for k, v in sorted(foreign.items()))
+        raise StartError(
+            f"Redis at {where} already holds cameras of another site under key prefix {store.keys.prefix!r} ({held}): "
+            "give this site its own prefix (--redis-prefix / MW_REDIS_PREFIX, e.g. mw:"
+            f"{site.site}:) or database (--redis-url redis://HOST:PORT/1), or retire those cameras "
+            "(`maskwatch cameras remove ID`)"
+        )
+
+
+class StartError(Exception):
+    """The stack cannot start; the message says why and which setting changes it."""
+
+    def __init__(self, message: str, child: Child | None = None) -> None:
+        super().__init__(message)
+        self.child = child
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class StackSettings(CommonSettings):
+    """`maskwatch up`: the shared addresses (MW_KAFKA, MW_REDIS_URL, MW_SERVING, MW_REDIS_PREFIX, ...) and the
+    dashboard's port (MW_DASHBOARD_PORT); command-line flags over them."""
+
+    model_config = SettingsConfigDict(env_prefix="MW_", extra="forbid", frozen=True, populate_by_name=True)
+
+    dashboard_port: int = Field(
+        5000, ge=1, le=65535, validation_alias="MW_DASHBOARD_PORT", description="Port of the stack's dashboard"
+    )
+
+
+# the settings that move each address, as an error names them
+MOVED_BY = {
+    "kafka": "--kafka / MW_KAFKA",
+    "redis_url": "--redis-url / MW_REDIS_URL",
+    "serving": "--serving / MW_SERVING",
+    "dashboard_port": "--dashboard-port / MW_DASHBOARD_PORT",
+}
+
+
+def split_hostport(addr: str, setting: str) -> tuple[str, int]:
+    """`host:port` (the first of a comma-separated list) → (host, port); a clear error naming the setting."""
+    first = addr.split(",")[0].strip()
+    host, sep, port = first.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise StartError(f"{MOVED_BY[setting]} = {addr!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def port_holder(port: int) -> str:
+    """`pid 123 (redis-server)` for the process listening on a local TCP port, when this user may see it."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return f" by pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+    except (psutil.Error, OSError):
+        pass
+    return ""
+
+
+@dataclass(frozen=True)
+class Service:
+    """Where one dependency of the stack is: started here (`embedded`) on a local port, or used as it runs."""
+
+    setting: str
+    host: str
+    port: int
+    embedded: bool
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def plan_service(settings: StackSettings, setting: str, what: str) -> Service:
+    """Start `what` here on the configured local port when it is free; use the one running there when the operator
+    named that address (flag or MW_*); otherwise the port is taken by something else: name the setting that moves it.
+    A remote address is always used as it runs."""
+    addr = settings.redis_url if setting == "redis_url" else str(getattr(settings, setting))
+    if setting == "redis_url":
+        u = urlparse(addr)
+        if u.scheme not in ("redis", "rediss") or not u.hostname:
+            raise StartError(f"{MOVED_BY[setting]} = {addr.split('@')[-1]!r} is not a redis:// URL")
+        host, port = u.hostname, u.port or 6379
+    else:
+        host, port = split_hostport(addr, setting)
+    explicit = setting in settings.model_fields_set
+    if host not in LOCAL_HOSTS:
+        return Service(setting, host, port, embedded=False)
+    if not port_open("127.0.0.1", port):
+        return Service(setting, "127.0.0.1", port, embedded=True)
+    if explicit:
+        return Service(setting, host, port, embedded=False)
+    raise StartError(
+        f"port {port} is in use{port_holder(port)}: set {MOVED_BY[setting]} to a free local port for the stack's {what}, "
+        f"or to that address to use the {what} running there"
+    )
+
+
+def redis_url_at(url: str, host: str, port: int) -> str:
+    """`url` with its host and port replaced (database and options kept)."""
+    u = urlparse(url)
+    netloc = f"{u.username or ''}{':' + u.password if u.password else ''}{'@' if u.username or u.password else ''}{host}:{port}"
+    return u._replace(netloc=netloc).geturl()
+
+
+def log_tail(path: Path, lines: int = 15) -> list[str]:
+    try:
+        text = path.read_bytes()[-16384:].decode("utf-8", "replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
+
+
+_TELLING = re.compile(r"error|exception|fatal|cannot|can't|refused|denied|not found|no such|invalid|bad ", re.IGNORECASE)
+
+
+def failure_reason(lines: list[str]) -> str:
+    """The most telling part of a failed child's log: its last line that reports an error (a traceback's last
+    line, a logged ERROR, a settings error with its detail lines), else its last line."""
+    lines = [ln for ln in lines if ln.strip() and not ln.strip().startswith("For further information")]
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
+        if line.startswith(("  File ", "    ")) or not _TELLING.search(line):
+            continue
+        # a settings error (pydantic) names the field and the rule on the next lines
+        detail = [ln.strip() for ln in lines[i + 1 : i + 3]] if "validation error" in line else []
+        return ": ".join([line.strip(), *detail])
+    return lines[-1].strip() if lines else "(its log is empty)"
 
 
 @dataclass
 class StackConfig:
-    kafka_port: int = 9092
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    serving_port: int = 8500
-    dashboard_port: int = 5000
+    settings: StackSettings = field(default_factory=StackSettings)
     workers: int = 2
     partitions: int = 12
     model_base_path: str = "models/mask_detector"
@@ -157,104 +335,235 @@ class StackConfig:
     demo_cameras: int = 3
     demo_fps: float = 2.0
     state_dir: str = ".maskwatch"
+    start_timeout_s: float = 180.0  # longest any one component may take to get ready
+    first_frame_timeout_s: float = 120.0  # after this, say why no frame is counted yet (and keep running)
 
 
 class Stack:
     """`maskwatch up`: everything on one machine, supervised; Ctrl-C/SIGTERM stops all children within 10 s."""
 
-    def __init__(self, cfg: StackConfig, stop: threading.Event) -> None:
+    def __init__(self, cfg: StackConfig, stop: threading.Event, out: TextIO | None = None) -> None:
         self.cfg = cfg
         self.stop = stop
+        self.out = out or sys.stdout
         self.children: list[Child] = []
         self.log_dir = Path(cfg.state_dir) / "logs"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.failed: Child | None = None  # a child whose exit stopped the stack
+        self.t0 = time.monotonic()
 
     def _py(self, module: str, *args: str) -> list[str]:
         return [sys.executable, "-m", module, *args]
 
-    def run(self) -> int:
-        from maskwatch.topics import ensure_topics
+    def say(self, line: str) -> None:
+        """A progress line on the terminal (the logs keep the details)."""
+        print(line, file=self.out, flush=True)
 
+    def _start(self, child: Child) -> Child:
+        child.start(self.log_dir)
+        self.children.append(child)
+        return child
+
+    def _dead_child(self) -> Child | None:
+        return next((c for c in self.children if c.proc is not None and c.proc.poll() is not None), None)
+
+    def _await(self, cond: Callable[[], bool], what: str, timeout_s: float | None = None) -> bool:
+        """Poll `cond` until true (True), or until stopped (False). A child that exits meanwhile, or a timeout,
+        raises StartError naming the child."""
+        deadline = time.monotonic() + (timeout_s or self.cfg.start_timeout_s)
+        while not self.stop.is_set():
+            dead = self._dead_child()
+            if dead is not None:
+                assert dead.proc is not None
+                raise StartError(f"{dead.name} exited with status {dead.proc.returncode} while the stack was starting", dead)
+            if cond():
+                return True
+            if time.monotonic() > deadline:
+                raise StartError(f"{what} not ready after {timeout_s or self.cfg.start_timeout_s:.0f}s")
+            self.stop.wait(0.2)
+        return False
+
+    def _ready(self, name: str, detail: str) -> None:
+        self.say(f"  {name:<13} {detail}  ({time.monotonic() - self.t0:.1f}s)")
+
+    # ---- checks before any child starts -----------------------------------------------------------
+
+    def check(self) -> tuple[SiteConfig, dict[str, Service]]:
+        """Everything that can be known before starting: the model, the site file (sources included), every
+        address and port. Raises StartError (or SiteError) naming what is wrong and the setting that changes it."""
         cfg = self.cfg
         model_dir = Path(cfg.model_base_path)
         if not any(p.name.isdigit() for p in model_dir.glob("*")):
-            print(f"error: no model in {model_dir}: run `python -m serving.export` (make demo does)", file=sys.stderr)
-            return 2
-        if port_open("127.0.0.1", cfg.kafka_port):
-            print(f"error: port {cfg.kafka_port} is taken; pass --kafka-port", file=sys.stderr)
-            return 2
-        kafka = f"127.0.0.1:{cfg.kafka_port}"
-        try:
-            broker = Child("broker", tansu_command(cfg.kafka_port), restart=False)
-            broker.start(self.log_dir)
-            self.children.append(broker)
-            wait_for(lambda: port_open("127.0.0.1", cfg.kafka_port), 30, "the Tansu broker")
-            redis_url = cfg.redis_url
-            if redis_answers(redis_url):
-                logger.info("using running redis url=%s", redis_url)
-            else:
-                port = urlparse(redis_url).port or 6379
-                if port_open("127.0.0.1", port):
-                    port = free_port()
-                redis_url = f"redis://127.0.0.1:{port}/0"
-                (Path(cfg.state_dir) / "redis").mkdir(exist_ok=True)
-                rc = Child("redis", redis_command(port, str(Path(cfg.state_dir) / "redis")))
-                rc.start(self.log_dir)
-                self.children.append(rc)
-                wait_for(lambda: redis_answers(redis_url), 20, "redis-server")
-            parts = ensure_topics([kafka], "frames", cfg.partitions, "frames.dlq", stop=self.stop)
-            logger.info("topic ready topic=frames partitions=%d", parts["frames"])
-            if "frames" in parts.created:
-                # a fresh in-memory broker starts every partition at 0: offsets stored by an earlier run are void
-                from maskwatch.store import Store
-
-                st = Store.from_url(redis_url)
-                st.forget_offsets("maskwatch-workers", "frames")
-                st.close()
-            env = {"MW_KAFKA": kafka, "MW_REDIS_URL": redis_url, "MW_SERVING": f"127.0.0.1:{cfg.serving_port}"}
-            serving = Child(
-                "serving",
-                self._py(
-                    "serving",
-                    "--host",
-                    "127.0.0.1",  # the workers and dashboard are on this machine; nobody else may call it
-                    "--port",
-                    str(cfg.serving_port),
-                    "--rest_api_port",
-                    "0",
-                    "--model_name",
-                    "mask_detector",
-                    "--model_base_path",
-                    str(model_dir.resolve()),
-                    *BATCHING_ARGS,
-                ),
-                env,
+            raise StartError(f"no model in {model_dir}: run `python -m serving.export` (make demo does)")
+        site = load_site(cfg.site_file, check_sources=True) if cfg.site_file else demo_site(cfg.demo_cameras, cfg.demo_fps)
+        if not site.cameras:
+            raise StartError(f"{cfg.site_file}: the site has no cameras")
+        s = cfg.settings
+        plan = {
+            "kafka": plan_service(s, "kafka", "Kafka broker"),
+            "redis_url": self._plan_redis(),
+            "serving": plan_service(s, "serving", "model server"),
+        }
+        if port_open("127.0.0.1", s.dashboard_port):
+            raise StartError(
+                f"port {s.dashboard_port} is in use{port_holder(s.dashboard_port)}: set {MOVED_BY['dashboard_port']} "
+                "to a free port for the dashboard"
             )
-            serving.start(self.log_dir)
-            self.children.append(serving)
-            for i in range(cfg.workers):
-                w = Child(f"worker-{i + 1}", self._py("worker", "--worker-id", f"worker-{i + 1}"), env)
-                w.start(self.log_dir)
-                self.children.append(w)
-            pargs = ["--site", cfg.site_file] if cfg.site_file else ["--demo-cameras", str(cfg.demo_cameras), "--demo-fps", str(cfg.demo_fps)]
-            prod = Child("producer", self._py("producer", *pargs), env)
-            prod.start(self.log_dir)
-            self.children.append(prod)
-            dargs = ["--site", cfg.site_file] if cfg.site_file else []  # its time zone and alert rules
-            dash = Child("dashboard", self._py("dashboard", "--port", str(cfg.dashboard_port), *dargs), env)
-            dash.start(self.log_dir)
-            self.children.append(dash)
-            wait_for(lambda: port_open("127.0.0.1", cfg.dashboard_port) or self.stop.is_set(), 60, "the dashboard")
-            print(f"MaskWatch is up: dashboard http://127.0.0.1:{cfg.dashboard_port}/  (logs in {self.log_dir}; Ctrl-C stops)", flush=True)
-            self._supervise()
+        ports = [(k, v.port) for k, v in plan.items() if v.embedded] + [("dashboard_port", s.dashboard_port)]
+        for i, (k, port) in enumerate(ports):
+            for k2, port2 in ports[i + 1 :]:
+                if port == port2:
+                    raise StartError(f"{MOVED_BY[k]} and {MOVED_BY[k2]} both ask for port {port}: move one")
+        return site, plan
+
+    def _plan_redis(self) -> Service:
+        """Redis: the operator's when named (flag or MW_REDIS_URL); otherwise the stack starts its own, on the
+        default port when free, else on a free one: it never writes its site into a Redis it did not start
+        unless told to."""
+        s = self.cfg.settings
+        try:
+            return plan_service(s, "redis_url", "Redis")
+        except StartError:
+            if "redis_url" in s.model_fields_set:
+                raise
+            return Service("redis_url", "127.0.0.1", free_port(), embedded=True)
+
+    # ---- start-up ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start, supervise until stopped, stop. 0 when every child exited 0; otherwise the terminal says which did not."""
+        try:
+            site, plan = self.check()
+        except (StartError, SiteError) as e:
+            print(f"maskwatch up: {e}", file=sys.stderr, flush=True)
+            return 2
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.say(f"maskwatch up: site {site.site!r}, {len(site.cameras)} cameras; starting (logs in {self.log_dir})")
+        up = False
+        try:
+            up = self._start_all(site, plan)
+            if up:
+                self._supervise()
+        except StartError as e:
+            self._report_failure(e)
         finally:
+            if self.failed is None and not up and self.stop.is_set():
+                self.say("stopping (asked to)")
             stop_children(self.children)
-        logger.info("stack stopped")
+        problems = exit_problems(self.children)
+        logger.info("stack stopped problems=%d", len(problems))
+        if self.failed is not None:
+            return 1
+        if problems:
+            print("maskwatch up: not every part stopped cleanly:\n  " + "\n  ".join(problems), file=sys.stderr, flush=True)
+            return 1
+        if up:
+            self.say("maskwatch stopped: every part exited cleanly")
         return 0
+
+    def _report_failure(self, e: StartError) -> None:
+        child = e.child or self.failed or self._dead_child()
+        self.failed = child or Child("stack", [])
+        lines = [f"maskwatch up: {e}"]
+        if child is not None:
+            tail = log_tail(child.log_path)
+            lines.append(f"  reason: {failure_reason(tail)}")
+            lines.append(f"  last lines of {child.log_path}:")
+            lines.extend(f"    {t}" for t in tail)
+        print("\n".join(lines), file=sys.stderr, flush=True)
+
+    def _start_all(self, site: SiteConfig, plan: dict[str, Service]) -> bool:
+        """Start every child, printing each one's progress; True once the first frames are counted (or the wait
+        for them gave up with a reason), False when stopped meanwhile. StartError when a child fails."""
+        from maskwatch.topics import ensure_topics
+
+        cfg, s = self.cfg, self.cfg.settings
+        kafka, rsv, serving = plan["kafka"], plan["redis_url"], plan["serving"]
+        if kafka.embedded:
+            self._start(Child("broker", tansu_command(kafka.port), restart=False))
+        if not self._await(lambda: port_open(kafka.host, kafka.port), f"the Kafka broker at {kafka.address}"):
+            return False
+        self._ready("broker", f"{'started' if kafka.embedded else 'using'} {kafka.address}")
+        redis_url = redis_url_at(s.redis_url, rsv.host, rsv.port)
+        safe_redis = redis_url.split("@")[-1]
+        if rsv.embedded:
+            datadir = Path(cfg.state_dir) / "redis"
+            datadir.mkdir(parents=True, exist_ok=True)
+            self._start(Child("redis", redis_command(rsv.port, str(datadir))))
+        if not self._await(lambda: redis_answers(redis_url), f"Redis at {safe_redis}"):
+            return False
+        store = Store.from_url(redis_url, s.redis_prefix)
+        try:
+            if not rsv.embedded:
+                check_redis_for_site(store, site, safe_redis)
+            baseline = sum(store.totals(c.id).frames for c in site.cameras)
+            self._ready("redis", f"{'started' if rsv.embedded else 'using'} {safe_redis} (key prefix {s.redis_prefix})")
+            client = s.kafka_client_config() | {"bootstrap_servers": [kafka.address]}
+            parts = ensure_topics(client, s.topic, cfg.partitions, s.dlq_topic, stop=self.stop)
+            logger.info("topic ready topic=%s partitions=%d", s.topic, parts[s.topic])
+            if s.topic in parts.created:
+                # a fresh in-memory broker starts every partition at 0: offsets stored by an earlier run are void
+                store.forget_offsets("maskwatch-workers", s.topic)
+            self._ready("topics", f"{s.topic}: {parts[s.topic]} partitions")
+            env = {"MW_KAFKA": kafka.address, "MW_REDIS_URL": redis_url, "MW_SERVING": serving.address}
+            if serving.embedded:
+                self._start(self._serving_child(serving.port, env))
+            for i in range(cfg.workers):
+                self._start(Child(f"worker-{i + 1}", self._py("worker", "--worker-id", f"worker-{i + 1}"), env))
+            pargs = ["--site", cfg.site_file] if cfg.site_file else ["--demo-cameras", str(cfg.demo_cameras), "--demo-fps", str(cfg.demo_fps)]
+            self._start(Child("producer", self._py("producer", *pargs), env))
+            dargs = ["--site", cfg.site_file] if cfg.site_file else []  # its time zone and alert rules
+            self._start(Child("dashboard", self._py("dashboard", "--port", str(s.dashboard_port), *dargs), env))
+            self.say(f"  {'model server':<13} loading {cfg.model_base_path} ..." if serving.embedded else f"  {'model server':<13} using {serving.address}")
+            if not self._await(lambda: port_open(serving.host, serving.port), f"the model server at {serving.address}"):
+                return False
+            self._ready("model server", f"answers on {serving.address}")
+            if not self._await(lambda: len(store.heartbeats("worker")) >= cfg.workers, f"{cfg.workers} workers"):
+                return False
+            self._ready("workers", f"{cfg.workers} running")
+            if not self._await(lambda: bool(store.heartbeats("producer")), "the producer"):
+                return False
+            self._ready("producer", f"{len(site.cameras)} cameras")
+            if not self._await(lambda: port_open("127.0.0.1", s.dashboard_port), "the dashboard"):
+                return False
+            url = f"http://127.0.0.1:{s.dashboard_port}/"
+            self._ready("dashboard", url)
+            counted = lambda: sum(store.totals(c.id).frames for c in site.cameras) > baseline  # noqa: E731
+            try:
+                if not self._await(counted, "the first counted frame", cfg.first_frame_timeout_s):
+                    return False
+                self.say(f"MaskWatch is up: first frames counted {time.monotonic() - self.t0:.1f}s after start; dashboard {url}  (Ctrl-C stops)")
+            except StartError as e:
+                if e.child is not None:
+                    raise
+                self.say(f"MaskWatch is running, but no frame was counted in {cfg.first_frame_timeout_s:.0f}s; dashboard {url}")
+                for c in site.cameras:
+                    info = store.camera_info(c.id)
+                    self.say(f"  camera={c.id} status={info.get('status', 'unknown')} last_error={info.get('last_error', '') or '-'}")
+            return True
+        finally:
+            store.close()
+
+    def _serving_child(self, port: int, env: dict[str, str]) -> Child:
+        model_dir = Path(self.cfg.model_base_path)
+        argv = self._py(
+            "serving",
+            "--host",
+            "127.0.0.1",  # the workers and dashboard are on this machine; nobody else may call it
+            "--port",
+            str(port),
+            "--rest_api_port",
+            "0",
+            "--model_name",
+            "mask_detector",
+            "--model_base_path",
+            str(model_dir.resolve()),
+            *BATCHING_ARGS,
+        )
+        return Child("serving", argv, env)
 
     def _supervise(self) -> None:
         last_mem = 0.0
-        broker = self.children[0]
+        broker = next((c for c in self.children if c.name == "broker"), None)
         while not self.stop.is_set():
             now = time.monotonic()
             for c in self.children:
@@ -262,6 +571,7 @@ class Stack:
                     continue
                 if not c.restart:
                     logger.error("child exited, stopping the stack child=%s rc=%s", c.name, c.proc.returncode if c.proc else None)
+                    self._report_failure(StartError(f"{c.name} exited with status {c.proc.returncode if c.proc else None}; stopping", c))
                     self.stop.set()
                     break
                 if c.next_start == 0.0:
@@ -272,7 +582,7 @@ class Stack:
                     c.restarts += 1
                     c.next_start = 0.0
                     c.start(self.log_dir)
-            if now - last_mem > 60 and broker.proc is not None:
+            if now - last_mem > 60 and broker is not None and broker.proc is not None:
                 last_mem = now
                 try:
                     rss = psutil.Process(broker.proc.pid).memory_info().rss / 2**20

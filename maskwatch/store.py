@@ -482,6 +482,30 @@ class Store:
             self.keys.hour(cid, h) for h in range(first_full_hour, hour_now + 1)
         ]
 
+    def buckets(self, kind: str, subject: str, indexes: Iterable[int]) -> list[Counts]:
+        """Counts of one camera's (kind minute/hour/day) or zone's (zone_hour/zone_day) buckets; missing = zero."""
+        name = {
+            "minute": self.keys.minute,
+            "hour": self.keys.hour,
+            "day": self.keys.day,
+            "zone_hour": self.keys.zone_hour,
+            "zone_day": self.keys.zone_day,
+        }[kind]
+        with self.r.pipeline(transaction=False) as p:
+            for i in indexes:
+                p.hgetall(name(subject, i))
+            rows = p.execute()
+        return [Counts.from_mapping({_s(k): v for k, v in row.items()}) for row in rows]
+
+    def zones(self) -> dict[str, list[str]]:
+        """Zone -> its cameras, as the producers registered them from the site file (cameras with no zone left out)."""
+        ids = self.camera_ids()
+        out: dict[str, list[str]] = {}
+        for cid, zone in self.camera_zones(ids).items():
+            if zone:
+                out.setdefault(zone, []).append(cid)
+        return dict(sorted(out.items()))
+
     def window(self, cid: str, minutes: int, now_ms: int | None = None) -> Counts:
         """Counts over the last `minutes` minutes, the current one included."""
         now = epoch_minute(now_ms if now_ms is not None else int(time.time() * 1000))

@@ -33,7 +33,8 @@ def reload_event() -> threading.Event:
     return requested
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_settings(argv: list[str] | None = None) -> ProducerSettings:
+    """Flags over MW_* environment variables, as the process runs with them; raises ValidationError."""
     ap = argparse.ArgumentParser(prog="python -m producer", description=__doc__)
     ap.add_argument("--site", dest="site_file", help="site YAML (default: demo cameras)")
     ap.add_argument("--kafka", help="bootstrap servers (env MW_KAFKA)")
@@ -45,9 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demo-cameras", type=int)
     ap.add_argument("--demo-fps", type=float)
     args = ap.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    return ProducerSettings(**{k: v for k, v in vars(args).items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        settings = ProducerSettings(**overrides)
+        settings = parse_settings(argv)
     except ValidationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

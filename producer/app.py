@@ -41,7 +41,7 @@ def shard_of(cameras: list[CameraConfig], shard: str) -> list[CameraConfig]:
 
 def load(settings: ProducerSettings) -> SiteConfig:
     if settings.site_file:
-        return load_site(settings.site_file)
+        return load_site(settings.site_file, check_sources=True)
     return demo_site(settings.demo_cameras, settings.demo_fps)
 
 

@@ -78,4 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Once the server has stopped, skip the interpreter's teardown of TensorFlow: it does nothing a stopped server
+    # needs and takes seconds (over 5 on a busy 2-core machine), past the stack's 10 s stop budget.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

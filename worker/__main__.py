@@ -17,7 +17,8 @@ from worker.app import run  # noqa: E402
 from worker.settings import WorkerSettings  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_settings(argv: list[str] | None = None) -> WorkerSettings:
+    """Flags over MW_* environment variables, as the process runs with them; raises ValidationError."""
     ap = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
     ap.add_argument("--kafka", help="bootstrap servers (env MW_KAFKA)")
     ap.add_argument("--redis-url", help="Redis URL (env MW_REDIS_URL)")
@@ -28,8 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-poll-records", type=int)
     ap.add_argument("--max-frame-age-s", type=float)
     args = ap.parse_args(argv)
+    return WorkerSettings(**{k: v for k, v in vars(args).items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        settings = WorkerSettings(**{k: v for k, v in vars(args).items() if v is not None})
+        settings = parse_settings(argv)
     except ValidationError as e:
         print(f"error: bad worker settings:\n{e}", file=sys.stderr)
         return 2

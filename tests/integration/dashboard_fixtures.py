@@ -130,6 +130,7 @@ def seed(
     )
     if jpeg is not None:
         batch.latest_jpeg[cid] = jpeg
+    batch.zones = store.camera_zones([cid])  # as the worker reads them
     notices = []
     for i in range(violations):
         box = (0.1, 0.1 + i * 0.01, 0.4, 0.4)

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -19,50 +17,28 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.unit.deploy_fixtures import COMPOSE_FILE, ENV_EXAMPLE, compose, compose_config, mounts
+
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE = ROOT / "docker-compose.yml"
-ENV_EXAMPLE = ROOT / "deploy" / "env.example"
+COMPOSE = COMPOSE_FILE
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 ONE_SHOTS = {"kafka-init", "model-export"}
-
-
-def compose_cmd() -> list[str]:
-    """Compose v1 (Debian's docker-compose package) or the v2 plugin; fails the test when neither exists."""
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30, check=False)
-        if probe.returncode == 0:
-            return ["docker", "compose"]
-    pytest.fail(
-        "neither docker-compose nor `docker compose` is installed: `apt-get install docker-compose` (Debian package)"
-    )
-
-
-def compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run compose on docker-compose.yml with a clean environment: no MW_* or COMPOSE_* from the caller, and
-    `env_file` instead of a developer's .env."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MW_", "COMPOSE_"))}
-    cmd = [*compose_cmd(), "--project-directory", str(ROOT), "-f", str(COMPOSE), "--env-file", str(env_file)]
-    return subprocess.run([*cmd, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+# What compose cannot default: it refuses to start without them.
+REQUIRED = {"MW_REDIS_PASSWORD": "a-redis-password", "MW_DASHBOARD_TOKEN": "a-dashboard-token"}
 
 
 @pytest.fixture(scope="module")
 def no_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty env file: every variable takes docker-compose.yml's default."""
-    path = tmp_path_factory.mktemp("compose") / "empty.env"
-    path.write_text("")
+    """An env file with only the required secrets: every other variable takes docker-compose.yml's default."""
+    path = tmp_path_factory.mktemp("compose") / "secrets-only.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in REQUIRED.items()))
     return path
 
 
 @pytest.fixture(scope="module")
 def resolved(no_env: Path) -> dict[str, Any]:
     """`compose config`: the file as Compose understands it, variables resolved to their defaults."""
-    out = compose(no_env, "config")
-    assert out.returncode == 0, out.stderr
-    doc = yaml.safe_load(out.stdout)
-    assert isinstance(doc, dict)
-    return doc
+    return compose_config(no_env)
 
 
 @pytest.fixture(scope="module")
@@ -78,19 +54,6 @@ def seconds(duration: str | int) -> float:
     scale = {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6}
     assert parts and "".join(a + b for a, b in parts) == duration, duration
     return sum(float(a) * scale[b] for a, b in parts)
-
-
-def mounts(svc: dict[str, Any]) -> dict[str, tuple[str, bool]]:
-    """target -> (source, read-only) of a resolved service; short ("src:dst:ro", Compose v1) or long (v2) syntax."""
-    out = {}
-    for v in svc.get("volumes", []):
-        if isinstance(v, str):
-            src, _, rest = v.partition(":")
-            target, _, mode = rest.partition(":")
-            out[target] = (src, mode == "ro")
-        else:
-            out[v["target"]] = (v.get("source", ""), bool(v.get("read_only")))
-    return out
 
 
 @pytest.mark.timeout(120)
@@ -194,13 +157,23 @@ def test_kafka_runs_kraft_with_compose_and_host_listeners(services: dict[str, An
 
 
 @pytest.mark.timeout(60)
-def test_producer_reads_the_mounted_site_file(services: dict[str, Any]) -> None:
-    from maskwatch.site import load_site
+def test_compose_refuses_to_start_without_the_redis_password_and_the_dashboard_token(tmp_path: Path) -> None:
+    for missing in REQUIRED:
+        env = tmp_path / f"without-{missing}.env"
+        env.write_text("".join(f"{k}={v}\n" for k, v in REQUIRED.items() if k != missing))
+        out = compose(env, "config", "-q")
+        assert out.returncode != 0 and missing in out.stderr, (missing, out.stderr)
 
-    svc = services["producer"]
-    site_arg = svc["command"][svc["command"].index("--site") + 1]
-    src = mounts(svc)[site_arg][0]
-    assert load_site(src).cameras
+
+@pytest.mark.timeout(60)
+def test_published_ports_are_on_loopback_unless_env_says_otherwise(services: dict[str, Any]) -> None:
+    published = {
+        name: port for name, svc in services.items() for port in svc.get("ports", [])
+    }
+    assert set(published) == {"dashboard", "kafka"}, published
+    for name, port in published.items():
+        host_ip = port["host_ip"] if isinstance(port, dict) else str(port).split(":")[0]
+        assert host_ip == "127.0.0.1", f"{name}: published on {port}"
 
 
 @pytest.mark.timeout(60)
@@ -210,9 +183,8 @@ def test_env_example_documents_exactly_the_variables_compose_reads() -> None:
         line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines() if re.match(r"^[A-Z0-9_]+=", line)
     }
     documented.discard("COMPOSE_PROJECT_NAME")  # read by compose itself
-    passed_through = {"MW_DASHBOARD_TOKEN"}  # `KEY:` with no value in compose: taken from .env when set
     assert used - documented == set(), "add these to deploy/env.example"
-    assert documented - used - passed_through == set(), "deploy/env.example documents variables compose never reads"
+    assert documented - used == set(), "deploy/env.example documents variables compose never reads"
 
 
 # ---- the model-AVAILABLE probe ------------------------------------------------------------------------------

@@ -1,355 +1,45 @@
-"""Kubernetes manifests (deploy/k8s): rendered like kustomize, validated against the Kubernetes schemas, and
-checked for what a production deployment needs (probes, resources, non-root, one autoscaler, consistent names).
-
-`kubectl kustomize` is not on a fresh CI machine (no Debian or PyPI package ships a current one), so the
-kustomizations are rendered by `render()` below, a subset of kustomize covering exactly the fields deploy/k8s
-uses (a kustomization using any other field fails loudly). Where a real kustomize is on PATH, a test checks
-that both render the same objects.
+"""Kubernetes manifests (deploy/k8s): rendered like kustomize (tests/unit/deploy_fixtures.py), validated against
+the Kubernetes schemas, and checked for what a production deployment needs (probes, resources, non-root, one
+autoscaler that owns the worker count, consistent names, secrets in Secrets, hash-suffixed configuration).
 """
 
 from __future__ import annotations
 
-import base64
-import copy
-import hashlib
-import json
-import os
 import re
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.unit.deploy_fixtures import (
+    K8S,
+    KustomizeSubsetError,
+    Obj,
+    by_kind,
+    combo,
+    config_of,
+    kustomization,
+    kustomize_binary,
+    normalized,
+    one,
+    overlays,
+    pod_specs,
+    pod_template,
+    prepared_k8s,
+    render,
+    renders,
+)
+from tests.unit.deploy_fixtures import containers as _containers
+
 ROOT = Path(__file__).resolve().parents[2]
-K8S = ROOT / "deploy" / "k8s"
 BASE = K8S / "base"
-OVERLAYS = sorted(p for p in (K8S / "overlays").iterdir() if p.is_dir())
-COMPONENTS = K8S / "components"
+OVERLAYS = overlays(K8S)
 # Oldest Kubernetes minor still commonly run, and the newest kubernetes-validate knows.
 K8S_VERSIONS = ("1.30.0", "latest")
-
-Obj = dict[str, Any]
-
-# ---- a kustomize subset ------------------------------------------------------------------------------------
-
-SUPPORTED_FIELDS = {
-    "apiVersion",
-    "kind",
-    "resources",
-    "components",
-    "namespace",
-    "images",
-    "replicas",
-    "patches",
-    "configMapGenerator",
-    "secretGenerator",
-}
-CLUSTER_SCOPED = {
-    "Namespace",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "CustomResourceDefinition",
-    "PriorityClass",
-    "StorageClass",
-}
-# Strategic-merge keys of the built-in kinds' lists that deploy/k8s patches; other lists are replaced.
-MERGE_KEYS = {"containers": "name", "initContainers": "name", "env": "name", "volumes": "name", "volumeMounts": "name"}
-BUILTIN_GROUPS = {"v1", "apps/v1", "batch/v1", "policy/v1", "autoscaling/v2", "networking.k8s.io/v1"}
-
-
-class KustomizeSubsetError(ValueError):
-    """A kustomization uses something render() does not implement."""
-
-
-def load_docs(path: Path) -> list[Obj]:
-    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
-
-
-def _kustomization(folder: Path) -> Obj:
-    k = yaml.safe_load((folder / "kustomization.yaml").read_text(encoding="utf-8"))
-    unknown = set(k) - SUPPORTED_FIELDS
-    if unknown:
-        raise KustomizeSubsetError(f"{folder}: fields {sorted(unknown)} are outside the tested kustomize subset")
-    return k
-
-
-def kustomize_hash(obj: Obj) -> str:
-    """kustomize's content hash suffix of a generated ConfigMap or Secret (api/hasher).
-
-    The name hashes as "": kustomize looks up "metadata/name" as a single field name, which finds nothing.
-    """
-    if obj["kind"] == "ConfigMap":
-        m: Obj = {"kind": "ConfigMap", "name": "", "data": obj.get("data", {})}
-    else:
-        m = {"kind": "Secret", "type": obj.get("type", "Opaque"), "name": "", "data": obj.get("data", {})}
-    encoded = json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    for ch, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
-        encoded = encoded.replace(ch, esc)  # Go's json.Marshal escapes these
-    digest = hashlib.sha256(encoded.encode("utf-8")).hexdigest()[:10]
-    return digest.translate(str.maketrans("013ae", "ghkmt"))
-
-
-def _env_file(path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise KustomizeSubsetError(f"{path}: line without '=': {line!r}")
-        out[key] = value
-    return out
-
-
-def _generate(folder: Path, kind: str, spec: Obj) -> tuple[Obj, bool]:
-    """One generated ConfigMap or Secret, and whether it gets a hash suffix."""
-    unknown = set(spec) - {"name", "files", "envs", "literals", "options"}
-    if unknown:
-        raise KustomizeSubsetError(f"{folder}: generator fields {sorted(unknown)} are outside the subset")
-    data: dict[str, str] = {}
-    for entry in spec.get("files", []):
-        key, _, rel = entry.rpartition("=") if "=" in entry else ("", "", entry)
-        data[key or Path(rel).name] = (folder / rel).read_text(encoding="utf-8")
-    for rel in spec.get("envs", []):
-        data.update(_env_file(folder / rel))
-    for lit in spec.get("literals", []):
-        key, _, value = lit.partition("=")
-        data[key] = value
-    obj: Obj = {"apiVersion": "v1", "kind": kind, "metadata": {"name": spec["name"]}}
-    if kind == "Secret":
-        obj["type"] = "Opaque"
-        obj["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-    else:
-        obj["data"] = data
-    return obj, not spec.get("options", {}).get("disableNameSuffixHash", False)
-
-
-def _merge(target: Any, patch: Any, strategic: bool) -> Any:
-    """Strategic merge (built-in kinds, lists merged by MERGE_KEYS) or JSON merge patch (custom resources)."""
-    if not isinstance(target, dict) or not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif strategic and key in MERGE_KEYS and isinstance(value, list) and isinstance(out.get(key), list):
-            mk = MERGE_KEYS[key]
-            merged = list(out[key])
-            for item in value:
-                at = next((i for i, old in enumerate(merged) if old.get(mk) == item.get(mk)), None)
-                if at is None:
-                    merged.insert(0, copy.deepcopy(item))  # kustomize puts new list items first
-                else:
-                    merged[at] = _merge(merged[at], item, strategic)
-            out[key] = merged
-        elif key in out:
-            out[key] = _merge(out[key], value, strategic)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def _pod_specs(obj: Obj) -> Iterator[Obj]:
-    spec = obj.get("spec", {})
-    if obj["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
-        yield spec["template"]["spec"]
-    elif obj["kind"] == "CronJob":
-        yield spec["jobTemplate"]["spec"]["template"]["spec"]
-    elif obj["kind"] == "Pod":
-        yield spec
-
-
-def _containers(obj: Obj) -> Iterator[Obj]:
-    for pod in _pod_specs(obj):
-        yield from pod.get("initContainers", [])
-        yield from pod.get("containers", [])
-
-
-def _split_image(image: str) -> tuple[str, str, str]:
-    """(name, tag, digest) of an image reference."""
-    name, _, digest = image.partition("@")
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        return name[:colon], name[colon + 1 :], digest
-    return name, "", digest
-
-
-def _rename_refs(objs: list[Obj], renames: dict[tuple[str, str], str]) -> None:
-    """Point references to generated ConfigMaps and Secrets at their hashed names (kustomize's nameReference)."""
-
-    def new(kind: str, name: str) -> str:
-        return renames.get((kind, name), name)
-
-    for obj in objs:
-        for pod in _pod_specs(obj):
-            for vol in pod.get("volumes", []):
-                if "configMap" in vol:
-                    vol["configMap"]["name"] = new("ConfigMap", vol["configMap"]["name"])
-                if "secret" in vol:
-                    vol["secret"]["secretName"] = new("Secret", vol["secret"]["secretName"])
-            for c in list(pod.get("initContainers", [])) + list(pod.get("containers", [])):
-                for src in c.get("envFrom", []):
-                    if "configMapRef" in src:
-                        src["configMapRef"]["name"] = new("ConfigMap", src["configMapRef"]["name"])
-                    if "secretRef" in src:
-                        src["secretRef"]["name"] = new("Secret", src["secretRef"]["name"])
-                for env in c.get("env", []):
-                    ref = env.get("valueFrom", {})
-                    if "configMapKeyRef" in ref:
-                        ref["configMapKeyRef"]["name"] = new("ConfigMap", ref["configMapKeyRef"]["name"])
-                    if "secretKeyRef" in ref:
-                        ref["secretKeyRef"]["name"] = new("Secret", ref["secretKeyRef"]["name"])
-
-
-def _apply(folder: Path, k: Obj, objs: list[Obj], renames: dict[tuple[str, str], str]) -> list[Obj]:
-    """Generators, then transformers in kustomize's order: patches, namespace, replicas, images."""
-    for field, kind in (("configMapGenerator", "ConfigMap"), ("secretGenerator", "Secret")):
-        for spec in k.get(field, []):
-            obj, hashed = _generate(folder, kind, spec)
-            if hashed:
-                hashed_name = f"{spec['name']}-{kustomize_hash(obj)}"
-                renames[(kind, spec["name"])] = hashed_name
-                obj["metadata"]["name"] = hashed_name
-            objs.append(obj)
-    for entry in k.get("patches", []):
-        if set(entry) != {"path"}:
-            raise KustomizeSubsetError(f"{folder}: only `patches: - path:` is in the subset, got {entry}")
-        for patch in load_docs(folder / entry["path"]):
-            key = (patch["kind"], patch["metadata"]["name"])
-            at = [i for i, o in enumerate(objs) if (o["kind"], o["metadata"]["name"]) == key]
-            if len(at) != 1:
-                raise KustomizeSubsetError(f"{folder}/{entry['path']}: patch target {key} found {len(at)} times")
-            objs[at[0]] = _merge(objs[at[0]], patch, strategic=patch["apiVersion"] in BUILTIN_GROUPS)
-    if "namespace" in k:
-        for obj in objs:
-            if obj["kind"] not in CLUSTER_SCOPED:
-                obj["metadata"]["namespace"] = k["namespace"]
-    for entry in k.get("replicas", []):
-        for obj in objs:
-            if obj["kind"] in ("Deployment", "StatefulSet", "ReplicaSet") and obj["metadata"]["name"] == entry["name"]:
-                obj["spec"]["replicas"] = entry["count"]
-    for entry in k.get("images", []):
-        for obj in objs:
-            for c in _containers(obj):
-                name, tag, digest = _split_image(c["image"])
-                if name != entry["name"]:
-                    continue
-                name = entry.get("newName", name)
-                tag = entry.get("newTag", tag)
-                digest = entry.get("digest", digest)
-                c["image"] = name + (f":{tag}" if tag and not digest else "") + (f"@{digest}" if digest else "")
-    return objs
-
-
-def _build(folder: Path, renames: dict[tuple[str, str], str], component: bool = False) -> list[Obj]:
-    k = _kustomization(folder)
-    expected = "Component" if component else "Kustomization"
-    if k.get("kind", "Kustomization") != expected:
-        raise KustomizeSubsetError(f"{folder}: expected kind {expected}, found {k.get('kind')}")
-    objs: list[Obj] = []
-    for res in k.get("resources", []):
-        path = (folder / res).resolve()
-        objs.extend(_build(path, renames) if path.is_dir() else load_docs(path))
-    for comp in k.get("components", []):
-        objs = _apply_component((folder / comp).resolve(), objs, renames)
-    return _apply(folder, k, objs, renames)
-
-
-def _apply_component(folder: Path, objs: list[Obj], renames: dict[tuple[str, str], str]) -> list[Obj]:
-    k = _kustomization(folder)
-    if k.get("kind") != "Component":
-        raise KustomizeSubsetError(f"{folder}: a component must be kind Component")
-    for res in k.get("resources", []):
-        objs.extend(load_docs(folder / res))
-    return _apply(folder, k, objs, renames)
-
-
-def render(folder: Path) -> list[Obj]:
-    """What `kustomize build folder` prints, as objects (for the subset deploy/k8s uses)."""
-    renames: dict[tuple[str, str], str] = {}
-    objs = _build(folder.resolve(), renames)
-    _rename_refs(objs, renames)
-    return objs
-
-
-def kustomize_binary() -> list[str] | None:
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    return None
-
-
-def normalized(objs: list[Obj]) -> dict[tuple[str, str, str], Obj]:
-    """Objects keyed by kind/namespace/name, Secret data decoded, lists of named items sorted by name."""
-
-    def norm(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: norm(x) for k, x in v.items()}
-        if isinstance(v, list):
-            items = [norm(x) for x in v]
-            if items and all(isinstance(x, dict) and "name" in x for x in items):
-                items.sort(key=lambda x: str(x["name"]))
-            return items
-        return v
-
-    out = {}
-    for obj in objs:
-        obj = norm(obj)
-        if obj["kind"] == "Secret":
-            obj["data"] = {k: base64.b64decode(v).decode() for k, v in obj.get("data", {}).items()}
-        out[(obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"])] = obj
-    return out
-
-
-# ---- what gets rendered ------------------------------------------------------------------------------------
-
-
-def combo(tmp_path: Path, components: list[str]) -> Path:
-    """A throwaway kustomization: the base plus the named components."""
-    folder = tmp_path / ("with-" + "-".join(components))
-    folder.mkdir()
-    (folder / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [os.path.relpath(BASE, folder)],
-                "components": [os.path.relpath(COMPONENTS / c, folder) for c in components],
-            }
-        )
-    )
-    return folder
-
-
-def renders(tmp_path: Path) -> dict[str, list[Obj]]:
-    """Every rendering that must be valid: the base alone, with each component, and every overlay."""
-    out = {"base": render(BASE)}
-    for comp in sorted(p.name for p in COMPONENTS.iterdir() if p.is_dir()):
-        out[f"base+{comp}"] = render(combo(tmp_path, [comp]))
-    for overlay in OVERLAYS:
-        out[f"overlays/{overlay.name}"] = render(overlay)
-    return out
-
-
-def by_kind(objs: list[Obj], kind: str) -> list[Obj]:
-    return [o for o in objs if o["kind"] == kind]
-
-
-def one(objs: list[Obj], kind: str, name: str) -> Obj:
-    found = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
-    assert len(found) == 1, f"{kind}/{name}: found {len(found)}"
-    return found[0]
-
-
-def config_of(objs: list[Obj]) -> dict[str, str]:
-    return dict(one(objs, "ConfigMap", "maskwatch-config")["data"])
+_pod_specs = pod_specs
+_kustomization = kustomization
 
 
 # ---- tests -------------------------------------------------------------------------------------------------
@@ -369,7 +59,8 @@ def test_subset_renderer_matches_real_kustomize(tmp_path: Path) -> None:
     cmd = kustomize_binary()
     if cmd is None:
         pytest.skip("no kustomize or kubectl on PATH: render() is used alone")
-    for folder in [BASE, combo(tmp_path, ["hpa"]), *OVERLAYS]:
+    k8s = prepared_k8s(tmp_path)
+    for folder in [k8s / "base", combo(k8s, tmp_path, ["hpa"]), *overlays(k8s)]:
         out = subprocess.run([*cmd, str(folder)], capture_output=True, text=True, timeout=60, check=False)
         assert out.returncode == 0, out.stderr
         real = normalized([d for d in yaml.safe_load_all(out.stdout) if d])
@@ -439,7 +130,7 @@ def test_keda_scaledobject_is_complete_and_matches_the_config(tmp_path: Path) ->
 
 @pytest.mark.timeout(60)
 def test_hpa_alternative_scales_workers_on_cpu_up_to_the_partitions(tmp_path: Path) -> None:
-    objs = render(combo(tmp_path, ["hpa"]))
+    objs = render(combo(prepared_k8s(tmp_path), tmp_path, ["hpa"]))
     (hpa,) = by_kind(objs, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "maskwatch-worker"}
     assert hpa["spec"]["maxReplicas"] == int(config_of(objs)["MW_PARTITIONS"])
@@ -496,7 +187,7 @@ def test_every_workload_has_probes_resources_and_runs_non_root(tmp_path: Path) -
                     for part in ("requests", "limits"):
                         if not {"cpu", "memory"} <= set(res.get(part, {})):
                             problems.append(f"{at}: resources.{part} cpu and memory")
-                    if obj["kind"] == "Job":
+                    if obj["kind"] in ("Job", "CronJob"):
                         continue  # runs to completion: no probes
                     for probe in ("livenessProbe", "readinessProbe"):
                         if probe not in c:
@@ -518,8 +209,8 @@ def test_graceful_shutdown_outlasts_the_worker_drain() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_references_resolve_in_every_overlay() -> None:
-    for overlay in OVERLAYS:
+def test_references_resolve_in_every_overlay(tmp_path: Path) -> None:
+    for overlay in overlays(prepared_k8s(tmp_path)):
         objs = render(overlay)
         names = {(o["kind"], o["metadata"]["name"]) for o in objs}
         missing: list[str] = []
@@ -603,17 +294,94 @@ def test_producers_cover_every_camera_shard_once() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_site_files_are_valid_site_files() -> None:
-    from maskwatch.site import load_site
-
-    files = [ROOT / "deploy" / "site.example.yaml"]
+def test_secrets_are_in_secrets_and_git_holds_only_their_examples(tmp_path: Path) -> None:
+    """Camera credentials (the site file), passwords and tokens reach pods through Secrets only; the files an
+    overlay generates them from are ignored by git, which carries `<file>.example` instead."""
+    credential = re.compile(r"[a-z+]+://[^/@\s:]+:[^/@\s]+@")
+    for label, objs in renders(tmp_path).items():
+        for cm in by_kind(objs, "ConfigMap"):
+            for key, value in cm.get("data", {}).items():
+                assert not re.search(r"PASSWORD|TOKEN|SECRET", key), f"{label}: ConfigMap {cm['metadata']['name']}: {key}"
+                assert not credential.search(value), f"{label}: ConfigMap {cm['metadata']['name']}:{key} holds a password"
+        for obj in objs:
+            for pod in pod_specs(obj):
+                assert not [v for v in pod.get("volumes", []) if "configMap" in v and "site" in v["name"]], label
     for overlay in OVERLAYS:
-        specs = [s for s in _kustomization(overlay).get("configMapGenerator", []) if s["name"] == "maskwatch-site"]
-        assert len(specs) == 1, f"{overlay}: the producers mount ConfigMap maskwatch-site"
-        files += [overlay / f for f in specs[0]["files"]]
-    for f in files:
-        site = load_site(str(f))
-        assert site.cameras, f
+        for spec in kustomization(overlay).get("secretGenerator", []):
+            for entry in [*spec.get("envs", []), *spec.get("files", [])]:
+                rel = entry.rpartition("=")[2]
+                if rel == "kafka-ca.pem":
+                    continue  # a CA certificate is public; empty unless the brokers' CA is private
+                assert (overlay / f"{rel}.example").is_file(), f"{overlay.name}: commit {rel}.example"
+                ignored = subprocess.run(
+                    ["git", "check-ignore", "-q", str(overlay / rel)], cwd=ROOT, capture_output=True, check=False
+                )
+                assert ignored.returncode == 0, f"{overlay.name}/{rel} holds secrets: git must ignore it"
+
+
+@pytest.mark.timeout(60)
+def test_generated_config_and_secrets_are_hash_suffixed_so_a_change_rolls_the_pods(tmp_path: Path) -> None:
+    """A changed value (a rotated password, a new partition count) renames the object, so every pod that reads
+    it is rolled; KEDA's TriggerAuthentication follows the new Secret name."""
+    for overlay in overlays(prepared_k8s(tmp_path)):
+        objs = render(overlay)
+        for kind, name in (("ConfigMap", "maskwatch-config"), ("Secret", "maskwatch-secrets"), ("Secret", "maskwatch-site")):
+            actual = one(objs, kind, name)["metadata"]["name"]
+            assert re.fullmatch(rf"{name}-[a-z0-9]{{10}}", actual), f"{overlay.name}: {kind}/{actual} has no hash"
+        secret = one(objs, "Secret", "maskwatch-secrets")["metadata"]["name"]
+        for auth in by_kind(objs, "TriggerAuthentication"):
+            assert {ref["name"] for ref in auth["spec"]["secretTargetRef"]} == {secret}, overlay.name
+        (secrets_env,) = kustomization(overlay)["secretGenerator"][0]["envs"]
+        path = overlay / secrets_env
+        path.write_text(path.read_text() + "MW_DASHBOARD_TOKEN=rotated-token-value\n")
+        rotated = render(overlay)
+        assert one(rotated, "Secret", "maskwatch-secrets")["metadata"]["name"] != secret, "rotation keeps the name"
+        dashboard = one(rotated, "Deployment", "maskwatch-dashboard")
+        assert one(objs, "Deployment", "maskwatch-dashboard") != dashboard, "rotation does not roll the dashboard"
+
+
+@pytest.mark.timeout(60)
+def test_autoscaled_workers_name_no_replicas_and_keda_starts_where_the_hpa_does(tmp_path: Path) -> None:
+    """`kubectl apply -k` must not reset the autoscaler's count (each reset is a consumer-group rebalance)."""
+    mins = {}
+    for label, objs in renders(tmp_path).items():
+        for scaler in [*by_kind(objs, "ScaledObject"), *by_kind(objs, "HorizontalPodAutoscaler")]:
+            target = one(objs, "Deployment", scaler["spec"]["scaleTargetRef"]["name"])
+            assert "replicas" not in target["spec"], f"{label}: {target['metadata']['name']} names replicas"
+            mins[f"{label} {scaler['kind']}"] = scaler["spec"].get("minReplicaCount", scaler["spec"].get("minReplicas"))
+    assert set(mins.values()) == {2}, mins
+
+
+@pytest.mark.timeout(120)
+def test_keda_and_hpa_together_do_not_render(tmp_path: Path) -> None:
+    k8s = prepared_k8s(tmp_path)
+    both = combo(k8s, tmp_path, ["keda", "hpa"])
+    with pytest.raises(KustomizeSubsetError, match="already registered"):
+        render(both)
+    cmd = kustomize_binary()
+    if cmd is not None:  # the refusal is kustomize's own, so a site's overlay gets it too
+        out = subprocess.run([*cmd, str(both)], capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode != 0 and "maskwatch-worker-autoscaler" in out.stderr, out.stderr
+
+
+@pytest.mark.timeout(60)
+def test_topic_setup_can_be_reapplied_at_any_time(tmp_path: Path) -> None:
+    """A Job's pod template is immutable: re-applying a changed one fails while it exists. The topics are
+    reconciled by a CronJob, whose job template may change."""
+    for label, objs in renders(tmp_path).items():
+        assert not by_kind(objs, "Job"), f"{label}: a Job cannot be re-applied with a new config hash"
+        for cron in by_kind(objs, "CronJob"):
+            assert cron["spec"]["concurrencyPolicy"] == "Forbid", label
+            (c,) = pod_template(cron)["spec"]["containers"]
+            assert c["command"][-1].endswith("create-topics.sh"), label
+
+
+@pytest.mark.timeout(60)
+def test_example_overlay_images_are_pinned_by_digest(tmp_path: Path) -> None:
+    for overlay in overlays(prepared_k8s(tmp_path)):
+        for obj in render(overlay):
+            for c in _containers(obj):
+                assert re.search(r"@sha256:[0-9a-f]{64}$", c["image"]), f"{overlay.name}: {c['image']} by tag"
 
 
 @pytest.mark.timeout(60)
@@ -631,3 +399,11 @@ def test_tf_serving_serves_the_config_files_and_is_ready_only_when_the_model_is_
         config_of(objs)["MW_SERVING"]
         == f"{svc['metadata']['name']}:{next(p['port'] for p in svc['spec']['ports'] if p['name'] == 'grpc')}"
     )
+
+
+@pytest.mark.timeout(60)
+def test_services_expose_only_the_ports_in_use(tmp_path: Path) -> None:
+    """TF Serving's REST port answers only its own pod's probe; the dashboard serves HTTP on one port."""
+    for label, objs in renders(tmp_path).items():
+        ports = {s["metadata"]["name"]: sorted(p["port"] for p in s["spec"]["ports"]) for s in by_kind(objs, "Service")}
+        assert ports == {"maskwatch-tf-serving": [8500], "maskwatch-dashboard": [80]}, label

@@ -45,3 +45,24 @@ def test_bad_settings_name_the_field(kw: dict[str, str], field: str) -> None:
     with pytest.raises(ValidationError) as e:
         CommonSettings(**kw)  # type: ignore[arg-type]
     assert field in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "settings_class",
+    ["maskwatch.settings:CommonSettings", "worker.settings:WorkerSettings", "producer.settings:ProducerSettings",
+     "dashboard.settings:DashboardSettings"],
+)
+def test_an_empty_variable_means_unset_in_every_service(monkeypatch: pytest.MonkeyPatch, settings_class: str) -> None:
+    """A Secret or env file line `MW_KAFKA_SASL_MECHANISM=` (and compose's `KEY:`) arrives as an empty string."""
+    import importlib
+
+    module, _, name = settings_class.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    for var in ("MW_KAFKA_SASL_MECHANISM", "MW_KAFKA_SASL_USERNAME", "MW_KAFKA_SSL_CAFILE", "MW_LOG_LEVEL", "MW_KAFKA"):
+        monkeypatch.setenv(var, "")
+    s = cls()
+    assert s.kafka_sasl_mechanism is None and s.kafka_ssl_cafile is None
+    assert s.log_level == "INFO" and s.kafka == "127.0.0.1:9092"
+    monkeypatch.setenv("MW_KAFKA_SASL_MECHANISM", "NTLM")
+    with pytest.raises(ValidationError, match="kafka_sasl_mechanism"):
+        cls()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,6 +196,36 @@ def test_the_example_site_file_is_valid() -> None:
         "demo": "synthetic",
     }
     assert [c.id for c in site.cameras if not c.enabled] == ["stills"]
+
+
+@pytest.mark.parametrize(
+    ("make", "expect"),
+    [
+        (lambda d: f"{d}/nope.mp4", "no such file"),
+        (lambda d: f"{d}/nope/", "no such folder"),
+        (lambda d: f"{d}/clip.mp4/", "not a folder"),
+        (lambda d: f"{d}/frames", "not a file"),
+    ],
+)
+def test_checked_file_and_folder_sources_must_exist(tmp_path: Path, make: Any, expect: str) -> None:
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    (tmp_path / "frames").mkdir()
+    source = make(tmp_path)
+    if expect == "not a file":  # a folder without the trailing slash is a folder source: fine
+        parse_site(f"cameras:\n  - id: c\n    source: {source}\n", "site.yaml", check_sources=True)
+        return
+    text = f"site: s\ncameras:\n  - id: ok\n    source: synthetic\n  - id: c\n    source: {source}\n"
+    parse_site(text, "site.yaml")  # without the check (a dashboard on another host), the file loads
+    with pytest.raises(SiteError) as e:
+        parse_site(text, "site.yaml", check_sources=True)
+    assert str(e.value).startswith("site.yaml:6: camera=c field=source: ")
+    assert expect in str(e.value)
+
+
+def test_checked_sources_skip_disabled_cameras_and_accept_existing(tmp_path: Path) -> None:
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    text = f"cameras:\n  - id: a\n    source: {tmp_path}/clip.mp4\n  - id: b\n    source: {tmp_path}/gone.mp4\n    enabled: false\n"
+    assert len(parse_site(text, "s.yaml", check_sources=True).cameras) == 2
 
 
 @pytest.mark.parametrize("password", ["hunter2", "pa#ss", "pa/ss", "pa?ss", "p@ss", "a:b", "%40x", "tr1cky&pw=1"])

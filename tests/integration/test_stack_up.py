@@ -1,0 +1,174 @@
+"""`maskwatch up` as a person runs it: progress and "up" on the terminal, fail fast with the reason, clean stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from maskwatch.stack import STOP_ORDER, free_port, stop_stage
+from tests.integration.conftest import ENV, ROOT
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in ENV.items() if not k.startswith("MW_")}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
+def _addresses() -> dict[str, str]:
+    """Every address on a free port, through the environment (MW_*), as an operator would set them."""
+    return {
+        "MW_KAFKA": f"127.0.0.1:{free_port()}",
+        "MW_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "MW_SERVING": f"127.0.0.1:{free_port()}",
+        "MW_DASHBOARD_PORT": str(free_port()),
+    }
+
+
+def _up(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "maskwatch.cli", "up", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+class Lines:
+    """A stream's lines, read in the background, waited on with a deadline."""
+
+    def __init__(self, stream: object) -> None:
+        self.lines: list[str] = []
+        self._t = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._t.start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout_s: float, proc: subprocess.Popen[str]) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            hit = next((ln for ln in self.lines if re.search(pattern, ln)), None)
+            if hit is not None:
+                return hit
+            if proc.poll() is not None and not self._t.is_alive():
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"no line matching {pattern!r}; got:\n" + "\n".join(self.lines))
+
+    def text(self) -> str:
+        self._t.join(5)
+        return "\n".join(self.lines)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, model_base_path: Path) -> Path:
+    (tmp_path / "models").symlink_to(model_base_path.parent)
+    return tmp_path
+
+
+@pytest.fixture
+def stopper() -> Iterator[list[subprocess.Popen[str]]]:
+    procs: list[subprocess.Popen[str]] = []
+    yield procs
+    for p in procs:  # a failed test leaves no stack behind
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGINT)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(400)
+def test_up_says_up_once_frames_are_counted_and_ctrl_c_stops_every_part_with_exit_0(
+    workdir: Path, stopper: list[subprocess.Popen[str]]
+) -> None:
+    addrs = _addresses()
+    proc = _up(workdir, _env(**addrs), "--workers", "1", "--demo-cameras", "1")
+    stopper.append(proc)
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    out.wait_for(rf"broker\s+started {addrs['MW_KAFKA']}", 60, proc)  # MW_KAFKA honoured
+    out.wait_for(rf"redis\s+started {addrs['MW_REDIS_URL']}", 60, proc)  # MW_REDIS_URL honoured
+    out.wait_for(rf"model server\s+answers on {addrs['MW_SERVING']}", 240, proc)
+    up = out.wait_for(r"^MaskWatch is up: first frames counted", 240, proc)
+    assert f"http://127.0.0.1:{addrs['MW_DASHBOARD_PORT']}/" in up
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    t0 = time.monotonic()
+    rc = proc.wait(30)
+    stopped_in = time.monotonic() - t0
+    assert rc == 0, err.text()
+    assert stopped_in < 12
+    assert "every part exited cleanly" in out.text()
+    assert "Traceback" not in err.text()
+    log = (workdir / ".maskwatch" / "logs" / "stack.log").read_text()
+    stopped = re.findall(r"stopped child=(\S+) rc=(-?\d+)", log)
+    assert {rc for _, rc in stopped} == {"0"}, stopped
+    names = [n for n, _ in stopped]
+    assert set(names) == {"broker", "redis", "serving", "worker-1", "producer", "dashboard"}
+    assert [stop_stage(n) for n in names] == sorted(stop_stage(n) for n in names), names
+    assert names[0] == STOP_ORDER[0] and names[-1] == STOP_ORDER[-1]
+    for child in ("worker-1", "producer"):
+        assert "Traceback" not in (workdir / ".maskwatch" / "logs" / f"{child}.log").read_text()
+
+
+@pytest.mark.timeout(60)
+def test_a_bad_site_file_is_reported_on_the_terminal_before_anything_starts(workdir: Path) -> None:
+    site = workdir / "site.yaml"
+    site.write_text("site: s\ncameras:\n  - id: gate-a\n    source: synthetic\n    fps: 500\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "maskwatch.cli", "up", "--site", str(site)],
+        cwd=workdir, env=_env(**_addresses()), capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 2
+    assert f"{site}:5: camera=gate-a field=fps" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (workdir / ".maskwatch" / "logs" / "broker.log").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_port_in_use_is_named_with_the_setting_that_moves_it(workdir: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "maskwatch.cli", "up"],
+            cwd=workdir, env=_env(**{**_addresses(), "MW_DASHBOARD_PORT": str(busy)}), capture_output=True, text=True, timeout=60,
+        )
+    assert out.returncode == 2
+    assert f"port {busy} is in use" in out.stderr and "MW_DASHBOARD_PORT" in out.stderr
+    assert not (workdir / ".maskwatch" / "logs" / "broker.log").exists()
+
+
+@pytest.mark.timeout(300)
+def test_a_child_that_fails_while_starting_stops_the_stack_with_its_reason(
+    workdir: Path, stopper: list[subprocess.Popen[str]]
+) -> None:
+    # the dashboard refuses this setting and exits at once: the stack stops everything and says why
+    env = _env(**_addresses(), MW_DASHBOARD_WINDOW_MINUTES="0")
+    proc = _up(workdir, env, "--workers", "1", "--demo-cameras", "1")
+    stopper.append(proc)
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    rc = proc.wait(240)
+    assert rc == 1, out.text() + err.text()
+    text = err.text()
+    assert "maskwatch up: dashboard exited with status" in text
+    reason = next(ln for ln in text.splitlines() if ln.strip().startswith("reason:"))
+    assert "MW_DASHBOARD_WINDOW_MINUTES" in reason and "greater than or equal to 1" in reason
+    assert "MaskWatch is up" not in out.text()
+    log = (workdir / ".maskwatch" / "logs" / "stack.log").read_text()
+    assert "stopped child=broker rc=0" in log
