@@ -112,7 +112,7 @@ class Worker:
         self._zones: dict[str, str] = {}
         self._zones_at = 0.0
         self._unpositioned: set[TopicPartition] = set()
-        self.cameras = CameraRegistry(store.camera_ids, settings.open_registration)
+        self.cameras = CameraRegistry(lambda: self.store.camera_ids(), settings.open_registration)
         self._unknown_logged: set[str] = set()
 
     # ---- assignment ----------------------------------------------------------------------
