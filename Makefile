@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 CONSTRAINTS := deploy/requirements/constraints.txt
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | cksum | cut -d' ' -f1)
 MODEL := models/mask_detector/1/saved_model.pb
+# checkov (the deploy policy scanner) in a virtualenv of its own: its pins clash with ours (deploy/checkov/).
+CHECKOV_REQS := deploy/checkov/requirements.txt
+CHECKOV_VENV := $(VENV)/tools/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cat $(CHECKOV_REQS) | cksum | cut -d' ' -f1)
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: setup demo test lint bench bench-soak bench-serving bench-worker bench-producer clean
@@ -17,14 +21,20 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+$(CHECKOV_STAMP): $(CHECKOV_REQS)
+	test -x $(CHECKOV_VENV)/bin/python || $(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q -r $(CHECKOV_REQS)
+	rm -f $(CHECKOV_VENV)/.installed-*
+	touch $@
+
 dashboard/node_modules/.installed: dashboard/package.json dashboard/package-lock.json dashboard/vendor.json dashboard/scripts/vendor.mjs
 	cd dashboard && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(MODEL): $(STAMP) serving/export.py serving/graph.py serving/caffe.py serving/ssd.py serving/signature.py serving/train/model.py $(wildcard serving/weights/*)
+$(MODEL): $(STAMP) serving/export.py serving/ovexport.py serving/ovmodel.py serving/graph.py serving/caffe.py serving/ssd.py serving/signature.py serving/train/model.py $(wildcard serving/weights/*)
 	$(BIN)/python -m serving.export --out models --force
 
-setup: $(STAMP) dashboard/node_modules/.installed $(MODEL)
+setup: $(STAMP) $(CHECKOV_STAMP) dashboard/node_modules/.installed $(MODEL)
 
 demo: setup
 	$(BIN)/maskwatch up

@@ -62,6 +62,11 @@ def spec() -> dict[str, Any]:
             "site": {"type": "string"},
             "zone": {"type": "string"},
             "status": {"type": "string", "description": "online / reconnecting / offline / unknown, from the producer"},
+            "last_error": {
+                "type": "string",
+                "description": "the producer's last error reading this camera (no such file, connection refused, "
+                "unauthorized, timeout, undecodable stream, removed from the site file); empty when none",
+            },
             "fps": {"type": "number"},
             "last_frame_ms": {"type": ["integer", "null"]},
             "data_age_s": {"type": ["number", "null"]},
@@ -203,7 +208,27 @@ def spec() -> dict[str, Any]:
                         "400": BAD_WINDOW,
                         "404": NOT_FOUND,
                     },
-                }
+                },
+                "delete": {
+                    "summary": "Retire a camera no producer runs: it leaves /api/cameras, the overview and the site's "
+                    "figures; its history stays here by id. Needs the dashboard token as a Bearer header when one is set",
+                    "parameters": [CAMERA],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "camera": {"type": "string"},
+                                    "retired": {"type": "boolean"},
+                                    "was_retired": {"type": "boolean"},
+                                },
+                            }
+                        ),
+                        "403": _json(ERROR, "a token is set and the request did not present it as a Bearer header"),
+                        "404": NOT_FOUND,
+                        "409": _json(ERROR, "a running producer still sends this camera: remove it from the site file"),
+                    },
+                },
             },
             "/api/cameras/{camera}/series.csv": {
                 "get": {
@@ -322,6 +347,30 @@ def spec() -> dict[str, Any]:
                     "summary": "The History page: compliance per zone and per camera over a range, and hour × weekday",
                     "parameters": [*RANGE],
                     "responses": {"200": _json({"type": "object"}), "400": _json(ERROR, "bad range")},
+                }
+            },
+            "/api/report": {
+                "get": {
+                    "summary": "A compliance report over a range (site, zone or camera): figures, cameras, shifts, "
+                    "worst hours, violation episodes with snapshots",
+                    "parameters": [
+                        *RANGE,
+                        SUBJECT_CAMERA,
+                        SUBJECT_ZONE,
+                        {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["html", "csv", "json"]}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the report: printable HTML (default), CSV or JSON",
+                            "content": {
+                                "text/html": {"schema": {"type": "string"}},
+                                "text/csv": {"schema": {"type": "string"}},
+                                "application/json": {"schema": {"type": "object"}},
+                            },
+                        },
+                        "400": _json(ERROR, "bad range, bad format, camera and zone together"),
+                        "404": _json(ERROR, "unknown camera or zone"),
+                    },
                 }
             },
             "/api/system": {

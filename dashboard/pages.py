@@ -1,4 +1,4 @@
-"""HTML pages: the live overview, one camera's page, history, and the upload check page."""
+"""HTML pages: the live overview, one camera's page, history, reports, and the upload check page."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, abort, render_template
 
+from dashboard.api import visible_cameras, visible_zones
 from dashboard.context import dashboard, missing_vendor_files
 from maskwatch.frames import is_valid_camera_id
 from maskwatch.store import WINDOWS
@@ -43,7 +44,7 @@ def index() -> str:
 
 @bp.get("/cameras/<cid>")
 def camera(cid: str) -> str:
-    if not is_valid_camera_id(cid) or not dashboard().store.has_camera(cid):
+    if not is_valid_camera_id(cid) or cid not in visible_cameras():
         abort(404)
     return render_template("camera.html", cfg=page_config(), cid=cid, missing_assets=missing_vendor_files())
 
@@ -51,6 +52,19 @@ def camera(cid: str) -> str:
 @bp.get("/history")
 def history() -> str:
     return render_template("history.html", cfg=page_config(), missing_assets=missing_vendor_files())
+
+
+@bp.get("/report")
+def report() -> str:
+    d = dashboard()
+    return render_template(
+        "report.html",
+        cfg=page_config(),
+        missing_assets=missing_vendor_files(),
+        zones=list(visible_zones()),
+        cameras=visible_cameras(),
+        shifts=d.site.shifts,
+    )
 
 
 @bp.get("/check")

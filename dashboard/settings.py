@@ -202,9 +202,11 @@ class DashboardSettings(CommonSettings):
     def listens_on_loopback(self) -> bool:
         return is_loopback(self.host)
 
-    def exposure_problem(self) -> str | None:
-        """Why the dashboard must not start as configured (open to the network without a token), or None."""
-        if self.token is None and not self.listens_on_loopback() and not self.insecure:
+    def exposure_problem(self, access_tokens: bool = False) -> str | None:
+        """Why the dashboard must not start as configured (open to the network without a token), or None.
+
+        `access_tokens`: the site file lists `access:` tokens, which guard the dashboard as the main token does."""
+        if self.token is None and not access_tokens and not self.listens_on_loopback() and not self.insecure:
             return (
                 f"listening on {self.host} (not loopback) with no token: set MW_DASHBOARD_TOKEN, listen on "
                 "127.0.0.1, or pass --insecure (MW_DASHBOARD_INSECURE=true) to serve the cameras to anyone"

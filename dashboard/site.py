@@ -1,4 +1,4 @@
-"""The site file as the dashboard uses it: the site's name, its time zone (checked), and its alert rules."""
+"""The site file as the dashboard uses it: the site's name, its time zone (checked), its alert rules and shifts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import zoneinfo
 from dataclasses import dataclass
 
 from maskwatch.alerts import AlertsConfig
-from maskwatch.site import SiteError, load_site
+from maskwatch.site import AccessEntry, Shift, SiteError, load_site
 
 __all__ = ["SiteError", "SiteView", "check_timezone", "load_site_view"]
 
@@ -19,6 +19,8 @@ class SiteView:
     timezone: str = ""  # IANA name; "" shows times in each browser's own zone
     alerts: AlertsConfig | None = None
     path: str = ""
+    shifts: tuple[Shift, ...] = ()
+    access: tuple[AccessEntry, ...] = ()
 
     @property
     def alerting(self) -> bool:
@@ -49,4 +51,11 @@ def load_site_view(path: str | None) -> SiteView:
             raise SiteError(
                 f"{path}: field=alerts.cameras: no camera {', '.join(map(repr, unknown))} in this site file's cameras"
             )
-    return SiteView(name=site.site, timezone=check_timezone(site.timezone, path), alerts=alerts, path=str(path))
+    return SiteView(
+        name=site.site,
+        timezone=check_timezone(site.timezone, path),
+        alerts=alerts,
+        path=str(path),
+        shifts=tuple(site.shifts),
+        access=tuple(site.access),
+    )

@@ -1,4 +1,4 @@
-"""The `maskwatch` command: `up` runs the whole stack on one machine; `stats` and `cameras` answer from Redis."""
+"""The `maskwatch` command: `up` runs the whole stack on one machine; `stats`, `report` and `cameras` answer from Redis."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from maskwatch.logs import setup_logging
 from maskwatch.settings import CommonSettings
 from maskwatch.site import SiteError, load_site
 from maskwatch.stack import Stack, StackConfig, StackSettings
-from maskwatch.store import WINDOWS, Store, camera_summaries, camera_summary
+from maskwatch.store import WINDOWS, CameraStillSent, Store, camera_summaries, camera_summary, remove_camera
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -86,6 +86,8 @@ def print_table(window: str, rows: list[dict[str, Any]]) -> None:
             f"{r['camera']:<16} {r['status']:<13} {_pct(r['compliance']):>10} {r['persons']['persons']:>7} "
             f"{w['with_mask']:>6} {w['without_mask']:>8} {w['mask_worn_incorrectly']:>6} {w['frames']:>8} {age:>6}"
         )
+        if r.get("last_error") and r["status"] != "online":  # why it does not send
+            print(f"{'':<16} last error: {r['last_error']}")
 
 
 def print_history(body: dict[str, Any], tz: Any) -> None:
@@ -160,6 +162,116 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cameras_remove(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
+    settings = CommonSettings(**overrides)
+    if not is_valid_camera_id(args.camera):
+        print(f"maskwatch cameras remove: {args.camera!r} is not a camera id", file=sys.stderr)
+        return 2
+    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    try:
+        retired = remove_camera(store, args.camera)
+    except KeyError:
+        print(f"maskwatch cameras remove: unknown camera {args.camera!r}", file=sys.stderr)
+        return 1
+    except CameraStillSent as e:
+        print(f"maskwatch cameras remove: {e}", file=sys.stderr)
+        return 1
+    except (redis.RedisError, OSError) as exc:
+        print(f"maskwatch cameras remove: Redis at {settings.redis_url.split('@')[-1]} is unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if retired:
+        print(f"camera {args.camera} retired: it leaves the overview, /api/cameras and the site's figures; its history stays")
+    else:
+        print(f"camera {args.camera} was already retired")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    """`maskwatch report`: the dashboard's GET /api/report written from the command line."""
+    from maskwatch import history, report
+    from maskwatch.site import SiteError, load_site
+
+    overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
+    settings = CommonSettings(**overrides)
+    try:
+        site = load_site(args.site) if args.site else None
+    except SiteError as exc:
+        print(f"maskwatch report: {exc}", file=sys.stderr)
+        return 2
+    tz_name = site.timezone if site is not None else "UTC"
+    if args.camera is not None and args.zone is not None:
+        print("maskwatch report: --camera and --zone are exclusive", file=sys.stderr)
+        return 2
+    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    try:
+        tz = history.timezone(tz_name)
+        now = int(time.time() * 1000)
+        to = history.parse_instant(args.to, tz, end=True) if args.to else now
+        start = history.parse_instant(args.from_, tz) if args.from_ else to - 7 * 86_400_000
+        if to <= start:
+            raise history.RangeError("`--to` must be after `--from`")
+        if args.camera is not None and not store.has_camera(args.camera):
+            print(f"maskwatch report: unknown camera {args.camera!r}", file=sys.stderr)
+            return 1
+        if args.zone is not None and args.zone not in store.zones():
+            print(f"maskwatch report: unknown zone {args.zone!r} (known: {', '.join(store.zones()) or 'none'})", file=sys.stderr)
+            return 1
+        shifts = site.shifts if site is not None else []
+        req = report.ReportRequest(start, to, args.camera, args.zone, tz_name, shifts, site.site if site else "")
+        body = report.build(store, req, now)
+        text = report.to_csv(body) if args.format == "csv" else report.to_html(body, store)
+    except history.RangeError as exc:
+        print(f"maskwatch report: {exc}", file=sys.stderr)
+        return 2
+    except (redis.RedisError, OSError) as exc:
+        print(f"maskwatch report: Redis at {settings.redis_url.split('@')[-1]} is unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if args.out in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"report written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def token_line(name: str, role: str, zones: list[str], cameras: list[str], digest: str) -> str:
+    """The site file's `access:` line for a token (flow style, ready to paste)."""
+    parts = [f"name: {json.dumps(name)}", f"role: {role}"]
+    if zones:
+        parts.append(f"zones: [{', '.join(json.dumps(z) for z in zones)}]")
+    if cameras:
+        parts.append(f"cameras: [{', '.join(json.dumps(c) for c in cameras)}]")
+    parts.append(f"sha256: {digest}")
+    return "  - {" + ", ".join(parts) + "}"
+
+
+def _token_new(args: argparse.Namespace) -> int:
+    """`maskwatch token new NAME`: a fresh random token and its `access:` line (only the digest goes in the file)."""
+    import hashlib
+    import secrets
+
+    from maskwatch.site import AccessEntry
+
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    try:
+        AccessEntry(name=args.name, role=args.role, zones=args.zone, cameras=args.camera, sha256=digest)
+    except ValueError as exc:
+        print(f"maskwatch token new: {exc}", file=sys.stderr)
+        return 2
+    print(f"token: {token}")
+    print("give the token to its holder (Authorization: Bearer TOKEN, or the login page); it is not stored anywhere.")
+    print("add this line under `access:` in the site file:")
+    print(token_line(args.name, args.role, args.zone, args.camera, digest))
+    return 0
+
+
 def _cameras_reload(args: argparse.Namespace) -> int:
     from producer.reload import cameras_reload
 
@@ -217,6 +329,25 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--redis-url", help="default MW_REDIS_URL")
     st.add_argument("--redis-prefix", help="default MW_REDIS_PREFIX")
     st.set_defaults(fn=_stats)
+    rep = sub.add_parser("report", help="a compliance report over a range (the dashboard's GET /api/report): HTML or CSV")
+    rep.add_argument("--from", dest="from_", help="start: epoch ms, ISO date or date-time (default: 7 days before --to)")
+    rep.add_argument("--to", help="end (default now; an ISO date includes that day)")
+    rep.add_argument("--camera", help="only this camera")
+    rep.add_argument("--zone", help="only this zone")
+    rep.add_argument("--format", choices=["html", "csv"], default="html")
+    rep.add_argument("--out", help="file to write (default: standard output)")
+    rep.add_argument("--site", help="site YAML: its name, time zone and shifts")
+    rep.add_argument("--redis-url", help="default MW_REDIS_URL")
+    rep.add_argument("--redis-prefix", help="default MW_REDIS_PREFIX")
+    rep.set_defaults(fn=_report)
+    tok = sub.add_parser("token", help="dashboard access tokens")
+    tok_sub = tok.add_subparsers(dest="token_cmd", required=True)
+    tn = tok_sub.add_parser("new", help="print a new token and its `access:` line for the site file")
+    tn.add_argument("name", help="who will hold it")
+    tn.add_argument("--role", choices=["viewer", "admin"], default="viewer")
+    tn.add_argument("--zone", action="append", default=[], help="a zone it sees (repeat for more); none: all")
+    tn.add_argument("--camera", action="append", default=[], help="a camera it sees (repeat for more)")
+    tn.set_defaults(fn=_token_new)
     cams = sub.add_parser("cameras", help="camera management")
     cams_sub = cams.add_subparsers(dest="cameras_cmd", required=True)
     rl = cams_sub.add_parser("reload", help="ask every running producer to re-read its site file (like SIGHUP)")
@@ -224,6 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--redis-prefix")
     rl.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the producers' answers")
     rl.set_defaults(fn=_cameras_reload)
+    rm = cams_sub.add_parser(
+        "remove", help="retire a camera no producer runs: it leaves the overview, /api/cameras and site figures"
+    )
+    rm.add_argument("camera")
+    rm.add_argument("--redis-url")
+    rm.add_argument("--redis-prefix")
+    rm.set_defaults(fn=_cameras_remove)
     sc = sub.add_parser("site", help="site file tools")
     sc_sub = sc.add_subparsers(dest="site_cmd", required=True)
     chk = sc_sub.add_parser("check", help="validate a site file (fields, and that file/folder sources exist); starts nothing")

@@ -174,6 +174,70 @@ class CameraConfig(BaseModel):
         return redact(self.source)
 
 
+_HHMM_RE = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$")
+
+
+class Shift(BaseModel):
+    """A named shift in the site's local time; `end` before `start` runs past midnight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100, description="Shift name shown in reports")
+    start: str = Field(description="Local start time HH:MM")
+    end: str = Field(description="Local end time HH:MM (exclusive)")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not _HHMM_RE.fullmatch(v):
+            raise ValueError("must be a 24-hour time HH:MM, e.g. 06:00")
+        return v
+
+    def minutes(self) -> tuple[int, int]:
+        (sh, sm), (eh, em) = (map(int, t.split(":")) for t in (self.start, self.end))
+        return sh * 60 + sm, eh * 60 + em
+
+    def covers(self, minute_of_day: int) -> bool:
+        """True when a local time of day (minutes after midnight) falls in this shift."""
+        start, end = self.minutes()
+        return start <= minute_of_day < end if start < end else minute_of_day >= start or minute_of_day < end
+
+
+ROLES = ("viewer", "admin")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# the principal MW_DASHBOARD_TOKEN logs in as (an admin seeing everything): no access entry may take its name
+MAIN_TOKEN_NAME = "token"
+
+
+class AccessEntry(BaseModel):
+    """A dashboard token: who holds it, what it may do and see; the token itself is never written down."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Who holds the token (logs, sessions)")
+    role: Literal["viewer", "admin"] = Field("viewer", description="viewer: read only; admin: also /check")
+    zones: list[str] = Field(default_factory=list, description="Zones it sees (with `cameras`: either); none: all")
+    cameras: list[str] = Field(default_factory=list, description="Cameras it sees besides its zones")
+    sha256: str = Field(description="SHA-256 of the token in hex (`maskwatch token new NAME` prints both)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.fullmatch(v):
+            raise ValueError("must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+        if v == MAIN_TOKEN_NAME:
+            raise ValueError(f"{MAIN_TOKEN_NAME!r} is the name of MW_DASHBOARD_TOKEN's admin; pick another")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        if not _SHA256_RE.fullmatch(v):
+            raise ValueError("must be the token's SHA-256 as 64 lower-case hex digits (never the token itself)")
+        return v
+
+
 class SiteConfig(BaseModel):
     """A whole site: its name and cameras."""
 
@@ -185,6 +249,32 @@ class SiteConfig(BaseModel):
     alerts: AlertsConfig | None = Field(
         None, description="Compliance alert rules, evaluated by the dashboard (maskwatch/alerts.py); none: no alerts"
     )
+    shifts: list[Shift] = Field(default_factory=list, description="Named shifts that reports break compliance down by")
+    access: list[AccessEntry] = Field(
+        default_factory=list, description="Dashboard tokens scoped by zone and camera (besides MW_DASHBOARD_TOKEN)"
+    )
+
+    @field_validator("access")
+    @classmethod
+    def _access_unique(cls, v: list[AccessEntry]) -> list[AccessEntry]:
+        for what in ("name", "sha256"):
+            values = [getattr(a, what) for a in v]
+            dup = next((x for x in values if values.count(x) > 1), None)
+            if dup is not None:
+                raise ValueError(f"two access entries share the {what} {dup[:16]!r}")
+        return v
+
+    @field_validator("shifts")
+    @classmethod
+    def _shift_names(cls, v: list[Shift]) -> list[Shift]:
+        names = [s.name for s in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate shift name {dup[0]!r}")
+        for s in v:
+            if s.start == s.end:
+                raise ValueError(f"shift {s.name!r} starts and ends at {s.start}")
+        return v
 
     @field_validator("cameras")
     @classmethod

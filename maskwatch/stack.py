@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 import psutil
 import redis
+from kafka.errors import KafkaError
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -37,6 +38,9 @@ CHILD_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 # as compose, the Kubernetes base and the image do: concurrent calls share model runs.
 BATCHING_CONFIG = Path(__file__).resolve().parents[1] / "serving" / "batching.config"
 BATCHING_ARGS = ("--enable_batching", "--batching_parameters_file", str(BATCHING_CONFIG))
+# the fastest runtime whose accuracy holds (serving/ovmodel.py; README "A faster runtime"), and gRPC health as
+# tensorflow_model_server offers it
+SERVING_ARGS = ("--runtime", "openvino", "--enable_grpc_healthcheck_service", "true")
 
 
 def free_port() -> int:
@@ -186,8 +190,13 @@ def exit_problems(children: list[Child]) -> list[str]:
 
 
 def check_redis_for_site(store: Store, site: SiteConfig, where: str) -> None:
-    """Refuse a Redis that holds another site's cameras under our key prefix: `up` never mixes sites."""
+    """Refuse a Redis that holds another site's cameras under our key prefix (`up` never mixes sites); retire
+    this site's cameras that are no longer in its site file."""
     mine = {c.id for c in site.cameras}
+    gone = [cid for cid in store.camera_ids() if cid not in mine and store.camera_info(cid).get("site") == site.site]
+    if gone:
+        store.retire_cameras(gone)
+        logger.info("cameras retired (no longer in the site file) cameras=%s", ",".join(gone))
     foreign: dict[str, list[str]] = {}
     for cid in store.camera_ids():
         other = store.camera_info(cid).get("site", "")
@@ -445,6 +454,8 @@ class Stack:
                 self._supervise()
         except StartError as e:
             self._report_failure(e)
+        except (TimeoutError, OSError, redis.RedisError, KafkaError) as e:  # a dependency that never answered
+            self._report_failure(StartError(f"cannot start: {e}"))
         finally:
             if self.failed is None and not up and self.stop.is_set():
                 self.say("stopping (asked to)")
@@ -497,6 +508,8 @@ class Stack:
                 check_redis_for_site(store, site, safe_redis)
             baseline = sum(store.totals(c.id).frames for c in site.cameras)
             self._ready("redis", f"{'started' if rsv.embedded else 'using'} {safe_redis} (key prefix {s.redis_prefix})")
+            if redis_url != s.redis_url:  # the configured port was taken: say how the CLI reaches this one
+                self.say(f"  {'':<13} (`maskwatch stats` and `cameras`: set MW_REDIS_URL={safe_redis})")
             client = s.kafka_client_config() | {"bootstrap_servers": [kafka.address]}
             parts = ensure_topics(client, s.topic, cfg.partitions, s.dlq_topic, stop=self.stop)
             logger.info("topic ready topic=%s partitions=%d", s.topic, parts[s.topic])
@@ -504,7 +517,15 @@ class Stack:
                 # a fresh in-memory broker starts every partition at 0: offsets stored by an earlier run are void
                 store.forget_offsets("maskwatch-workers", s.topic)
             self._ready("topics", f"{s.topic}: {parts[s.topic]} partitions")
-            env = {"MW_KAFKA": kafka.address, "MW_REDIS_URL": redis_url, "MW_SERVING": serving.address}
+            # every child gets the stack's addresses and names, whether they came from flags or MW_* variables
+            env = {
+                "MW_KAFKA": kafka.address,
+                "MW_REDIS_URL": redis_url,
+                "MW_SERVING": serving.address,
+                "MW_REDIS_PREFIX": s.redis_prefix,
+                "MW_TOPIC": s.topic,
+                "MW_DLQ_TOPIC": s.dlq_topic,
+            }
             if serving.embedded:
                 self._start(self._serving_child(serving.port, env))
             for i in range(cfg.workers):
@@ -545,6 +566,11 @@ class Stack:
 
     def _serving_child(self, port: int, env: dict[str, str]) -> Child:
         model_dir = Path(self.cfg.model_base_path)
+        # REST beside gRPC, as tensorflow_model_server pairs them (8500 / 8501); a taken port leaves REST off
+        rest = port + 1
+        if port_open("127.0.0.1", rest):
+            logger.warning("model server rest off: port %d in use", rest)
+            rest = 0
         argv = self._py(
             "serving",
             "--host",
@@ -552,12 +578,13 @@ class Stack:
             "--port",
             str(port),
             "--rest_api_port",
-            "0",
+            str(rest),
             "--model_name",
             "mask_detector",
             "--model_base_path",
             str(model_dir.resolve()),
             *BATCHING_ARGS,
+            *SERVING_ARGS,
         )
         return Child("serving", argv, env)
 

@@ -35,6 +35,7 @@ SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 STATUS_ONLINE = "online"
 STATUS_RECONNECTING = "reconnecting"
 STATUS_OFFLINE = "offline"
+STATUS_RETIRED = "retired"  # no longer part of the site (Keys.retired)
 
 
 class Keys:
@@ -47,6 +48,11 @@ class Keys:
 
     def cameras(self) -> str:
         return f"{self.prefix}cameras"
+
+    def retired(self) -> str:
+        """Set: cameras retired from the site (removed from the site file, or `maskwatch cameras remove`); they
+        stay in `cameras` so their history answers by id, but leave every listing and the site's figures."""
+        return f"{self.prefix}cameras:retired"
 
     def camera(self, cid: str) -> str:
         return f"{self.prefix}camera:{cid}"
@@ -446,7 +452,11 @@ class Store:
         return {int(k): int(v) for k, v in self.r.hgetall(self.keys.offsets(group, topic)).items()}
 
     def camera_ids(self) -> list[str]:
-        return sorted(_s(c) for c in self.r.smembers(self.keys.cameras()))
+        """The site's cameras: every known camera but the retired ones."""
+        return sorted(_s(c) for c in self.r.sdiff(self.keys.cameras(), self.keys.retired()))
+
+    def retired_camera_ids(self) -> list[str]:
+        return sorted(_s(c) for c in self.r.smembers(self.keys.retired()))
 
     def camera_info(self, cid: str) -> dict[str, str]:
         return {_s(k): _s(v) for k, v in self.r.hgetall(self.keys.camera(cid)).items()}
@@ -561,6 +571,10 @@ class Store:
                 out.append(episode_row(fields, self.keys.snapshot(cid, eid), now))
         return out
 
+    def episode_counts(self, cid: str, since_ms: int, until_ms: int) -> int:
+        """How many of a camera's episodes started in [since_ms, until_ms]."""
+        return int(self.r.zcount(self.keys.episodes(cid), since_ms, until_ms))
+
     def snapshot(self, key: str) -> bytes | None:
         if not key.startswith(self.keys.prefix + "snap:"):
             return None
@@ -593,15 +607,40 @@ class Store:
 
     # ---- producer: camera status rows and reload requests --------------------------------------
 
-    def set_cameras_fields(self, rows: Mapping[str, Mapping[str, str | int | float]]) -> None:
-        """Several cameras' status fields in one round trip (a producer refreshes all its cameras at once)."""
+    def set_cameras_fields(
+        self, rows: Mapping[str, Mapping[str, str | int | float]], retired: Iterable[str] = ()
+    ) -> None:
+        """Several cameras' status fields in one round trip (a producer refreshes all its cameras at once).
+
+        Cameras in `retired` (removed from the site file) get their last row and are retired; every other
+        camera of `rows` is part of the site again, if it was retired before."""
         if not rows:
             return
-        with self.r.pipeline(transaction=False) as p:
+        gone = set(retired)
+        with self.r.pipeline(transaction=True) as p:
             p.sadd(self.keys.cameras(), *rows)
             for cid, fields in rows.items():
                 if fields:
                     p.hset(self.keys.camera(cid), mapping={k: str(v) for k, v in fields.items()})
+            if rows.keys() - gone:
+                p.srem(self.keys.retired(), *(rows.keys() - gone))
+            if gone:
+                self._queue_retire(p, gone)
+            p.execute()
+
+    def _queue_retire(self, p: Any, cids: Iterable[str]) -> None:
+        now = int(time.time() * 1000)
+        for cid in cids:
+            p.sadd(self.keys.retired(), cid)
+            p.hset(self.keys.camera(cid), mapping={"status": STATUS_RETIRED, "retired_ms": now})
+
+    def retire_cameras(self, cids: Iterable[str]) -> None:
+        """Retire cameras: they leave the overview, /api/cameras and the site's figures; their history stays."""
+        cids = list(cids)
+        if not cids:
+            return
+        with self.r.pipeline(transaction=True) as p:
+            self._queue_retire(p, cids)
             p.execute()
 
     # ---- alerts (written only by the dashboard replica holding the alerts lock) ------------------
@@ -705,6 +744,33 @@ class Store:
         return int(self.r.get(self.keys.producers_reload()) or 0)
 
 
+class CameraStillSent(Exception):
+    """A camera a running producer still sends: retired by hand it would come straight back."""
+
+
+SENT_RECENTLY_S = 30.0  # a producer row this fresh, from a producer with a heartbeat, means it still runs the camera
+
+
+def remove_camera(store: Store, cid: str, now_ms: int | None = None) -> bool:
+    """Retire one camera by hand (`maskwatch cameras remove`, DELETE /api/cameras/{id}); False when it was
+    already retired. Raises KeyError for an unknown camera, CameraStillSent when a live producer runs it."""
+    if not store.has_camera(cid):
+        raise KeyError(cid)
+    if cid in store.retired_camera_ids():
+        return False
+    info = store.camera_info(cid)
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    producer = info.get("producer", "")
+    fresh = now - int(info.get("status_ms", "0") or 0) < SENT_RECENTLY_S * 1000
+    if producer and fresh and info.get("status") != "ended" and producer in store.heartbeats("producer"):
+        raise CameraStillSent(
+            f"camera {cid} is run by producer {producer}: remove it from that producer's site file and run "
+            "`maskwatch cameras reload` (a camera removed from the site file is retired by the reload)"
+        )
+    store.retire_cameras([cid])
+    return True
+
+
 def camera_summary(store: Store, cid: str, window_minutes: int, now_ms: int | None = None) -> dict[str, Any]:
     """What the dashboard, REST API and CLI show for one camera (Contract 4's `camera_update`)."""
     now = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -730,6 +796,7 @@ def summarise(
         "site": info.get("site", ""),
         "zone": info.get("zone", ""),
         "status": status,
+        "last_error": info.get("last_error", ""),
         "fps": float(info.get("fps", "0") or 0),
         "last_frame_ms": last or None,
         "data_age_s": round((now - last) / 1000, 1) if last else None,

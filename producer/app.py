@@ -130,7 +130,8 @@ class Producer:
 
     def write_status(self) -> None:
         rows = self.supervisor.status_rows()
-        if rows and not self._redis("camera status", lambda: self.store.set_cameras_fields(rows))[0]:
+        removed = [cid for cid in rows if cid not in self.supervisor.cameras]  # gone from the site file: retired
+        if rows and not self._redis("camera status", lambda: self.store.set_cameras_fields(rows, removed))[0]:
             self.supervisor.restore_retired(rows)
         for cid, cam in self.supervisor.cameras.items():
             self.metrics.camera_fps.labels(cid).set(cam.counters.sent_rate.rate())

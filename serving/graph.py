@@ -304,7 +304,7 @@ class MaskDetectorModule(tf.Module):
 
         # A row's score is how sure the model is that it is a face, its class the classifier's most probable one:
         # whether a person is counted does not hang on how sure the class is (face score x class probability
-        # dropped the faces the classifier hesitated over, most often violations: serving/MODEL_CARD.md).
+        # dropped the faces the classifier hesitated over, most often violations: serving/EXPERIMENTS.md).
         scores = rows(face_scores)
         return {
             OUT_BOXES: rows(boxes),

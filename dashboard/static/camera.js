@@ -46,6 +46,7 @@
     const st = MW.status(summary);
     $("status").dataset.status = st;
     $("status").textContent = st;
+    MW.showError($("cam-error"), summary);
   }
 
   // Bars: faces per minute (grey) with the violators in front (red); line: compliance % per minute.

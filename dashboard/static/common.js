@@ -60,6 +60,13 @@ const MW = (() => {
     el.hidden = text.length === 0;
   }
 
+  // Why a camera that does not send is down: the producer's last error, shown while it is not online.
+  function showError(el, s) {
+    const down = ["offline", "reconnecting"].includes(status(s));
+    el.textContent = down && s.last_error ? s.last_error : "";
+    el.hidden = !el.textContent;
+  }
+
   function num(n) {
     return n === null || n === undefined ? "—" : Number(n).toLocaleString("en-US");
   }
@@ -86,7 +93,7 @@ const MW = (() => {
   // online / reconnecting / offline / ended / no people, from the producer's status and how fresh the counts are.
   function status(s) {
     const a = ageNow(s);
-    if (s.status === "offline" || s.status === "reconnecting" || s.status === "ended") return s.status;
+    if (["offline", "reconnecting", "ended", "retired"].includes(s.status)) return s.status;
     if (a === null || a > STALE_AFTER_S) return "offline";
     if (people(s.window) === 0) return "no people";
     return "online";
@@ -163,7 +170,7 @@ const MW = (() => {
   }
 
   return {
-    tone, setTone, pct, complianceText, persons, showWarnings, num, age, ageNow, status, people, fillBar, time, since,
+    tone, setTone, pct, complianceText, persons, showWarnings, showError, num, age, ageNow, status, people, fillBar, time, since,
     duration, alertLine, alertTitle, live, LABELS, SWATCH, WINDOW_MINUTES, TIMEZONE, ALERTING, ALERT_RULE,
   };
 })();

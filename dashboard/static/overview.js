@@ -60,6 +60,7 @@
     }
     el.querySelector('[data-field="people"]').textContent = MW.num(MW.persons(s));
     MW.showWarnings(el.querySelector(".qa"), s);
+    MW.showError(el.querySelector(".cam-error"), s);
     const a = alerts.get("camera:" + s.camera);
     el.classList.toggle("alerting", Boolean(a));
     el.querySelector(".alert-badge").hidden = !a;
@@ -229,6 +230,12 @@
 
   function onSystem(sys) {
     systemSeen = true;
+    if (sys.cameras && sys.cameras.ids) {
+      // the site's cameras as Redis lists them: a retired camera's card goes
+      const ids = new Set(sys.cameras.ids);
+      for (const id of [...cams.keys()]) if (!ids.has(id)) cams.delete(id);
+      queueRender();
+    }
     workers = sys.workers;
     if (sys.alerts) {
       // the authoritative set, as Redis holds it: corrects anything missed while disconnected

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import socket
 import time
 from collections.abc import Callable
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import cv2
 
@@ -23,8 +27,82 @@ def open_stream(url: str, open_timeout_s: float, read_timeout_s: float) -> cv2.V
     cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
-        raise SourceError(f"cannot open {redact(url)}")
+        why = diagnose_rtsp(url, open_timeout_s) if url.lower().startswith("rtsp://") else ""
+        raise SourceError(f"cannot open {redact(url)}" + (f": {why}" if why else ""))
     return cap
+
+
+def _rtsp_request(sock: socket.socket, method: str, url: str, cseq: int, auth: str = "") -> tuple[int, dict[str, str]]:
+    """One RTSP request on `sock`: (status code, headers in lower case) of the answer."""
+    lines = [f"{method} {url} RTSP/1.0", f"CSeq: {cseq}", "Accept: application/sdp", "User-Agent: maskwatch"]
+    if auth:
+        lines.append(f"Authorization: {auth}")
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf and len(buf) < 65536:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    head = buf.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    parts = head[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("RTSP/") or not parts[1].isdigit():
+        raise ValueError("not an RTSP answer")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
+    return int(parts[1]), headers
+
+
+def _digest(challenge: str, user: str, password: str, method: str, uri: str) -> str:
+    """The Authorization header answering an RTSP Digest challenge (RFC 2617 without qop, as cameras use it)."""
+    fields = {}
+    for item in challenge.removeprefix("Digest").split(","):
+        k, _, v = item.strip().partition("=")
+        fields[k.lower()] = v.strip('"')
+    realm, nonce = fields.get("realm", ""), fields.get("nonce", "")
+    ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()  # noqa: S324 - the protocol's hash
+    ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()  # noqa: S324
+    response = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()  # noqa: S324
+    return f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}", response="{response}"'
+
+
+def diagnose_rtsp(url: str, timeout_s: float) -> str:
+    """Why FFmpeg could not open an RTSP stream, in the words an operator acts on: unknown host, connection refused,
+    timed out, unauthorized, stream not found, or (when the server describes the stream) an undecodable stream."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 554
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout_s)
+    except socket.gaierror:
+        return f"unknown host {host}"
+    except ConnectionRefusedError:
+        return f"connection refused by {host}:{port}"
+    except TimeoutError:
+        return f"connection to {host}:{port} timed out after {timeout_s:.0f}s"
+    except OSError as e:
+        return f"cannot connect to {host}:{port}: {e.strerror or e}"
+    netloc = host if parts.port is None else f"{host}:{port}"
+    bare = urlunsplit(parts._replace(netloc=netloc))  # credentials go in the Authorization header, never the line
+    try:
+        with sock:
+            code, headers = _rtsp_request(sock, "DESCRIBE", bare, 1)
+            user, password = unquote(parts.username or ""), unquote(parts.password or "")
+            challenge = headers.get("www-authenticate", "")
+            if code == 401 and user and challenge.lower().startswith("digest"):
+                code, headers = _rtsp_request(sock, "DESCRIBE", bare, 2, _digest(challenge, user, password, "DESCRIBE", bare))
+            elif code == 401 and user and challenge.lower().startswith("basic"):
+                token = base64.b64encode(f"{user}:{password}".encode()).decode()
+                code, headers = _rtsp_request(sock, "DESCRIBE", bare, 2, f"Basic {token}")
+    except TimeoutError:
+        return f"{host}:{port} accepted the connection but sent no RTSP answer within {timeout_s:.0f}s"
+    except (OSError, ValueError) as e:
+        return f"{host}:{port} does not speak RTSP ({e})"
+    if code == 401:
+        return "unauthorized: check the user and password in the URL" if parts.username else "unauthorized: the camera needs a user and password in the URL"
+    if code == 404:
+        return "no such stream on the camera (RTSP 404): check the path"
+    if code >= 300:
+        return f"the camera answered RTSP {code}"
+    return "the camera describes the stream but it could not be decoded (undecodable stream)"
 
 
 class CaptureReader:

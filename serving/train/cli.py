@@ -55,6 +55,18 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "--classifier-seed", type=int, help="the classifier's own seed, the split unchanged (default: --seed)"
     )
     ap.add_argument("--val-fraction", type=float, default=split.DEFAULT_VAL_FRACTION)
+    ap.add_argument(
+        "--folds",
+        type=int,
+        nargs="?",
+        const=split.DEFAULT_FOLDS,
+        default=0,
+        metavar="K",
+        help=f"cross-validate instead of exporting a model: train the recipe K times (default {split.DEFAULT_FOLDS}), "
+        "each holding out one fold of the images (duplicates in one fold, each fold its share of faces worn "
+        "incorrectly); each fold's report and the mean ± sd and pooled figures go to <out>/cross-validation/; "
+        "with --resume, finished folds are kept and an interrupted one carries on",
+    )
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training images (quick runs)")
     ap.add_argument("--work-dir", type=Path, help="checkpoints and weights (default: <out>/.train)")
     ap.add_argument("--resume", action="store_true", help="carry on from the work directory's checkpoints")
@@ -123,6 +135,7 @@ def config_of(args: argparse.Namespace) -> TrainConfig:
         max_upscale=args.max_upscale,
         threads=args.threads,
         fps_frames=args.fps_frames,
+        folds=args.folds,
     )
 
 
@@ -225,10 +238,13 @@ def train(config: TrainConfig) -> int:
     installed weights."""
     started = time.monotonic()
     _start_tensorflow(config)
+    if config.folds:
+        return cross_validate(config)
     try:
         parts = load_split(config)
         kept = keep_detector(config)
-        trained = train_weights(config, parts, kept, config.work)
+        record = {"val_fraction": config.val_fraction, "seed": config.seed, "train": len(parts.train), "val": len(parts.val)}
+        trained = train_weights(config, parts, kept, config.work, record)
     except Refused as exc:
         logger.error("%s", exc)
         return 2
@@ -287,8 +303,11 @@ def keep_detector(config: TrainConfig) -> KeptDetector | None:
     return kept
 
 
-def train_weights(config: TrainConfig, parts: split.Split, kept: KeptDetector | None, work: Path) -> Trained:
-    """Both stages trained on `parts.train` (checkpoints in `work`, resumable) and written as a weights directory."""
+def train_weights(
+    config: TrainConfig, parts: split.Split, kept: KeptDetector | None, work: Path, split_record: dict[str, Any]
+) -> Trained:
+    """Both stages trained on `parts.train` (checkpoints in `work`, resumable) and written as a weights directory
+    whose manifest records the split as `split_record`."""
     from serving import caffe, export
     from serving.ssd import TunedFaceDetector
     from serving.train import data
@@ -319,12 +338,7 @@ def train_weights(config: TrainConfig, parts: split.Split, kept: KeptDetector | 
         face_output=config.classifier.face_output,
         training={
             "data": str(config.data),
-            "split": {
-                "val_fraction": config.val_fraction,
-                "seed": config.seed,
-                "train": len(parts.train),
-                "val": len(parts.val),
-            },
+            "split": split_record,
             "detector": detector_record,
             "classifier": classifier_record,
         },
@@ -431,3 +445,115 @@ def install_weights(config: TrainConfig, weights_dir: Path) -> None:
     for name in (tuned.DETECTOR_FILE, tuned.CLASSIFIER_FILE, tuned.MANIFEST_FILE):
         shutil.copy2(weights_dir / name, config.install_weights / name)
     logger.info("weights installed dir=%s", config.install_weights)
+
+
+def cross_validate(config: TrainConfig) -> int:
+    """--folds K: the recipe trained K times, each time on every fold but one and measured on the one held out (its
+    report and detections in <cv_dir>/fold-<k>/), then the K reports aggregated in <cv_dir>. Resumable fold by fold:
+    with --resume a fold whose report exists (made with these settings) is kept, an interrupted one carries on from
+    its checkpoints. 0 when the report is written, 2 on unusable data or a fold made with other settings."""
+    from maskwatch.eval import crossval
+    from maskwatch.eval.cli import DEFAULT_BOOTSTRAP
+
+    started = time.monotonic()
+    try:
+        folds = split.folds(dataset.load(config.data), config.folds, config.seed)
+    except (dataset.DatasetError, ValueError) as exc:
+        logger.error("data unusable error=%s", exc)
+        return 2
+    logger.info(
+        "folds k=%d images=%d groups=%d images_per_fold=%s incorrect_per_fold=%s",
+        folds.k,
+        len(folds.samples),
+        folds.groups,
+        [folds.fold.count(k) for k in range(folds.k)],
+        folds.faces(split.STRATIFY_CLASS),
+    )
+    settings = fold_settings(config)
+    if not config.resume:
+        shutil.rmtree(config.cv_dir, ignore_errors=True)  # a fresh run: no report of an earlier one is mixed in
+    fold_dirs = []
+    for k in range(folds.k):
+        name = f"fold-{k + 1}"
+        fold_dir = config.cv_dir / name
+        fold_dirs.append(fold_dir)
+        try:
+            if config.resume and _fold_done(fold_dir, settings):
+                logger.info("fold kept fold=%d of=%d report=%s", k + 1, folds.k, fold_dir)
+                continue
+            parts = folds.part(k)
+            record = {"folds": folds.k, "fold": k + 1, "seed": config.seed, "train": len(parts.train), "val": len(parts.val)}
+            logger.info("fold training fold=%d of=%d train=%d held_out=%d", k + 1, folds.k, len(parts.train), len(parts.val))
+            trained = train_weights(config, parts, None, config.work / name, record)
+        except Refused as exc:
+            logger.error("%s", exc)
+            return 2
+        measure_fold(config, trained.weights_dir, parts.val, fold_dir, f"{name} of {folds.k}", settings)
+    cv = crossval.aggregate(fold_dirs, DEFAULT_BOOTSTRAP)
+    meta = {"model": f"maskwatch train recipe, {folds.k} folds", "data": str(config.data), "training": settings}
+    paths = crossval.write(cv, meta, config.cv_dir)
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    logger.info(
+        "cross-validated folds=%d pooled_mAP=%s minutes=%.1f report=%s",
+        folds.k,
+        cv.pooled.mean_ap,
+        (time.monotonic() - started) / 60,
+        paths["markdown"],
+    )
+    return 0
+
+
+def fold_settings(config: TrainConfig) -> dict[str, Any]:
+    """What makes a fold's result, as its report records it (JSON-normalised): a fold made otherwise is not reused."""
+    settings = {
+        "data": str(config.data.resolve()),
+        "folds": config.folds,
+        "seed": config.seed,
+        "limit": config.limit,
+        "detector": asdict(config.detector),
+        "classifier": asdict(config.classifier),
+        "canvas_hw": config.canvas_hw,
+        "max_upscale": config.max_upscale,
+        "face_threshold": config.face_threshold,
+    }
+    normalised: dict[str, Any] = json.loads(json.dumps(report.rounded(settings)))
+    return normalised
+
+
+def _fold_done(fold_dir: Path, settings: dict[str, Any]) -> bool:
+    """Whether the fold's report is complete; Refused when it was made with other settings."""
+    path = fold_dir / report.JSON_FILE
+    if not path.is_file() or not (fold_dir / report.DETECTIONS_FILE).is_file():
+        return False
+    made = json.loads(path.read_text(encoding="utf-8")).get("training")
+    if made != settings:
+        differs = sorted(k for k in set(made or {}) | set(settings) if (made or {}).get(k) != settings.get(k))
+        raise Refused(f"cannot resume error={fold_dir} was made with other settings ({', '.join(differs)}); drop --resume")
+    return True
+
+
+def measure_fold(
+    config: TrainConfig,
+    weights_dir: Path,
+    held_out: Sequence[dataset.Sample],
+    fold_dir: Path,
+    name: str,
+    settings: dict[str, Any],
+) -> None:
+    """The fold's model, built as export builds it and run in process, measured on its held-out images: the report
+    and detections written to `fold_dir` (report.json last, so a report there is a finished fold)."""
+    from maskwatch.eval import runner
+    from maskwatch.eval.cli import run_split
+    from serving import export
+
+    module, _ = export.build_tuned_module(weights_dir, export.default_sources(), max_detections=export.DEFAULT_MAX_DETECTIONS)
+    measured = run_split(runner.ModulePredictor(module, name), held_out, fps_frames=config.fps_frames)
+    meta = {
+        **measured.meta,
+        "data": str(config.data),
+        "split": f"{name} (held out)",
+        "threads": config.threads,
+        "training": settings,
+    }
+    report.write(measured.report, meta, fold_dir, measured.detections)
+    logger.info("fold measured fold=%s mAP=%s report=%s", name, measured.report.mean_ap, fold_dir / report.MARKDOWN_FILE)

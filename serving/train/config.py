@@ -65,6 +65,7 @@ class TrainConfig:
     max_upscale: float = DEFAULT_MAX_UPSCALE
     threads: int = 2
     fps_frames: int = 30
+    folds: int = 0  # cross-validate: K runs of the recipe, each holding out one fold; 0: one split, one model version
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -83,8 +84,17 @@ class TrainConfig:
             return "--face-threshold must be in (0, 1)"
         if not 0.0 < self.val_fraction < 1.0 or self.limit < 0 or self.max_upscale <= 0 or self.fps_frames < 0:
             return "--val-fraction must be in (0, 1), --limit and --fps-frames >= 0, --max-upscale > 0"
+        if self.folds and not 2 <= self.folds <= split.MAX_FOLDS:
+            return f"--folds must be in [2, {split.MAX_FOLDS}]"
+        if self.folds and (self.detector_from or self.install_weights or self.version is not None):
+            return "--folds measures the recipe and exports no model: not with --detector-from, --install-weights or --version"
         return None
 
     @property
     def work(self) -> Path:
         return self.work_dir or self.out / ".train"
+
+    @property
+    def cv_dir(self) -> Path:
+        """Where --folds writes each fold's report (fold-<k>/) and the cross-validation report."""
+        return self.out / "cross-validation"

@@ -21,7 +21,7 @@ PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 # Classifier outputs, in order, as Contract 2 class ids.
 TUNED_CLASS_IDS = (CLASS_IDS[WITH_MASK], CLASS_IDS[WITHOUT_MASK], CLASS_IDS[INCORRECT])
 # Served detector input (sides divisible by the coarsest stride, 64): 640x480 frames are shrunk by 0.8. 448x576
-# finds a few more small faces at 1.3x the cost (serving/MODEL_CARD.md: `python -m serving.export --canvas 448x576`).
+# finds a few more small faces at 1.3x the cost (serving/EXPERIMENTS.md; `python -m serving.export --canvas 448x576`).
 DEFAULT_CANVAS_HW = (384, 512)
 # A smaller image is upscaled by up to this factor to fill the canvas (free: the canvas size is fixed).
 DEFAULT_MAX_UPSCALE = 2.0

@@ -121,7 +121,7 @@ BAD: list[tuple[str, str, int, str]] = [
     ("GET", "/api/cameras/gate-1/snapshots/1:2:3.jpg", 404, "no such snapshot"),
     ("GET", "/api/no-such-thing", 404, "not found"),
     ("POST", "/api/cameras", 405, "method not allowed"),
-    ("DELETE", "/api/cameras/gate-1", 405, "method not allowed"),
+    ("PUT", "/api/cameras/gate-1", 405, "method not allowed"),
     ("GET", "/api/predict", 405, "method not allowed"),
     ("POST", "/api/predict", 400, "no image"),
     ("POST", "/api/predict?min_score=2", 400, "no image"),

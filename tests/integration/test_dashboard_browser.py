@@ -119,6 +119,7 @@ def seed_site(store: Store) -> None:
         name="Canteen",
         zone="Entrance",
         status="offline",
+        last_error="cannot open rtsp://canteen.local/1: connection refused by canteen.local:554",
         fps=0,
         ts_ms=None,
         jpeg=None,
@@ -141,6 +142,10 @@ def test_cards_show_compliance_and_follow_new_counts_live(page: Page, dashboard_
     expect(card(page, "dock-3").get_by_test_id("status")).to_have_text("no people")
     expect(card(page, "lab-4").get_by_test_id("status")).to_have_text("reconnecting")
     expect(card(page, "canteen-5").get_by_test_id("status")).to_have_text("offline")
+    expect(card(page, "canteen-5").get_by_test_id("camera-error")).to_have_text(
+        "cannot open rtsp://canteen.local/1: connection refused by canteen.local:554"
+    )
+    expect(gate.get_by_test_id("camera-error")).to_be_hidden()
     expect(card(page, "hall-2").get_by_test_id("warning")).to_contain_text("Faces too small")
     expect(gate.get_by_test_id("warning")).to_be_hidden()
     expect(gate.locator('[data-field="people"]')).to_have_text("10")
@@ -171,6 +176,11 @@ def test_cards_show_compliance_and_follow_new_counts_live(page: Page, dashboard_
     expect(page.get_by_test_id("site-compliance")).to_have_text("86.5%")  # 45 masked of 52 faces in Production
     page.locator('.chip[data-zone=""]').click()
     expect(page.get_by_test_id("camera-card")).to_have_count(5)
+    # a retired camera's card goes without a reload, and the site's figure no longer counts it
+    store.retire_cameras(["canteen-5"])
+    expect(page.get_by_test_id("camera-card")).to_have_count(4)
+    expect(card(page, "canteen-5")).to_have_count(0)
+    expect(page.get_by_test_id("site-compliance")).to_have_text("76%")  # 57 masked of 75 faces (was 62 of 81)
     assert outside == [], f"the page reached outside the dashboard: {outside}"
 
 
@@ -222,6 +232,12 @@ def test_camera_page_charts_minutes_and_updates(page: Page, dashboard_served: Se
     expect(page.locator("#chart")).to_have_attribute("data-minutes", "60")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-camera.png"), full_page=True, animations="disabled")
+    expect(page.get_by_test_id("camera-error")).to_be_hidden()
+    # the camera goes down: the page says why, without a reload
+    why = "cannot open rtsp://gate.local/1: unauthorized: check the user and password in the URL"
+    seed(store, "gate-1", with_mask=1, status="offline", last_error=why)
+    expect(page.get_by_test_id("status")).to_have_text("offline")
+    expect(page.get_by_test_id("camera-error")).to_have_text(why)
     assert outside == []
 
 

@@ -148,3 +148,20 @@ def test_the_installed_command(app: Flask, dashboard_store: Store, redis_url: st
     assert done.returncode == 0, done.stderr
     (row,) = json.loads(done.stdout)["cameras"]
     assert (row["camera"], row["zone"], row["fps"], row["window"]["with_mask"]) == ("hall-2", "hall", 4.5, 3)
+
+
+@pytest.mark.timeout(30)
+def test_an_offline_camera_says_why_in_the_api_and_in_stats(
+    app: Flask, dashboard_store: Store, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    why = "cannot open rtsp://door.local/1: connection refused by door.local:554"
+    dashboard_store.set_cameras_fields({"door-4": {"name": "Door 4", "status": "offline", "last_error": why}})
+    rest = app.test_client().get("/api/cameras/door-4").get_json()
+    assert (rest["status"], rest["last_error"]) == ("offline", why)
+    assert cli_json(capsys, dashboard_store, redis_url, "--camera", "door-4")["cameras"][0]["last_error"] == why
+    assert main(["stats", "--redis-url", redis_url, "--redis-prefix", dashboard_store.keys.prefix]) == 0
+    table = capsys.readouterr().out.splitlines()
+    row = next(i for i, line in enumerate(table) if line.startswith("door-4"))
+    assert table[row + 1].split() == ["last", "error:", *why.split()]
+    gate = next(line for line in table if line.startswith("gate-1"))  # online cameras carry no error line
+    assert table[table.index(gate) + 1].split()[0] != "last"

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import re
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -134,9 +136,9 @@ def test_tf_serving_reads_the_serving_configs(services: dict[str, Any]) -> None:
     assert "--model_config_file=/config/models.config" in cmd
     assert "--enable_batching" in cmd and "--batching_parameters_file=/config/batching.config" in cmd
     binds = {target: src for target, (src, _) in mounts(svc).items()}
-    for target, name in (("/config/models.config", "models.config"), ("/config/batching.config", "batching.config")):
-        assert Path(binds[target]) == ROOT / "serving" / name
-        assert (ROOT / "serving" / name).is_file(), f"serving/{name} is mounted but missing"
+    for target, path in (("/config/models.config", "serving/models.config"), ("/config/batching.config", "deploy/batching.config")):
+        assert Path(binds[target]) == ROOT / path
+        assert (ROOT / path).is_file(), f"{path} is mounted but missing"
     assert 'base_path: "/models/mask_detector"' in (ROOT / "serving" / "models.config").read_text()
     assert services["worker"]["environment"]["MW_SERVING"] == "tf-serving:8500"
 
@@ -266,3 +268,104 @@ def test_model_available_probe_fails_when_nothing_listens(services: dict[str, An
     script = probe_scripts(services)["compose"].replace("/dev/tcp/127.0.0.1/8501", f"/dev/tcp/127.0.0.1/{port}")
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=20, check=False)
     assert out.returncode != 0
+
+
+def batching(path: Path) -> dict[str, int]:
+    """The `name { value: N }` fields of a BatchingParameters text proto."""
+    return {k: int(v) for k, v in re.findall(r"^(\w+)\s*\{\s*value:\s*(\d+)\s*\}", path.read_text(), re.M)}
+
+
+@pytest.mark.timeout(60)
+def test_model_server_threads_match_its_cpu_limit(services: dict[str, Any]) -> None:
+    """Batches run at once, TensorFlow's thread pools and the CPU limit agree (compose and the k8s image)."""
+    svc = services["tf-serving"]
+    cpus = float(svc["deploy"]["resources"]["limits"]["cpus"])
+    flags = dict(a.removeprefix("--").split("=", 1) for a in svc["command"] if "=" in a)
+    deploy_cfg = batching(ROOT / "deploy" / "batching.config")
+    assert cpus == deploy_cfg["num_batch_threads"] == int(flags["tensorflow_intra_op_parallelism"]) == int(
+        flags["tensorflow_inter_op_parallelism"]
+    )
+    demo_cfg = batching(ROOT / "serving" / "batching.config")
+    assert {**demo_cfg, "num_batch_threads": deploy_cfg["num_batch_threads"]} == deploy_cfg, "only the thread count differs"
+
+
+def _bytes(size: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)b?", size.strip().lower())
+    assert m, size
+    return float(m[1]) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[m[2]]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("example", [False, True], ids=["defaults", "env.example"])
+def test_redis_memory_limit_is_at_least_twice_maxmemory(no_env: Path, example: bool) -> None:
+    """An AOF rewrite forks Redis: copy-on-write can double its resident memory before the limit kills it."""
+    redis = compose_config(ENV_EXAMPLE if example else no_env)["services"]["redis"]
+    cmd = redis["command"]
+    maxmemory = _bytes(cmd[cmd.index("--maxmemory") + 1])
+    assert _bytes(str(redis["deploy"]["resources"]["limits"]["memory"])) >= 2 * maxmemory
+
+
+# ---- deploy/model-export.sh: the model follows the image -----------------------------------------------------
+
+FAKE_EXPORT = r"""#!/bin/sh
+# stands in for `python -m serving.export --out DIR --version N`
+echo "export $*" >> "$FAKE_CALLS"
+out=$2 version=$4
+mkdir -p "$out/mask_detector/$version" && echo model > "$out/mask_detector/$version/saved_model.pb"
+"""
+
+
+def run_model_export(tmp: Path, source: Path) -> subprocess.CompletedProcess[str]:
+    fake = tmp / "fake-export"
+    fake.write_text(FAKE_EXPORT)
+    fake.chmod(0o755)
+    env = {
+        "PATH": os.environ["PATH"],
+        "MODEL_SOURCE": str(source),
+        "MODELS": str(tmp / "models"),
+        "MODEL_EXPORT": str(fake),
+        "FAKE_CALLS": str(tmp / "calls"),
+    }
+    script = ROOT / "deploy" / "model-export.sh"
+    return subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.mark.timeout(60)
+def test_model_export_refreshes_the_volume_when_the_images_model_changes(tmp_path: Path) -> None:
+    source = tmp_path / "serving"
+    (source / "weights").mkdir(parents=True)
+    (source / "weights" / "manifest.json").write_text('{"files": {"a": "1"}}')
+    versions = tmp_path / "models" / "mask_detector"
+
+    def listing() -> list[str]:
+        return sorted((p.name for p in versions.iterdir() if p.name.isdigit()), key=int)
+
+    assert run_model_export(tmp_path, source).returncode == 0
+    assert listing() == ["1"]
+    again = run_model_export(tmp_path, source)
+    assert again.returncode == 0 and "is this image's model" in again.stdout
+    assert len((tmp_path / "calls").read_text().splitlines()) == 1, "an unchanged image exports nothing"
+    (source / "weights" / "manifest.json").write_text('{"files": {"a": "2"}}')  # new weights in a new image
+    assert run_model_export(tmp_path, source).returncode == 0
+    assert listing() == ["1", "2"]
+    (source / "graph.py").write_text("# new export code\n")
+    assert run_model_export(tmp_path, source).returncode == 0
+    assert listing() == ["2", "3"], "the two newest versions are kept"
+    assert (versions / "3" / "source.sha256").read_text().strip() != (versions / "2" / "source.sha256").read_text().strip()
+
+
+@pytest.mark.timeout(60)
+def test_model_export_script_passes_shellcheck() -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed: `apt-get install shellcheck` (.ci/run installs it)")
+    out = subprocess.run(
+        ["shellcheck", str(ROOT / "deploy" / "model-export.sh")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stdout
+
+
+@pytest.mark.timeout(60)
+def test_compose_runs_the_model_export_script(services: dict[str, Any]) -> None:
+    svc = services["model-export"]
+    script = svc["entrypoint"][-1]
+    assert Path(mounts(svc)[script][0]) == ROOT / "deploy" / "model-export.sh"

@@ -407,3 +407,32 @@ def test_services_expose_only_the_ports_in_use(tmp_path: Path) -> None:
     for label, objs in renders(tmp_path).items():
         ports = {s["metadata"]["name"]: sorted(p["port"] for p in s["spec"]["ports"]) for s in by_kind(objs, "Service")}
         assert ports == {"maskwatch-tf-serving": [8500], "maskwatch-dashboard": [80]}, label
+
+
+@pytest.mark.timeout(60)
+def test_model_server_threads_match_its_cpu_limit(tmp_path: Path) -> None:
+    """The image bakes deploy/batching.config: batches run at once = TensorFlow's threads = the pod's CPU limit."""
+    threads = int(re.search(r"num_batch_threads\s*\{\s*value:\s*(\d+)", (ROOT / "deploy" / "batching.config").read_text())[1])
+    assert "deploy/batching.config /config/" in (ROOT / "deploy" / "Dockerfile").read_text()
+    for label, objs in renders(tmp_path).items():
+        (c,) = pod_specs(one(objs, "Deployment", "maskwatch-tf-serving"))
+        (container,) = c["containers"]
+        flags = dict(a.removeprefix("--").split("=", 1) for a in container["args"] if "=" in a)
+        cpu = float(container["resources"]["limits"]["cpu"])
+        assert cpu == threads == int(flags["tensorflow_intra_op_parallelism"]) == int(
+            flags["tensorflow_inter_op_parallelism"]
+        ), label
+
+
+@pytest.mark.timeout(60)
+def test_dashboard_behind_the_ingress_believes_exactly_that_one_proxy(tmp_path: Path) -> None:
+    """Otherwise every browser shares the ingress controller's address: one client's failed logins would lock
+    out all (rate limits per client address), and cookies would not be marked Secure."""
+    for label, objs in renders(tmp_path).items():
+        if not by_kind(objs, "Ingress"):
+            continue
+        (c,) = pod_specs(one(objs, "Deployment", "maskwatch-dashboard"))
+        env = {e["name"]: e.get("value") for e in c["containers"][0]["env"]}
+        assert env["MW_DASHBOARD_TRUSTED_PROXIES"] == "1", label
+        ingress = [p for p in by_kind(objs, "NetworkPolicy") if p["metadata"]["name"] == "maskwatch-dashboard-from-ingress"]
+        assert ingress, f"{label}: only the ingress controller may reach the dashboard"

@@ -78,3 +78,10 @@ def test_a_kept_detector_trained_on_another_split_of_the_same_data_is_flagged(tm
 
 def test_the_classifier_crop_stays_inside_the_training_patches() -> None:
     assert crop_window(ClassifierConfig().margin) * 1.2 <= 0.5  # the widest jittered crop still lies within its patch
+
+
+def test_folds_default_to_one_split_and_to_five_when_asked_without_a_number() -> None:
+    assert config_of(parse_args(["--data", "voc"])).folds == 0  # the default run exports one model, as before
+    assert config_of(parse_args(["--data", "voc", "--folds"])).folds == 5
+    config = config_of(parse_args(["--data", "voc", "--folds", "3", "--out", "o"]))
+    assert config.folds == 3 and config.cv_dir == Path("o/cross-validation")
