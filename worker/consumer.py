@@ -32,7 +32,7 @@ from maskwatch.frames import (
 from maskwatch.store import BatchWrite, Episode, Store, episode_notice
 from worker import annotate, metrics
 from worker.cameras import CameraRegistry
-from worker.episodes import EpisodeBooks, face_quality
+from worker.episodes import Announcer, EpisodeBooks, face_quality
 from worker.model import RETRYABLE, ModelClient, outputs_of
 from worker.settings import WorkerSettings
 from worker.tracker import Trackers
@@ -109,6 +109,7 @@ class Worker:
         # a track lives as long as its episode's grace, so a person briefly missed stays one episode
         self.trackers = Trackers(ttl_ms=grace_ms)
         self.episodes = EpisodeBooks(settings.episode_min_frames, grace_ms)
+        self.announcer = Announcer()
         self._zones: dict[str, str] = {}
         self._zones_at = 0.0
         self._unpositioned: set[TopicPartition] = set()
@@ -405,7 +406,7 @@ class Worker:
             "worker": self.s.worker_id,
             "ts_ms": int(time.time() * 1000),
             "cameras": cams,
-            "violations": [episode_notice(ep) for ep in episodes],
+            "violations": [episode_notice(ep) for ep in self.announcer.select(episodes)],
         }
         try:
             self.store.publish_update(payload)

@@ -11,6 +11,30 @@ from worker.tracker import Track
 
 # Laplacian variance at which a face crop counts as fully sharp; blurrier crops weigh proportionally less.
 SHARP_VARIANCE = 100.0
+# An open episode is announced live when it opens, when its snapshot improves, when it closes, and in between
+# at most once per this much capture time (its duration ticking on in the browser).
+ANNOUNCE_EVERY_MS = 5000
+
+
+class Announcer:
+    """Which episode states are worth a live notice (every state is still stored)."""
+
+    def __init__(self, every_ms: int = ANNOUNCE_EVERY_MS) -> None:
+        self.every_ms = every_ms
+        self.last: dict[tuple[str, str], int] = {}
+
+    def select(self, episodes: Iterable[Episode]) -> list[Episode]:
+        out = []
+        for ep in episodes:
+            key = (ep.camera_id, ep.id)
+            prev = self.last.get(key)
+            if ep.state == EPISODE_CLOSED:
+                self.last.pop(key, None)
+                out.append(ep)
+            elif prev is None or ep.snapshot is not None or ep.last_ms - prev >= self.every_ms:
+                self.last[key] = ep.last_ms
+                out.append(ep)
+        return out
 
 
 def verdict(votes: Mapping[str, int], min_frames: int) -> str | None:

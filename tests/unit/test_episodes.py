@@ -6,7 +6,7 @@ import pytest
 
 from maskwatch.detections import INCORRECT, WITH_MASK, WITHOUT_MASK, Detection
 from maskwatch.store import EPISODE_CLOSED, EPISODE_OPEN, Episode, episode_row
-from worker.episodes import EpisodeBook, EpisodeBooks, face_quality, verdict
+from worker.episodes import Announcer, EpisodeBook, EpisodeBooks, face_quality, verdict
 from worker.tracker import CameraTracker
 
 A = (0.10, 0.10, 0.30, 0.30)
@@ -140,3 +140,15 @@ def test_episode_rejects_nonsense(kw: dict[str, object], error: str) -> None:
     }  # fmt: skip
     with pytest.raises(ValueError, match=error):
         Episode(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_live_notices_on_open_better_snapshot_close_and_every_few_seconds_between() -> None:
+    def ep(last_ms: int, state: str = EPISODE_OPEN, snap: bytes | None = None) -> Episode:
+        return Episode("cam", "e1", WITHOUT_MASK, ((WITHOUT_MASK, 5),), 0, last_ms, A, 0.9, state, 1000, None, snap)
+
+    a = Announcer(every_ms=5000)
+    states = [ep(0), ep(1000), ep(4999), ep(5000), ep(6000, snap=b"jpeg"), ep(7000), ep(12_000), ep(12_500, EPISODE_CLOSED)]
+    assert [(e.last_ms, e.state) for e in a.select(states)] == [
+        (0, "open"), (5000, "open"), (6000, "open"), (12_000, "open"), (12_500, "closed"),
+    ]  # fmt: skip
+    assert a.last == {}  # nothing kept for a closed episode
