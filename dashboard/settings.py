@@ -180,12 +180,6 @@ class DashboardSettings(CommonSettings):
         """The configured extra origins, normalised (no trailing slash, lower-case scheme and host)."""
         return [o.strip().lower().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
-    @field_validator("token", mode="before")
-    @classmethod
-    def _empty_token_is_unset(cls, v: object) -> object:
-        # compose and k8s pass MW_DASHBOARD_TOKEN="" when no token is configured
-        return None if v == "" else v
-
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> DashboardSettings:
         if self.warn_threshold > self.good_threshold:

@@ -39,17 +39,6 @@ def _up(args: argparse.Namespace) -> int:
     except ValidationError as e:
         print(f"maskwatch up: {e}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, settings.log_format, "stack")
-    # the terminal shows progress and problems; the stack's own INFO lines go to its log beside the children's
-    log_dir = Path(".maskwatch") / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    for h in root.handlers:  # only the stack's own warnings (clients' chatter stays in the log)
-        h.setLevel(logging.WARNING)
-        h.addFilter(logging.Filter("maskwatch"))
-    to_file = logging.FileHandler(log_dir / "stack.log")
-    to_file.setFormatter(root.handlers[0].formatter)
-    root.addHandler(to_file)
     cfg = StackConfig(
         settings=settings,
         workers=args.workers,
@@ -59,6 +48,17 @@ def _up(args: argparse.Namespace) -> int:
         demo_cameras=args.demo_cameras,
         demo_fps=args.demo_fps,
     )
+    setup_logging(settings.log_level, settings.log_format, "stack")
+    # the terminal shows progress and problems; the stack's own INFO lines go to its log beside the children's
+    log_dir = Path(cfg.state_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for h in root.handlers:  # only the stack's own warnings (clients' chatter stays in the log)
+        h.setLevel(logging.WARNING)
+        h.addFilter(logging.Filter("maskwatch"))
+    to_file = logging.FileHandler(log_dir / "stack.log")
+    to_file.setFormatter(root.handlers[0].formatter)
+    root.addHandler(to_file)
     return Stack(cfg, stop_event()).run()
 
 
