@@ -109,6 +109,15 @@ def build(store: Store, req: ReportRequest, now_ms: int) -> dict[str, Any]:
     total = Counts()
     for _, c in hourly:
         total = total + c
+    # the period of the same length just before: "this week against last"
+    span = req.to_ms - req.from_ms
+    prev_from, prev_to = req.from_ms - span, req.from_ms
+    prev_res = history.HOUR if span <= history.MAX_BUCKETS * history.RESOLUTION_MS[history.HOUR] else history.DAY
+    prev = history.series(store, prev_from, prev_to, cameras=cameras, zone=req.zone, resolution=prev_res).total()
+    prev_episodes = sum(store.episode_counts(cid, prev_from, prev_to - 1) for cid in cameras)
+    previous = {"from_ms": prev_from, "to_ms": prev_to, **_figures(prev, prev_episodes)}
+    now_c, prev_c = history.compliance(total), history.compliance(prev)
+    previous["change_points"] = None if now_c is None or prev_c is None else round(100 * (now_c - prev_c), 1)
     by_class: dict[str, int] = {}
     for e in episodes:
         by_class[e["class"]] = by_class.get(e["class"], 0) + 1
@@ -127,6 +136,7 @@ def build(store: Store, req: ReportRequest, now_ms: int) -> dict[str, Any]:
         "timezone": req.timezone or "UTC",
         "generated_ms": now_ms,
         "totals": _figures(total, n_episodes),
+        "previous": previous,
         "cameras": cams,
         "shifts": shift_totals(hourly, req.shifts, tz),
         "worst_hours": worst_hours(hourly),
@@ -147,6 +157,16 @@ def to_csv(report: dict[str, Any]) -> str:
     w.writeheader()
     span = {"start": _stamp(report["from_ms"], tz), "end": _stamp(report["to_ms"], tz)}
     w.writerow({"section": "total", "subject": report["subject"]["name"], **span, **report["totals"]})
+    prev = report["previous"]
+    w.writerow(
+        {
+            "section": "previous_period",
+            "subject": report["subject"]["name"],
+            "start": _stamp(prev["from_ms"], tz),
+            "end": _stamp(prev["to_ms"], tz),
+            **_no_span(prev),
+        }
+    )
     for c in report["cameras"]:
         w.writerow({"section": "camera", "subject": c["camera"], **span, **c})
     for s in report["shifts"]:
@@ -168,7 +188,7 @@ def to_csv(report: dict[str, Any]) -> str:
 
 
 def _no_span(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in ("name", "start", "end")}
+    return {k: v for k, v in row.items() if k not in ("name", "start", "end", "from_ms", "to_ms", "change_points")}
 
 
 def _hour_span(ts_ms: int, tz: dt.tzinfo) -> dict[str, str]:
