@@ -177,12 +177,13 @@ def stop_children(children: list[Child], budget_s: float = STOP_BUDGET_S) -> Non
                 c.proc.wait(timeout=2)
 
 
-def exit_problems(children: list[Child]) -> list[str]:
-    """One line per child that did not exit 0 (after stop_children)."""
+def exit_problems(children: list[Child], starting: bool = False) -> list[str]:
+    """One line per child that did not exit 0 (after stop_children). `starting`: the stop came while the stack was
+    starting, when a child our SIGTERM ended before it had installed its handler stopped as asked."""
     out = []
     for c in children:
         rc = c.proc.returncode if c.proc is not None else None
-        if rc is None or rc == 0:
+        if rc is None or rc == 0 or (starting and rc == -signal.SIGTERM):
             continue
         how = f"was killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with status {rc}"
         out.append(f"{c.name} {how} (log: {c.log_path})")
@@ -460,7 +461,7 @@ class Stack:
             if self.failed is None and not up and self.stop.is_set():
                 self.say("stopping (asked to)")
             stop_children(self.children)
-        problems = exit_problems(self.children)
+        problems = exit_problems(self.children, starting=not up)
         logger.info("stack stopped problems=%d", len(problems))
         if self.failed is not None:
             return 1

@@ -135,6 +135,15 @@ def test_stop_children_stops_stage_by_stage_and_reports_who_did_not_exit_0(tmp_p
     assert problems[1].startswith("dashboard was killed by SIGKILL")
 
 
+def test_a_child_our_sigterm_ended_while_starting_stopped_as_asked(tmp_path: Path) -> None:
+    c = Child("serving", [sys.executable, "-c", "import time; time.sleep(60)"])  # no SIGTERM handler (yet)
+    c.start(tmp_path)
+    stop_children([c], budget_s=5)
+    assert c.proc is not None and c.proc.returncode == -15
+    assert exit_problems([c], starting=True) == []
+    assert exit_problems([c])[0].startswith("serving was killed by SIGTERM")
+
+
 @pytest.mark.parametrize(
     ("lines", "reason"),
     [
