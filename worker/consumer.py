@@ -22,6 +22,7 @@ from maskwatch.detections import Counts, Detections, ModelOutputError, parse_out
 from maskwatch.frames import (
     ERR_MODEL_OUTPUT,
     ERR_UNDECODABLE,
+    ERR_UNKNOWN_CAMERA,
     Frame,
     FrameError,
     camera_of,
@@ -30,6 +31,7 @@ from maskwatch.frames import (
 )
 from maskwatch.store import BatchWrite, Episode, Store, episode_notice
 from worker import annotate, metrics
+from worker.cameras import CameraRegistry
 from worker.episodes import Announcer, EpisodeBooks, face_quality
 from worker.model import RETRYABLE, ModelClient, outputs_of
 from worker.settings import WorkerSettings
@@ -111,6 +113,8 @@ class Worker:
         self._zones: dict[str, str] = {}
         self._zones_at = 0.0
         self._unpositioned: set[TopicPartition] = set()
+        self.cameras = CameraRegistry(lambda: self.store.camera_ids(), settings.open_registration)
+        self._unknown_logged: set[str] = set()
 
     # ---- assignment ----------------------------------------------------------------------
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
@@ -206,9 +210,13 @@ class Worker:
                 except FrameError as e:
                     dead.append((rec, e.reason))
                     cid = camera_of(rec.key)
-                    if cid is not None:
+                    if cid is not None and self._counts_camera(cid):
                         batch.add(tp.partition, cid, rec.timestamp or now_ms, Counts(invalid=1))
                     logger.warning("frame rejected camera=%s partition=%d offset=%d reason=%s", cid, tp.partition, rec.offset, e)
+                    continue
+                if not self._counts_camera(frame.camera_id):
+                    dead.append((rec, ERR_UNKNOWN_CAMERA))  # counted nowhere: no camera comes from nowhere
+                    self._log_unknown(frame.camera_id, tp.partition, rec.offset)
                     continue
                 if now_ms - frame.ts_ms > max_age_ms:
                     batch.add(tp.partition, frame.camera_id, frame.ts_ms, Counts(dropped_stale=1))
@@ -219,6 +227,23 @@ class Worker:
         if frames:
             inflight.future = self._submit([f.jpeg for _, f in frames])
         return inflight
+
+    def _counts_camera(self, cid: str) -> bool:
+        return self._retry("redis", lambda: self.cameras.counts(cid))
+
+    def _log_unknown(self, cid: str, partition: int, offset: int) -> None:
+        """WARNING once per unknown id (up to 1000 ids, so a flood of made-up ids cannot flood the log), then DEBUG."""
+        first = cid not in self._unknown_logged and len(self._unknown_logged) < 1000
+        if first:
+            self._unknown_logged.add(cid)
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "frame rejected camera=%s partition=%d offset=%d reason=%s",
+            cid,
+            partition,
+            offset,
+            ERR_UNKNOWN_CAMERA,
+        )
 
     def _submit(self, jpegs: list[bytes]) -> Any:
         try:
