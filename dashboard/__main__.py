@@ -113,7 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.site_file or "none",
             "on" if site.alerting else "off",
         )
-        stop.wait()
+        # bounded waits: a SIGTERM delivered to another thread only runs its handler once the main thread wakes
+        while not stop.wait(0.5):
+            pass
     logger.info("dashboard exited")
     return 0
 
