@@ -82,6 +82,24 @@ def main(argv: list[str] | None = None) -> int:
 def goals(data: dict[str, object], results: Path) -> list[dict[str, object]]:
     """The issue's goals, from this file and from the last `bench.serving` / `bench.worker` runs beside it."""
     out: list[dict[str, object]] = []
+    def figure(key: str) -> float | None:
+        value = data.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    speedup, core, delta = figure("runtime_speedup"), figure("runtime_speedup_per_core"), figure("runtime_map_delta")
+    if speedup is not None:
+        out.append({"what": "runtime_speedup ≥ 2.0 (openvino / tensorflow, wall-clock)", "value": speedup, "met": speedup >= 2.0})
+    if core is not None:
+        out.append({"what": "the same per busy core ≥ 2.0", "value": core, "met": core >= 2.0})
+    if delta is not None:
+        out.append({"what": "runtime_map_delta within ±0.005", "value": delta, "met": abs(delta) <= 0.005})
+    over, naive, p99 = figure("pipeline_over_model"), figure("speedup_vs_naive"), figure("latency_p99_ms")
+    if over is not None:
+        out.append({"what": "pipeline ≥ 0.9 × the model ceiling", "value": over, "met": over >= 0.9})
+    if naive is not None:
+        out.append({"what": "≥ 5 × the seed-style loop per core", "value": naive, "met": naive >= 5.0})
+    if p99 is not None:
+        out.append({"what": "p99 capture→Redis ≤ 250 ms at half load", "value": p99, "met": p99 <= 250.0})
     lost = data.get("soak_frames_lost")
     if lost is not None:
         out.append({"what": "soak: no frame lost", "value": lost, "met": lost == 0})

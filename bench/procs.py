@@ -18,13 +18,23 @@ from pathlib import Path
 
 import psutil
 
-from maskwatch.stack import BATCHING_ARGS, free_port, port_open, redis_answers, redis_command, tansu_command, wait_for
+from maskwatch.stack import (
+    BATCHING_ARGS,
+    SERVING_ARGS,
+    free_port,
+    port_open,
+    redis_answers,
+    redis_command,
+    tansu_command,
+    wait_for,
+)
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-# The model server as `maskwatch up`, compose, the Kubernetes base and the image run it.
-DEPLOYED_SERVING_ARGS = BATCHING_ARGS
+# The model server as `maskwatch up` runs it (batching as compose, the Kubernetes base and the image too; the OpenVINO
+# runtime and health service are ours, tensorflow/serving runs the SavedModel).
+DEPLOYED_SERVING_ARGS = (*BATCHING_ARGS, *SERVING_ARGS)
 CHILD_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 METRICS_PATH = "/monitoring/prometheus/metrics"
 RUNTIME_SUM_RE = re.compile(r"^:tensorflow:serving:runtime_latency_sum\{[^}]*\}\s+([0-9.eE+-]+)", re.M)
@@ -199,6 +209,7 @@ def worker_env(kafka: str, redis_url: str, serving: str, names: Names, **extra: 
         "MW_REDIS_PREFIX": names.prefix,
         "MW_GROUP": names.group,
         "MW_START_FROM": "earliest",
+        "MW_OPEN_REGISTRATION": "true",  # the feeder's cameras are no site's
         "MW_HEARTBEAT_INTERVAL_S": "0.5",
         "MW_LOG_LEVEL": "WARNING",
     }

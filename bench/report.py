@@ -16,6 +16,11 @@ import psutil
 RESULTS = Path(__file__).resolve().parent / "results"
 MAIN_KEYS = (
     "model_limit_fps",
+    "model_limit_fps_tensorflow",
+    "model_limit_fps_openvino",
+    "runtime_speedup",
+    "runtime_speedup_per_core",
+    "runtime_map_delta",
     "pipeline_fps",
     "pipeline_over_model",
     "latency_p50_ms",
@@ -148,8 +153,14 @@ def markdown(data: dict[str, Any]) -> str:
                      f"{' (working tree modified)' if st.get('git_dirty') else ''}{' — quick' if st.get('quick') else ''}")
     lines += ["", "| figure | value | spread / notes |", "|---|---|---|"]
     ml, pl, nv, lat, sc, sk = (det.get(k, {}) for k in ("model_limit", "pipeline", "naive", "latency", "scaling", "soak"))
+    acc = det.get("accuracy", {})
     rows = [
-        ("model_limit_fps", f"in-process SavedModel, best of batch 1/4/8/16 × 1 or {m.get('cores')} concurrent callers: batch {ml.get('best_batch')} × {ml.get('best_threads')}", spread(ml.get("fps"))),
+        ("model_limit_fps", f"the runtime `maskwatch up` runs ({ml.get('runtime', 'tensorflow')}) in process, best of batch 1/4/8/16 × 1 or {m.get('cores')} concurrent callers: batch {ml.get('best_batch')} × {ml.get('best_threads')}", spread(ml.get("fps"))),
+        ("model_limit_fps_tensorflow", "the SavedModel in TensorFlow, at its best batch × callers", spread(det.get("runtimes", {}).get("tensorflow", {}).get("fps"))),
+        ("model_limit_fps_openvino", "the OpenVINO runtime (serving/ovmodel.py), at its best batch × callers", spread(det.get("runtimes", {}).get("openvino", {}).get("fps"))),
+        ("runtime_speedup", "openvino / tensorflow frames/s, side by side", spread(det.get("runtimes", {}).get("speedup", {}).get("wall"))),
+        ("runtime_speedup_per_core", "the same per busy core", spread(det.get("runtimes", {}).get("speedup", {}).get("per_core"))),
+        ("runtime_map_delta", f"openvino mAP − tensorflow mAP on {acc.get('images', '—')} validation images", accuracy_note(acc)),
         ("pipeline_fps", f"{pl.get('config', {}).get('workers')} workers, saturated", spread(pl.get("fps"))),
         ("pipeline_over_model", "pipeline / model_limit, paired rounds", spread(pl.get("over_model"))),
         ("latency_p50_ms", f"at {fmt(lat.get('rate_fps'), 1)} fps (50 % of saturation), {lat.get('seconds')} s", ""),
@@ -163,7 +174,12 @@ def markdown(data: dict[str, Any]) -> str:
         ("soak_frames_lost", "broker records − (frames + dropped_stale + invalid)", ""),
     ]
     for key, what, note in rows:
-        lines.append(f"| `{key}` | **{fmt(data.get(key))}** | {what}{'; ' if what and note else ''}{note} |")
+        lines.append(f"| `{key}` | **{fmt(data.get(key), 4 if key.endswith('map_delta') else 2)}** | {what}{'; ' if what and note else ''}{note} |")
+    prof = det.get("profile")
+    if prof:
+        lines += ["", f"## Where one frame's time goes (openvino runtime, batch 1, {prof.get('faces_per_frame')} faces per frame, CPU ms)", "", "| step | ms per frame | share |", "|---|---|---|"]
+        for step, ms in prof.get("ms_per_frame", {}).items():
+            lines.append(f"| {step} | {ms:.2f} | {100 * prof.get('share', {}).get(step, 0):.0f} % |")
     lines += ["", "## Goals", ""]
     for g in det.get("goals", []):
         lines.append(f"- {'met' if g['met'] else '**missed**'}: {g['what']} — {g['value']}")
@@ -172,6 +188,23 @@ def markdown(data: dict[str, Any]) -> str:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     lines += ["", "Details (per-round figures, CPU shares, configuration) are in `latest.json` under `details`.", ""]
     return "\n".join(lines)
+
+
+def accuracy_note(acc: dict[str, Any]) -> str:
+    """Faces found and row-for-row parity of the default runtime and of its f32 variant, against TensorFlow."""
+    if not acc:
+        return "no validation images"
+    parts = []
+    for name in ("openvino", "openvino_f32"):
+        a = acc.get(name)
+        if not a:
+            continue
+        p = a.get("parity", {})
+        parts.append(
+            f"{name}: faces found {a.get('faces_found_delta_pct')} %, rows past tolerance {p.get('unmatched', 0) + p.get('extra', 0)} "
+            f"boxes / {p.get('score_differs')} scores / {p.get('class_differs')} classes of {p.get('rows')}"
+        )
+    return "; ".join(parts)
 
 
 def chart_latency(lat_ms: list[float], path: Path, title: str) -> None:

@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import report  # noqa: E402
 from bench.frames import jpegs as bench_jpegs  # noqa: E402
-from bench.inprocess import ModelRunner  # noqa: E402
+from bench.inprocess import OpenVinoRunner  # noqa: E402
 from bench.load import closed_loop  # noqa: E402
 from bench.logs import setup_logging  # noqa: E402
 from bench.procs import DEPLOYED_SERVING_ARGS, ROOT, Procs, start_serving  # noqa: E402
@@ -50,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     with Procs(log_dir) as procs:
         logger.info("starting two servers (batching off, on) and loading the model in process")
         servers = {
-            "off": start_serving(procs, base, "serving-nobatch"),
+            "off": start_serving(procs, base, "serving-nobatch", "--runtime", "openvino"),
             "on": start_serving(procs, base, "serving-batch", *DEPLOYED_SERVING_ARGS),
         }
-        model = ModelRunner(version)
+        model = OpenVinoRunner(version)  # the runtime `maskwatch up` serves with (DEPLOYED_SERVING_ARGS)
         threads = sorted({1, os.cpu_count() or 1})  # one caller, and as many concurrent callers as cores
         configs: list[tuple[str, Any]] = [("inprocess", (b, t)) for t in threads for b in batches]
         configs += [(f"grpc_batching_{mode}", k) for mode in ("off", "on") for k in clients]

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.frames import frame_set
-from bench.inprocess import ModelRunner, NaiveRunner, Window
+from bench.inprocess import ModelRunner, NaiveRunner, OpenVinoRunner, Window
 from bench.pipeline import Drain, Pipeline
 from bench.procs import DEPLOYED_SERVING_ARGS, Procs, start_kafka, start_redis, start_serving
+from bench.runtime import accuracy, eval_data, profile
 from bench.scaling import ScalingConfig, run_scaling
 from bench.sleep_model import export_sleep_model
 from bench.stats import Summary, paired_ratio, percentile
@@ -26,6 +27,9 @@ from bench.stats import Summary, paired_ratio, percentile
 logger = logging.getLogger(__name__)
 
 BATCH_SIZES = (1, 4, 8, 16)
+# The model server's runtimes, measured side by side; the second is what `maskwatch up` runs (maskwatch.stack).
+TENSORFLOW, OPENVINO = "tensorflow", "openvino"
+DEFAULT_RUNTIME = OPENVINO
 
 
 @dataclass(frozen=True)
@@ -91,26 +95,34 @@ def run_main(cfg: SuiteConfig, log_dir: Path) -> dict[str, Any]:
     }
     notes: list[str] = []
 
-    # 1. the ceiling: the exported model in process, batch sizes interleaved across repeats
-    logger.info("model_limit: loading %s", cfg.version_dir())
-    model = ModelRunner(cfg.version_dir())
+    # 1. the ceiling: the exported model in process, in each runtime, runtimes and batch sizes interleaved
+    logger.info("model_limit: loading %s (tensorflow and openvino)", cfg.version_dir())
+    runners: dict[str, ModelRunner] = {
+        TENSORFLOW: ModelRunner(cfg.version_dir()),
+        OPENVINO: OpenVinoRunner(cfg.version_dir()),
+    }
     # one caller, and as many concurrent callers as cores (a server answers calls concurrently)
     threads = sorted({1, os.cpu_count() or 1})
-    configs = [(b, t) for t in threads for b in BATCH_SIZES]
-    sweep: dict[tuple[int, int], list[Window]] = {c: [] for c in configs}
+    configs = [(rt, b, t) for t in threads for b in BATCH_SIZES for rt in runners]
+    sweep: dict[tuple[str, int, int], list[Window]] = {c: [] for c in configs}
     for rep in range(cfg.sweep_reps):
         order = configs[rep % len(configs) :] + configs[: rep % len(configs)]
-        for b, t in order:
-            w = model.window(jpegs, b, cfg.sweep_s, t)
-            sweep[(b, t)].append(w)
-            logger.info("model_limit: batch=%d threads=%d fps=%.2f cores=%.2f", b, t, w.fps, w.cores)
-    best = max(configs, key=lambda c: Summary.of(w.fps for w in sweep[c]).median)
+        for rt, b, t in order:
+            w = runners[rt].window(jpegs, b, cfg.sweep_s, t)
+            sweep[(rt, b, t)].append(w)
+            logger.info("model_limit: runtime=%s batch=%d threads=%d fps=%.2f cores=%.2f", rt, b, t, w.fps, w.cores)
+    best_of = {
+        rt: max((c for c in configs if c[0] == rt), key=lambda c: Summary.of(w.fps for w in sweep[c]).median)
+        for rt in runners
+    }
+    best = best_of[DEFAULT_RUNTIME]
     logger.info("naive: loading OpenCV DNN and the Keras classifier")
     naive = NaiveRunner()
 
     # 2-4. pipeline rounds, each followed by a model window and a naive window
     drains: list[Drain] = []
     model_ws: list[Window] = []
+    runtime_ws: dict[str, list[Window]] = {rt: [] for rt in runners}
     naive_ws: list[Window] = []
     with Procs(log_dir) as procs:
         kafka, redis_url = start_kafka(procs), start_redis(procs)
@@ -134,9 +146,13 @@ def run_main(cfg: SuiteConfig, log_dir: Path) -> dict[str, Any]:
             drains.append(d)
             est = d.fps
             logger.info("pipeline: round=%d fps=%.2f cores=%.2f fps_per_core=%.2f", r + 1, d.fps, d.cores, d.fps_per_core)
-            mw = model.window(jpegs, best[0], cfg.window_s, best[1])
-            model_ws.append(mw)
-            logger.info("model_limit: round=%d batch=%d threads=%d fps=%.2f", r + 1, *best, mw.fps)
+            # every runtime at its best, the default right after the pipeline (their ratio is the pipeline's own)
+            for rt in sorted(runners, key=lambda x: x != DEFAULT_RUNTIME):
+                _, b, t = best_of[rt]
+                mw = runners[rt].window(jpegs, b, cfg.window_s, t)
+                runtime_ws[rt].append(mw)
+                logger.info("model_limit: round=%d runtime=%s batch=%d threads=%d fps=%.2f", r + 1, rt, b, t, mw.fps)
+            model_ws.extend(runtime_ws[DEFAULT_RUNTIME][-1:])
             nw = naive.window(jpegs, cfg.window_s)
             naive_ws.append(nw)
             logger.info("naive: round=%d fps=%.2f cores=%.2f", r + 1, nw.fps, nw.cores)
@@ -158,9 +174,26 @@ def run_main(cfg: SuiteConfig, log_dir: Path) -> dict[str, Any]:
                 scaling = run_scaling(procs, kafka, redis_url, server, jpegs, cfg.scaling)
                 procs.stop(server.name)
 
+    # 6. where one frame's time goes in the default runtime, and each runtime's accuracy on the validation images
+    logger.info("profile: one frame's path through the %s runtime", DEFAULT_RUNTIME)
+    details["profile"] = profile(cfg.version_dir(), jpegs[:8], rounds=1 if cfg.quick else 3)
+    data = eval_data()
+    if data is None:
+        notes.append("runtime_map_delta: no validation images (set MW_EVAL_DATA to a VOC folder with images/ and annotations/)")
+    else:
+        logger.info("accuracy: tensorflow vs openvino on the validation images of %s", data)
+        details["accuracy"] = accuracy(cfg.version_dir(), data, limit=30 if cfg.quick else 0)
+
     # figures
     all_model = sweep[best] + model_ws
     model_fps = Summary.of(w.fps for w in all_model)
+    runtime_fps = {rt: Summary.of(w.fps for w in sweep[best_of[rt]] + runtime_ws[rt]) for rt in runners}
+    # runtime speedup: the default over TensorFlow, each at its best, in the windows measured side by side
+    pairs = {rt: [w for w in sweep[best_of[rt]]] + runtime_ws[rt] for rt in runners}
+    speedup = paired_ratio([w.fps for w in pairs[DEFAULT_RUNTIME]], [w.fps for w in pairs[TENSORFLOW]])
+    speedup_core = paired_ratio(
+        [w.fps_per_core for w in pairs[DEFAULT_RUNTIME]], [w.fps_per_core for w in pairs[TENSORFLOW]]
+    )
     over = paired_ratio([d.fps for d in drains], [w.fps for w in model_ws])
     over_core = paired_ratio([d.fps_per_core for d in drains], [w.fps_per_core for w in model_ws])
     speed_core = paired_ratio([d.fps_per_core for d in drains], [w.fps_per_core for w in naive_ws])
@@ -170,11 +203,22 @@ def run_main(cfg: SuiteConfig, log_dir: Path) -> dict[str, Any]:
         notes.append(f"latency run: {lat['unmatched']} counted frames unmatched, {lat['dropped_stale']} dropped stale")
 
     details["model_limit"] = {
-        "best_batch": best[0],
-        "best_threads": best[1],
+        "runtime": DEFAULT_RUNTIME,
+        "best_batch": best[1],
+        "best_threads": best[2],
         "fps": model_fps.as_dict(),
-        "by_batch_and_threads": {f"b{b}_t{t}": windows_dict(ws) for (b, t), ws in sweep.items()},
+        "by_batch_and_threads": {f"{rt}_b{b}_t{t}": windows_dict(ws) for (rt, b, t), ws in sweep.items()},
         "at_best_in_rounds": windows_dict(model_ws),
+    }
+    details["runtimes"] = {
+        rt: {"best_batch": best_of[rt][1], "best_threads": best_of[rt][2], "fps": runtime_fps[rt].as_dict()}
+        for rt in runners
+    }
+    details["runtimes"]["speedup"] = {
+        "wall": speedup.as_dict(3),
+        "per_core": speedup_core.as_dict(3),
+        "how": f"{DEFAULT_RUNTIME} / {TENSORFLOW} frames/s, each at its best batch and callers, in windows measured "
+        "side by side (sweep repeats and pipeline rounds)",
     }
     details["pipeline"] = {
         "config": {
@@ -226,6 +270,11 @@ def run_main(cfg: SuiteConfig, log_dir: Path) -> dict[str, Any]:
     details["suite_seconds"] = round(time.monotonic() - started)
     figures: dict[str, Any] = {
         "model_limit_fps": round(model_fps.median, 2),
+        "model_limit_fps_tensorflow": round(runtime_fps[TENSORFLOW].median, 2),
+        "model_limit_fps_openvino": round(runtime_fps[OPENVINO].median, 2),
+        "runtime_speedup": round(speedup.median, 2),
+        "runtime_speedup_per_core": round(speedup_core.median, 2),
+        "runtime_map_delta": details.get("accuracy", {}).get(DEFAULT_RUNTIME, {}).get("map_delta"),
         "pipeline_fps": round(pipe_fps.median, 2),
         "pipeline_over_model": round(over.median, 3),
         "latency_p50_ms": details["latency"]["p50"],

@@ -80,14 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"dashboard: bad configuration\n{exc}", file=sys.stderr)
         return 2
-    problem = settings.exposure_problem()
-    if problem is not None:
-        print(f"dashboard: refusing to start: {problem}", file=sys.stderr)
-        return 2
     try:
         site = load_site_view(settings.site_file)
     except SiteError as exc:
         print(f"dashboard: bad site file\n{exc}", file=sys.stderr)
+        return 2
+    problem = settings.exposure_problem(access_tokens=bool(site.access))
+    if problem is not None:
+        print(f"dashboard: refusing to start: {problem}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level, settings.log_format, service="dashboard")
     stop = stop_event()
@@ -113,7 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.site_file or "none",
             "on" if site.alerting else "off",
         )
-        stop.wait()
+        # bounded waits: a SIGTERM delivered to another thread only runs its handler once the main thread wakes
+        while not stop.wait(0.5):
+            pass
     logger.info("dashboard exited")
     return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hmac
 import io
 import re
 import time
@@ -13,9 +12,10 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from dashboard.auth import presented
+from dashboard import access
+from dashboard.auth import ACCESS_CONFIG, presented
 from dashboard.context import dashboard, missing_vendor_files
-from dashboard.live import all_summaries, episode_view, system_state
+from dashboard.live import all_summaries, episode_view, scoped, scoped_system, system_state
 from maskwatch import history, report
 from maskwatch.detections import COUNT_FIELDS
 from maskwatch.frames import is_valid_camera_id
@@ -67,10 +67,29 @@ def window_minutes_arg() -> tuple[str, int]:
 
 
 def known_camera(cid: str) -> str:
-    """`cid` when Redis knows it; 404 otherwise."""
-    if not is_valid_camera_id(cid) or not dashboard().store.has_camera(cid):
+    """`cid` when Redis knows it and the request's token may see it; 404 otherwise (a camera out of scope is
+    not told apart from one that does not exist)."""
+    store = dashboard().store
+    if not is_valid_camera_id(cid) or not store.has_camera(cid):
+        raise ApiError(404, "unknown camera", camera=cid)
+    who = access.current()
+    if who.scoped and not who.sees(cid, store.camera_zones([cid])[cid]):
         raise ApiError(404, "unknown camera", camera=cid)
     return cid
+
+
+def visible_cameras() -> list[str]:
+    """The ids of the cameras the request's token may see."""
+    store = dashboard().store
+    who = access.current()
+    ids = store.camera_ids()
+    return ids if not who.scoped else access.visible(store.camera_zones(ids).items(), who)
+
+
+def visible_zones() -> dict[str, list[str]]:
+    """Zone -> cameras, for the zones the request's token sees whole."""
+    who = access.current()
+    return {z: cams for z, cams in dashboard().store.zones().items() if who.sees_zone(z)}
 
 
 def series_rows(cid: str, minutes: int, now_ms: int) -> list[dict[str, Any]]:
@@ -127,7 +146,7 @@ def health() -> tuple[Response, int]:
 @bp.get("/api/cameras")
 def cameras() -> Response:
     _, minutes = window_minutes_arg()
-    return jsonify(all_summaries(dashboard().store, minutes))
+    return jsonify(scoped(all_summaries(dashboard().store, minutes), access.current()))
 
 
 @bp.get("/api/cameras/<cid>")
@@ -141,12 +160,15 @@ def camera(cid: str) -> Response:
 
 @bp.delete("/api/cameras/<cid>")
 def remove(cid: str) -> tuple[Response, int]:
-    """Retire a camera no producer runs (admin: the dashboard's own token as a Bearer header, when one is set)."""
+    """Retire a camera no producer runs (admin: the dashboard's own token or an admin `access:` token as a Bearer
+    header, when tokens are set)."""
     token = current_app.config.get("MW_TOKEN")
-    if token is not None:
+    entries = current_app.config.get(ACCESS_CONFIG, ())
+    if token is not None or entries:
         how, value = presented(request)
-        if how != "bearer" or value is None or not hmac.compare_digest(value.encode(), token.encode()):
-            raise ApiError(403, "forbidden", detail="removing a camera needs the dashboard token as Authorization: Bearer")
+        who = access.by_token(value, token, entries) if how == "bearer" and value is not None else None
+        if who is None or not who.is_admin:
+            raise ApiError(403, "forbidden", detail="removing a camera needs an admin token as Authorization: Bearer")
     known_camera(cid)
     try:
         retired = remove_camera(dashboard().store, cid)
@@ -208,7 +230,7 @@ def violations(cid: str) -> Response:
 def recent_violations() -> Response:
     """The newest violation episodes over every camera, newest first."""
     limit = limit_arg(20)
-    rows = [v for cid in dashboard().store.camera_ids() for v in violation_rows(cid, limit)]
+    rows = [v for cid in visible_cameras() for v in violation_rows(cid, limit)]
     rows.sort(key=lambda v: v["ts_ms"], reverse=True)
     return jsonify(rows[:limit])
 
@@ -236,13 +258,18 @@ def alerts() -> Response:
     active = list(d.store.active_alerts().values())
     if cid is not None:
         active = [a for a in active if a.get("camera") == cid]
+    recent = d.store.alerts(limit, cid)
+    if access.current().scoped:  # only its cameras' alerts; the site-wide ones cover cameras it may not see
+        mine = set(visible_cameras())
+        active = [a for a in active if a.get("camera") in mine]
+        recent = [a for a in d.store.alerts(MAX_ALERTS, cid) if a.get("camera") in mine][:limit]
     rules = d.site.alerts
     return jsonify(
         {
             "enabled": d.site.alerting,
             "rule": rules.rule_for(None).as_dict() if rules is not None else None,
             "active": active,
-            "recent": d.store.alerts(limit, cid),
+            "recent": recent,
         }
     )
 
@@ -251,19 +278,20 @@ def alerts() -> Response:
 def system() -> Response:
     """The latest `system` event (computed now when the emitter has not produced one yet)."""
     d = dashboard()
-    state = d.live.last_system
+    who = access.current()
+    state = d.live.last_system if not who.scoped else None
     if state is None:
         now_ms = int(time.time() * 1000)
         state = system_state(
             d.store,
-            all_summaries(d.store, d.settings.window_minutes, now_ms),
+            scoped(all_summaries(d.store, d.settings.window_minutes, now_ms), who),
             window_minutes=d.settings.window_minutes,
             stale_after_s=d.settings.stale_after_s,
             throughput_fps=None,
             now_ms=now_ms,
             alerting=d.live.alerts is not None,
         )
-    return jsonify(state)
+    return jsonify(scoped_system(state, who))
 
 
 # ---- history: any range, at the resolution the range calls for ------------------------------------------
@@ -302,14 +330,14 @@ def subject_args() -> tuple[str | None, str | None]:
         raise ApiError(400, "camera and zone are exclusive")
     if cid is not None:
         known_camera(cid)
-    if zone is not None and zone not in dashboard().store.zones():
+    if zone is not None and zone not in visible_zones():
         raise ApiError(404, "unknown zone", zone=zone)
     return cid, zone
 
 
 def series_of(start: int, to: int, cid: str | None, zone: str | None, resolution: str) -> history.Series:
     store = dashboard().store
-    cameras = [cid] if cid is not None else store.camera_ids()
+    cameras = [cid] if cid is not None else visible_cameras()
     try:
         return history.series(store, start, to, cameras=cameras, zone=zone, resolution=resolution)
     except history.RangeError as exc:
@@ -334,8 +362,8 @@ def history_overview() -> Response:
     start, to = range_args()
     resolution = resolution_arg(start, to, zone=True)
     store = dashboard().store
-    zones = store.zones()
-    cams = store.camera_ids()
+    zones = visible_zones()
+    cams = visible_cameras()
     per_camera = {cid: series_of(start, to, cid, None, resolution) for cid in cams}
     per_zone = {z: series_of(start, to, None, z, resolution) for z in zones}
     # the heat map folds hours: over a very long range, its last MAX_BUCKETS hours
@@ -391,7 +419,7 @@ def report_view() -> Response:
     if fmt not in REPORT_FORMATS:
         raise ApiError(400, "bad format", format=fmt, allowed=list(REPORT_FORMATS))
     d = dashboard()
-    req = report.ReportRequest(start, to, cid, zone, d.site.timezone, d.site.shifts, d.site.name)
+    req = report.ReportRequest(start, to, cid, zone, d.site.timezone, d.site.shifts, d.site.name, visible_cameras())
     try:
         body = report.build(d.store, req, int(time.time() * 1000))
     except history.RangeError as exc:

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 import socketio
 from flask import Flask, request
-from flask_socketio import SocketIO
+from flask_socketio import SocketIO, join_room
 from werkzeug.exceptions import HTTPException
 
 from dashboard import api, auth, cors, openapi, pages, predict, security
@@ -116,7 +116,7 @@ def create_app(
 
     security.install(app, settings)  # after SocketIO(app): ProxyFix wraps the Socket.IO middleware too
     cors.install(app, origins)  # before auth: a CORS preflight carries no credentials
-    auth.install(app, settings.token_value())
+    auth.install(app, settings.token_value(), site.access)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(predict.bp)
@@ -166,11 +166,15 @@ def _install_live_namespace(sio: SocketIO) -> None:
         if hosts is not None and security.host_name(request.host) not in hosts:
             logger.warning("socket refused, host not allowed host=%s remote=%s", request.host[:100], request.remote_addr)
             return False
-        if not auth.check_socket(d.settings.token_value(), request, auth_data if isinstance(auth_data, dict) else None):
+        who = auth.check_socket(d.settings.token_value(), request, auth_data if isinstance(auth_data, dict) else None)
+        if who is None:
             logger.info("socket refused, no valid token remote=%s", request.remote_addr)
             return False
+        sid = request.sid  # type: ignore[attr-defined]
+        for room in who.rooms():  # events go to rooms per camera, zone and scope (dashboard/access.py)
+            join_room(room, sid=sid, namespace=NAMESPACE)
         try:
-            d.live.send_snapshot(request.sid)  # type: ignore[attr-defined]
+            d.live.send_snapshot(sid, who)
         except (redis.RedisError, OSError) as exc:
             logger.warning("no snapshot for new client, Redis unavailable error=%s", exc)
         return True

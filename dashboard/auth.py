@@ -6,13 +6,16 @@ revokes it, so a copied cookie stops working. A page opened with `?token=` gets 
 the same URL without the token. Failed logins and wrong tokens are counted per client address (after the
 trusted proxy hops) and logged without the token; past `auth_max_failures` in `auth_window_s` the address gets
 429 until the window ends. `/login`, `/static/` and the bare liveness probe `/healthz` stay open.
+
+Besides the main token (an admin that sees everything), the site file's `access:` entries name tokens by their
+SHA-256, each with a role and a scope (dashboard/access.py); the request's principal is `access.current()`.
+Admin-only pages and endpoints answer a viewer 403.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -30,20 +33,20 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
+from dashboard import access
 from dashboard.context import dashboard
+from maskwatch.site import AccessEntry
 
 logger = logging.getLogger(__name__)
 
 COOKIE = "mw_session"
 OPEN_ENDPOINTS = frozenset({"static", "auth.login", "auth.logout", "api.healthz"})
-# what a session was opened with: only the main token today (named so scoped access tokens can add theirs)
-SESSION_PRINCIPAL = "token"
+# endpoints only an admin may reach: the upload check page and its model call
+ADMIN_ENDPOINTS = frozenset({"pages.check"})
+ADMIN_BLUEPRINTS = frozenset({"predict"})
+ACCESS_CONFIG = "MW_ACCESS"
 
 bp = Blueprint("auth", __name__)
-
-
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 def presented(req: Request, auth: Mapping[str, Any] | None = None) -> tuple[str | None, str | None]:
@@ -60,16 +63,28 @@ def presented(req: Request, auth: Mapping[str, Any] | None = None) -> tuple[str 
     return None, None
 
 
-def allowed(token: str | None, req: Request, auth: Mapping[str, Any] | None = None) -> bool:
-    """True when no token is configured, or the request presents it or the id of a live session."""
-    if token is None:
-        return True
+def _access() -> tuple[AccessEntry, ...]:
+    return tuple(current_app.config.get(ACCESS_CONFIG, ()))
+
+
+def principal_of(token: str | None, req: Request, auth: Mapping[str, Any] | None = None) -> access.Principal | None:
+    """Who the request is: everyone when no token is configured, else the principal of the token or session it
+    presents (None: nobody)."""
+    entries = _access()
+    if token is None and not entries:
+        return access.EVERYONE
     how, value = presented(req, auth)
     if value is None:
-        return False
+        return None
     if how == "cookie":
-        return dashboard().store.session(value) is not None
-    return _same(value, token)
+        data = dashboard().store.session(value)
+        return access.by_name(data.get("principal"), token, entries) if data is not None else None
+    return access.by_token(value, token, entries)
+
+
+def allowed(token: str | None, req: Request, auth: Mapping[str, Any] | None = None) -> bool:
+    """True when no token is configured, or the request presents a known token or the id of a live session."""
+    return principal_of(token, req, auth) is not None
 
 
 def client_address(req: Request) -> str:
@@ -107,17 +122,19 @@ def too_many(retry_after_s: int) -> Response:
     return resp
 
 
-def check_socket(token: str | None, req: Request, auth: Mapping[str, Any] | None) -> bool:
-    """The Socket.IO handshake's check: like a request's, wrong tokens counted, refused while throttled."""
-    if token is None:
-        return True
+def check_socket(token: str | None, req: Request, auth: Mapping[str, Any] | None) -> access.Principal | None:
+    """The Socket.IO handshake's check: like a request's, wrong tokens counted, refused while throttled.
+
+    Returns the socket's principal (None: refused)."""
+    if token is None and not _access():
+        return access.EVERYONE
     how, value = presented(req, auth)
     if how in ("bearer", "query", "auth") and throttled(req):
-        return False
-    ok = allowed(token, req, auth)
-    if not ok and how in ("bearer", "query", "auth"):
+        return None
+    who = principal_of(token, req, auth)
+    if who is None and how in ("bearer", "query", "auth"):
         record_failure(req, how)
-    return ok
+    return who
 
 
 def _safe_next(target: str | None) -> str:
@@ -130,10 +147,10 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-def open_session(resp: Response) -> None:
+def open_session(resp: Response, who: access.Principal) -> None:
     """Start a server-side session and give its id to the browser (Secure when the request came over TLS)."""
     settings = dashboard().settings
-    sid = dashboard().store.create_session({"principal": SESSION_PRINCIPAL}, settings.session_ttl_s)
+    sid = dashboard().store.create_session({"principal": who.name}, settings.session_ttl_s)
     resp.set_cookie(
         COOKIE,
         sid,
@@ -150,11 +167,25 @@ def _without_token(req: Request) -> str:
     return req.path + ("?" + urlencode(rest) if rest else "")
 
 
-def install(app: Flask, token: str | None) -> None:
-    """Guard every endpoint of `app` (but the open ones) with `token`; no-op when it is None."""
+def _admin_only(endpoint: str | None) -> bool:
+    return endpoint in ADMIN_ENDPOINTS or (endpoint or "").split(".")[0] in ADMIN_BLUEPRINTS
+
+
+def forbidden(who: access.Principal) -> Any:
+    logger.info("forbidden principal=%s role=%s path=%s", who.name, who.role, request.path)
+    if request.path.startswith("/api/"):
+        resp = jsonify(error="forbidden", detail="this token's role may not do this")
+        resp.status_code = 403
+        return resp
+    return "Forbidden: this token's role may not open this page.", 403
+
+
+def install(app: Flask, token: str | None, entries: Sequence[AccessEntry] = ()) -> None:
+    """Guard every endpoint of `app` (but the open ones) with `token` and the `access:` tokens; no-op with neither."""
     app.config["MW_TOKEN"] = token
+    app.config[ACCESS_CONFIG] = tuple(entries)
     app.register_blueprint(bp)
-    if token is None:
+    if token is None and not entries:
         return
 
     @app.before_request
@@ -166,10 +197,14 @@ def install(app: Flask, token: str | None) -> None:
             wait = throttled(request)
             if wait:
                 return too_many(wait)
-        if allowed(token, request):
+        who = principal_of(token, request)
+        if who is not None:
+            g.mw_principal = who
+            if _admin_only(request.endpoint) and not who.is_admin:
+                return forbidden(who)
             if how == "query" and request.method == "GET" and not request.path.startswith("/api/"):
                 resp = redirect(_without_token(request))
-                open_session(resp)
+                open_session(resp, who)
                 return resp
             return None
         if how in ("bearer", "query"):
@@ -192,7 +227,7 @@ def install(app: Flask, token: str | None) -> None:
 def login() -> Any:
     token: str | None = current_app.config.get("MW_TOKEN")
     nxt = _safe_next(request.values.get("next"))
-    if token is None:
+    if token is None and not _access():
         return redirect(nxt)
     g.mw_login_page = True
     error = None
@@ -200,9 +235,10 @@ def login() -> Any:
         wait = throttled(request)
         if wait:
             return too_many(wait)
-        if _same(request.form.get("token", ""), token):
+        who = access.by_token(request.form.get("token", ""), token, _access())
+        if who is not None:
             resp = redirect(nxt)
-            open_session(resp)
+            open_session(resp, who)
             return resp
         record_failure(request, "login")
         error = "That token is not right."
@@ -212,7 +248,7 @@ def login() -> Any:
 @bp.route("/logout", methods=["POST", "GET"])
 def logout() -> Any:
     sid = request.cookies.get(COOKIE)
-    if sid and current_app.config.get("MW_TOKEN") is not None:
+    if sid and (current_app.config.get("MW_TOKEN") is not None or _access()):
         dashboard().store.drop_session(sid)
     resp = redirect(url_for("auth.login"))
     resp.delete_cookie(COOKIE)

@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from flask_socketio import SocketIO
 
+from dashboard import access
 from dashboard.alerts import build_engine
 from dashboard.settings import DashboardSettings
 from dashboard.site import SiteView
@@ -45,6 +46,21 @@ def episode_view(row: dict[str, Any]) -> dict[str, Any]:
     has_snapshot = bool(row.get("snapshot_ms"))
     out["snapshot_url"] = snapshot_url(str(row.get("camera", "")), str(row.get("id", ""))) if has_snapshot else None
     return out
+
+
+def scoped(summaries: list[dict[str, Any]], who: access.Principal) -> list[dict[str, Any]]:
+    """The summaries of the cameras `who` may see."""
+    return [s for s in summaries if who.sees(s["camera"], s.get("zone", ""))]
+
+
+def scoped_system(state: dict[str, Any], who: access.Principal) -> dict[str, Any]:
+    """A `system` event cut to `who`'s scope: its cameras' alerts only, no producers (they list cameras)."""
+    if not who.scoped:
+        return state
+    ids = set(state["cameras"]["ids"])
+    alerts = state.get("alerts", {})
+    active = [a for a in alerts.get("active", []) if a.get("camera") in ids]
+    return {**state, "producers": [], "alerts": {**alerts, "active": active}}
 
 
 def all_summaries(store: Store, window_minutes: int, now_ms: int | None = None) -> list[dict[str, Any]]:
@@ -238,6 +254,8 @@ class LiveEmitter:
         )
         self.stats = {"updates": 0, "bad_updates": 0, "camera_updates": 0, "violations": 0, "systems": 0, "alerts": 0}
         self.redis_ok = True
+        self.site = site
+        self._zones: dict[str, str] = {}
         self.last_update_ms: int | None = None
         self.last_system: dict[str, Any] | None = None
 
@@ -288,15 +306,16 @@ class LiveEmitter:
 
     # ---- what a new client gets -------------------------------------------------------------
 
-    def send_snapshot(self, sid: str) -> None:
-        """Every camera's current summary and the system state, to one client (on connect)."""
+    def send_snapshot(self, sid: str, who: access.Principal = access.EVERYONE) -> None:
+        """Every camera's current summary and the system state (within `who`'s scope), to one client (on connect)."""
         now_ms = int(time.time() * 1000)
-        summaries = all_summaries(self.store, self.settings.window_minutes, now_ms)
+        summaries = scoped(all_summaries(self.store, self.settings.window_minutes, now_ms), who)
         for s in summaries:
             self.socketio.emit(EV_CAMERA, s, namespace=NAMESPACE, to=sid)
         last = self.last_system
-        throughput = last["throughput_fps"] if last is not None else None
-        self.socketio.emit(EV_SYSTEM, self._system(summaries, now_ms, throughput), namespace=NAMESPACE, to=sid)
+        throughput = last["throughput_fps"] if last is not None and not who.scoped else None
+        state = scoped_system(self._system(summaries, now_ms, throughput), who)
+        self.socketio.emit(EV_SYSTEM, state, namespace=NAMESPACE, to=sid)
 
     # ---- the loop ------------------------------------------------------------------------------
 
@@ -405,7 +424,8 @@ class LiveEmitter:
         if isinstance(violations, list):
             for v in violations[:MAX_VIOLATIONS_PER_BATCH]:
                 if isinstance(v, dict) and isinstance(v.get("camera"), str) and is_valid_camera_id(v["camera"]):
-                    self.socketio.emit(EV_VIOLATION, episode_view(v), namespace=NAMESPACE)
+                    rooms = access.rooms_for_camera(v["camera"], self._zone(v["camera"]))
+                    self.socketio.emit(EV_VIOLATION, episode_view(v), namespace=NAMESPACE, to=rooms)
                     self.stats["violations"] += 1
 
     def _emit_due(self) -> None:
@@ -417,9 +437,10 @@ class LiveEmitter:
         for cid in due:
             if cid in retired:
                 continue
-            self.socketio.emit(
-                EV_CAMERA, camera_summary(self.store, cid, self.settings.window_minutes, now_ms), namespace=NAMESPACE
-            )
+            summary = camera_summary(self.store, cid, self.settings.window_minutes, now_ms)
+            self._zones[cid] = summary["zone"]
+            rooms = access.rooms_for_camera(cid, summary["zone"])
+            self.socketio.emit(EV_CAMERA, summary, namespace=NAMESPACE, to=rooms)
             self.stats["camera_updates"] += 1
 
     def _throughput(self) -> float | None:
@@ -454,8 +475,16 @@ class LiveEmitter:
         # a longer gap than the lock's expiry: another replica may have evaluated meanwhile
         self.alerts.tick(summaries, now_ms, max_gap_ms=self.alerts_lock.ttl_ms)
 
+    def _zone(self, cid: str) -> str:
+        """A camera's zone (remembered from its summaries; read from Redis the first time)."""
+        if cid not in self._zones:
+            self._zones.update(self.store.camera_zones([cid]))
+        return self._zones.get(cid, "")
+
     def _emit_alert(self, event: dict[str, Any]) -> None:
-        self.socketio.emit(EV_ALERT, event, namespace=NAMESPACE)
+        cid = event.get("camera")
+        rooms = access.rooms_for_camera(cid, self._zone(cid)) if isinstance(cid, str) and cid else [access.SITE_ROOM]
+        self.socketio.emit(EV_ALERT, event, namespace=NAMESPACE, to=rooms)
         self.stats["alerts"] += 1
 
     def _emit_system(self) -> None:
@@ -465,5 +494,11 @@ class LiveEmitter:
         self._evaluate_alerts(summaries, now_ms)
         state = self._system(summaries, now_ms, self._throughput())
         self.last_system = state
-        self.socketio.emit(EV_SYSTEM, state, namespace=NAMESPACE)
+        self.socketio.emit(EV_SYSTEM, state, namespace=NAMESPACE, to=access.SITE_ROOM)
+        # each scoped token's sockets get the system event of its own cameras
+        for entry in self.site.access if self.site is not None else ():
+            who = access.from_entry(entry)
+            if who.scoped:
+                mine = scoped_system(self._system(scoped(summaries, who), now_ms, None), who)
+                self.socketio.emit(EV_SYSTEM, mine, namespace=NAMESPACE, to=access.scope_room(who.name))
         self.stats["systems"] += 1

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, abort, render_template
 
+from dashboard.api import visible_cameras, visible_zones
 from dashboard.context import dashboard, missing_vendor_files
 from maskwatch.frames import is_valid_camera_id
 from maskwatch.store import WINDOWS
@@ -43,7 +44,7 @@ def index() -> str:
 
 @bp.get("/cameras/<cid>")
 def camera(cid: str) -> str:
-    if not is_valid_camera_id(cid) or not dashboard().store.has_camera(cid):
+    if not is_valid_camera_id(cid) or cid not in visible_cameras():
         abort(404)
     return render_template("camera.html", cfg=page_config(), cid=cid, missing_assets=missing_vendor_files())
 
@@ -60,8 +61,8 @@ def report() -> str:
         "report.html",
         cfg=page_config(),
         missing_assets=missing_vendor_files(),
-        zones=list(d.store.zones()),
-        cameras=d.store.camera_ids(),
+        zones=list(visible_zones()),
+        cameras=visible_cameras(),
         shifts=d.site.shifts,
     )
 

@@ -180,12 +180,6 @@ class DashboardSettings(CommonSettings):
         """The configured extra origins, normalised (no trailing slash, lower-case scheme and host)."""
         return [o.strip().lower().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
-    @field_validator("token", mode="before")
-    @classmethod
-    def _empty_token_is_unset(cls, v: object) -> object:
-        # compose and k8s pass MW_DASHBOARD_TOKEN="" when no token is configured
-        return None if v == "" else v
-
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> DashboardSettings:
         if self.warn_threshold > self.good_threshold:
@@ -202,9 +196,11 @@ class DashboardSettings(CommonSettings):
     def listens_on_loopback(self) -> bool:
         return is_loopback(self.host)
 
-    def exposure_problem(self) -> str | None:
-        """Why the dashboard must not start as configured (open to the network without a token), or None."""
-        if self.token is None and not self.listens_on_loopback() and not self.insecure:
+    def exposure_problem(self, access_tokens: bool = False) -> str | None:
+        """Why the dashboard must not start as configured (open to the network without a token), or None.
+
+        `access_tokens`: the site file lists `access:` tokens, which guard the dashboard as the main token does."""
+        if self.token is None and not access_tokens and not self.listens_on_loopback() and not self.insecure:
             return (
                 f"listening on {self.host} (not loopback) with no token: set MW_DASHBOARD_TOKEN, listen on "
                 "127.0.0.1, or pass --insecure (MW_DASHBOARD_INSECURE=true) to serve the cameras to anyone"

@@ -6,7 +6,7 @@ import zoneinfo
 from dataclasses import dataclass
 
 from maskwatch.alerts import AlertsConfig
-from maskwatch.site import Shift, SiteError, load_site
+from maskwatch.site import AccessEntry, Shift, SiteError, load_site
 
 __all__ = ["SiteError", "SiteView", "check_timezone", "load_site_view"]
 
@@ -20,6 +20,7 @@ class SiteView:
     alerts: AlertsConfig | None = None
     path: str = ""
     shifts: tuple[Shift, ...] = ()
+    access: tuple[AccessEntry, ...] = ()
 
     @property
     def alerting(self) -> bool:
@@ -56,4 +57,5 @@ def load_site_view(path: str | None) -> SiteView:
         alerts=alerts,
         path=str(path),
         shifts=tuple(site.shifts),
+        access=tuple(site.access),
     )

@@ -39,17 +39,6 @@ def _up(args: argparse.Namespace) -> int:
     except ValidationError as e:
         print(f"maskwatch up: {e}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, settings.log_format, "stack")
-    # the terminal shows progress and problems; the stack's own INFO lines go to its log beside the children's
-    log_dir = Path(".maskwatch") / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    root = logging.getLogger()
-    for h in root.handlers:  # only the stack's own warnings (clients' chatter stays in the log)
-        h.setLevel(logging.WARNING)
-        h.addFilter(logging.Filter("maskwatch"))
-    to_file = logging.FileHandler(log_dir / "stack.log")
-    to_file.setFormatter(root.handlers[0].formatter)
-    root.addHandler(to_file)
     cfg = StackConfig(
         settings=settings,
         workers=args.workers,
@@ -59,6 +48,17 @@ def _up(args: argparse.Namespace) -> int:
         demo_cameras=args.demo_cameras,
         demo_fps=args.demo_fps,
     )
+    setup_logging(settings.log_level, settings.log_format, "stack")
+    # the terminal shows progress and problems; the stack's own INFO lines go to its log beside the children's
+    log_dir = Path(cfg.state_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    for h in root.handlers:  # only the stack's own warnings (clients' chatter stays in the log)
+        h.setLevel(logging.WARNING)
+        h.addFilter(logging.Filter("maskwatch"))
+    to_file = logging.FileHandler(log_dir / "stack.log")
+    to_file.setFormatter(root.handlers[0].formatter)
+    root.addHandler(to_file)
     return Stack(cfg, stop_event()).run()
 
 
@@ -240,6 +240,38 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def token_line(name: str, role: str, zones: list[str], cameras: list[str], digest: str) -> str:
+    """The site file's `access:` line for a token (flow style, ready to paste)."""
+    parts = [f"name: {json.dumps(name)}", f"role: {role}"]
+    if zones:
+        parts.append(f"zones: [{', '.join(json.dumps(z) for z in zones)}]")
+    if cameras:
+        parts.append(f"cameras: [{', '.join(json.dumps(c) for c in cameras)}]")
+    parts.append(f"sha256: {digest}")
+    return "  - {" + ", ".join(parts) + "}"
+
+
+def _token_new(args: argparse.Namespace) -> int:
+    """`maskwatch token new NAME`: a fresh random token and its `access:` line (only the digest goes in the file)."""
+    import hashlib
+    import secrets
+
+    from maskwatch.site import AccessEntry
+
+    token = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    try:
+        AccessEntry(name=args.name, role=args.role, zones=args.zone, cameras=args.camera, sha256=digest)
+    except ValueError as exc:
+        print(f"maskwatch token new: {exc}", file=sys.stderr)
+        return 2
+    print(f"token: {token}")
+    print("give the token to its holder (Authorization: Bearer TOKEN, or the login page); it is not stored anywhere.")
+    print("add this line under `access:` in the site file:")
+    print(token_line(args.name, args.role, args.zone, args.camera, digest))
+    return 0
+
+
 def _cameras_reload(args: argparse.Namespace) -> int:
     from producer.reload import cameras_reload
 
@@ -308,6 +340,14 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--redis-url", help="default MW_REDIS_URL")
     rep.add_argument("--redis-prefix", help="default MW_REDIS_PREFIX")
     rep.set_defaults(fn=_report)
+    tok = sub.add_parser("token", help="dashboard access tokens")
+    tok_sub = tok.add_subparsers(dest="token_cmd", required=True)
+    tn = tok_sub.add_parser("new", help="print a new token and its `access:` line for the site file")
+    tn.add_argument("name", help="who will hold it")
+    tn.add_argument("--role", choices=["viewer", "admin"], default="viewer")
+    tn.add_argument("--zone", action="append", default=[], help="a zone it sees (repeat for more); none: all")
+    tn.add_argument("--camera", action="append", default=[], help="a camera it sees (repeat for more)")
+    tn.set_defaults(fn=_token_new)
     cams = sub.add_parser("cameras", help="camera management")
     cams_sub = cams.add_subparsers(dest="cameras_cmd", required=True)
     rl = cams_sub.add_parser("reload", help="ask every running producer to re-read its site file (like SIGHUP)")

@@ -41,6 +41,8 @@ class ReportRequest:
     timezone: str = ""
     shifts: Sequence[Shift] = ()
     site: str = ""
+    # the cameras the asker may see (None: every camera)
+    visible: Sequence[str] | None = None
 
 
 def _figures(c: Counts, episodes: int | None = None) -> dict[str, Any]:
@@ -88,6 +90,8 @@ def build(store: Store, req: ReportRequest, now_ms: int) -> dict[str, Any]:
         cameras = store.zones().get(req.zone, [])
     else:
         cameras = store.camera_ids()
+    if req.visible is not None:
+        cameras = [c for c in cameras if c in set(req.visible)]
     hourly = history.series(
         store, req.from_ms, req.to_ms, cameras=cameras, zone=req.zone, resolution=history.HOUR
     ).rows

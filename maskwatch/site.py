@@ -203,6 +203,41 @@ class Shift(BaseModel):
         return start <= minute_of_day < end if start < end else minute_of_day >= start or minute_of_day < end
 
 
+ROLES = ("viewer", "admin")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# the principal MW_DASHBOARD_TOKEN logs in as (an admin seeing everything): no access entry may take its name
+MAIN_TOKEN_NAME = "token"
+
+
+class AccessEntry(BaseModel):
+    """A dashboard token: who holds it, what it may do and see; the token itself is never written down."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Who holds the token (logs, sessions)")
+    role: Literal["viewer", "admin"] = Field("viewer", description="viewer: read only; admin: also /check")
+    zones: list[str] = Field(default_factory=list, description="Zones it sees (with `cameras`: either); none: all")
+    cameras: list[str] = Field(default_factory=list, description="Cameras it sees besides its zones")
+    sha256: str = Field(description="SHA-256 of the token in hex (`maskwatch token new NAME` prints both)")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.fullmatch(v):
+            raise ValueError("must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+        if v == MAIN_TOKEN_NAME:
+            raise ValueError(f"{MAIN_TOKEN_NAME!r} is the name of MW_DASHBOARD_TOKEN's admin; pick another")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _digest(cls, v: str) -> str:
+        if not _SHA256_RE.fullmatch(v):
+            raise ValueError("must be the token's SHA-256 as 64 lower-case hex digits (never the token itself)")
+        return v
+
+
 class SiteConfig(BaseModel):
     """A whole site: its name and cameras."""
 
@@ -215,6 +250,19 @@ class SiteConfig(BaseModel):
         None, description="Compliance alert rules, evaluated by the dashboard (maskwatch/alerts.py); none: no alerts"
     )
     shifts: list[Shift] = Field(default_factory=list, description="Named shifts that reports break compliance down by")
+    access: list[AccessEntry] = Field(
+        default_factory=list, description="Dashboard tokens scoped by zone and camera (besides MW_DASHBOARD_TOKEN)"
+    )
+
+    @field_validator("access")
+    @classmethod
+    def _access_unique(cls, v: list[AccessEntry]) -> list[AccessEntry]:
+        for what in ("name", "sha256"):
+            values = [getattr(a, what) for a in v]
+            dup = next((x for x in values if values.count(x) > 1), None)
+            if dup is not None:
+                raise ValueError(f"two access entries share the {what} {dup[:16]!r}")
+        return v
 
     @field_validator("shifts")
     @classmethod

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 import psutil
 import redis
+from kafka.errors import KafkaError
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -37,6 +38,9 @@ CHILD_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 # as compose, the Kubernetes base and the image do: concurrent calls share model runs.
 BATCHING_CONFIG = Path(__file__).resolve().parents[1] / "serving" / "batching.config"
 BATCHING_ARGS = ("--enable_batching", "--batching_parameters_file", str(BATCHING_CONFIG))
+# the fastest runtime whose accuracy holds (serving/ovmodel.py; README "A faster runtime"), and gRPC health as
+# tensorflow_model_server offers it
+SERVING_ARGS = ("--runtime", "openvino", "--enable_grpc_healthcheck_service", "true")
 
 
 def free_port() -> int:
@@ -173,12 +177,13 @@ def stop_children(children: list[Child], budget_s: float = STOP_BUDGET_S) -> Non
                 c.proc.wait(timeout=2)
 
 
-def exit_problems(children: list[Child]) -> list[str]:
-    """One line per child that did not exit 0 (after stop_children)."""
+def exit_problems(children: list[Child], starting: bool = False) -> list[str]:
+    """One line per child that did not exit 0 (after stop_children). `starting`: the stop came while the stack was
+    starting, when a child our SIGTERM ended before it had installed its handler stopped as asked."""
     out = []
     for c in children:
         rc = c.proc.returncode if c.proc is not None else None
-        if rc is None or rc == 0:
+        if rc is None or rc == 0 or (starting and rc == -signal.SIGTERM):
             continue
         how = f"was killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with status {rc}"
         out.append(f"{c.name} {how} (log: {c.log_path})")
@@ -298,6 +303,15 @@ def plan_service(settings: StackSettings, setting: str, what: str) -> Service:
     )
 
 
+def reachable(host: str, port: int, timeout_s: float = 2.0) -> bool:
+    """Something accepts TCP connections at host:port (any host, unlike port_open's quick local probe)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def redis_url_at(url: str, host: str, port: int) -> str:
     """`url` with its host and port replaced (database and options kept)."""
     u = urlparse(url)
@@ -408,6 +422,9 @@ class Stack:
             "redis_url": self._plan_redis(),
             "serving": plan_service(s, "serving", "model server"),
         }
+        for svc in plan.values():
+            if not svc.embedded and not reachable(svc.host, svc.port):
+                raise StartError(f"nothing answers at {svc.address}: check {MOVED_BY[svc.setting]}")
         if port_open("127.0.0.1", s.dashboard_port):
             raise StartError(
                 f"port {s.dashboard_port} is in use{port_holder(s.dashboard_port)}: set {MOVED_BY['dashboard_port']} "
@@ -450,11 +467,13 @@ class Stack:
                 self._supervise()
         except StartError as e:
             self._report_failure(e)
+        except (TimeoutError, OSError, redis.RedisError, KafkaError) as e:  # a dependency that never answered
+            self._report_failure(StartError(f"cannot start: {e}"))
         finally:
             if self.failed is None and not up and self.stop.is_set():
                 self.say("stopping (asked to)")
             stop_children(self.children)
-        problems = exit_problems(self.children)
+        problems = exit_problems(self.children, starting=not up)
         logger.info("stack stopped problems=%d", len(problems))
         if self.failed is not None:
             return 1
@@ -502,6 +521,8 @@ class Stack:
                 check_redis_for_site(store, site, safe_redis)
             baseline = sum(store.totals(c.id).frames for c in site.cameras)
             self._ready("redis", f"{'started' if rsv.embedded else 'using'} {safe_redis} (key prefix {s.redis_prefix})")
+            if redis_url != s.redis_url:  # the configured port was taken: say how the CLI reaches this one
+                self.say(f"  {'':<13} (`maskwatch stats` and `cameras`: set MW_REDIS_URL={safe_redis})")
             client = s.kafka_client_config() | {"bootstrap_servers": [kafka.address]}
             parts = ensure_topics(client, s.topic, cfg.partitions, s.dlq_topic, stop=self.stop)
             logger.info("topic ready topic=%s partitions=%d", s.topic, parts[s.topic])
@@ -509,7 +530,15 @@ class Stack:
                 # a fresh in-memory broker starts every partition at 0: offsets stored by an earlier run are void
                 store.forget_offsets("maskwatch-workers", s.topic)
             self._ready("topics", f"{s.topic}: {parts[s.topic]} partitions")
-            env = {"MW_KAFKA": kafka.address, "MW_REDIS_URL": redis_url, "MW_SERVING": serving.address}
+            # every child gets the stack's addresses and names, whether they came from flags or MW_* variables
+            env = {
+                "MW_KAFKA": kafka.address,
+                "MW_REDIS_URL": redis_url,
+                "MW_SERVING": serving.address,
+                "MW_REDIS_PREFIX": s.redis_prefix,
+                "MW_TOPIC": s.topic,
+                "MW_DLQ_TOPIC": s.dlq_topic,
+            }
             if serving.embedded:
                 self._start(self._serving_child(serving.port, env))
             for i in range(cfg.workers):
@@ -550,6 +579,11 @@ class Stack:
 
     def _serving_child(self, port: int, env: dict[str, str]) -> Child:
         model_dir = Path(self.cfg.model_base_path)
+        # REST beside gRPC, as tensorflow_model_server pairs them (8500 / 8501); a taken port leaves REST off
+        rest = port + 1
+        if port_open("127.0.0.1", rest):
+            logger.warning("model server rest off: port %d in use", rest)
+            rest = 0
         argv = self._py(
             "serving",
             "--host",
@@ -557,12 +591,13 @@ class Stack:
             "--port",
             str(port),
             "--rest_api_port",
-            "0",
+            str(rest),
             "--model_name",
             "mask_detector",
             "--model_base_path",
             str(model_dir.resolve()),
             *BATCHING_ARGS,
+            *SERVING_ARGS,
         )
         return Child("serving", argv, env)
 

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from maskwatch.detections import CLASS_NAMES, OUT_BOXES, OUT_NUM
 from maskwatch.logs import setup_logging
-from serving import caffe
+from serving import caffe, ovexport
 from serving.graph import CLASSIFIER_CLASS_IDS, DEFAULT_MAX_DETECTIONS, MaskDetectorModule
 from serving.signature import (
     ASSETS_EXTRA,
@@ -251,6 +251,10 @@ def export(
         extra = staging / ASSETS_EXTRA
         extra.mkdir()
         (extra / MODEL_INFO_FILE).write_text(info.to_json(), encoding="utf-8")
+        if ovexport.supports(module):
+            started = time.monotonic()
+            ovexport.write_openvino(module, staging)
+            logger.info("converted to openvino seconds=%.1f", time.monotonic() - started)
         jpeg = warmup_jpeg()
         if warmup:
             write_warmup(extra / WARMUP_FILE, jpeg)

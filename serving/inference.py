@@ -21,12 +21,15 @@ from serving import metrics as m
 from serving.batching import BatchScheduler, run_by_image_size
 from serving.manager import ModelManager
 from serving.servable import DEFAULT_SIGNATURE, Servable
+from serving.settings import RUNTIME_OPENVINO
 from serving.status import ServingError, invalid_argument
 from serving.tensors import dtype_name, to_ndarray, to_proto
 
 logger = logging.getLogger(__name__)
 
 SIGNATURE_DEF_FIELD = "signature_def"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
 
 
 def _join(keys: object) -> str:
@@ -170,7 +173,7 @@ class Inference:
                     (time.perf_counter() - started) * 1e6,
                     model_name=servable.name,
                     API="predict",
-                    runtime="TF2",
+                    runtime="OpenVINO" if servable.runtime == RUNTIME_OPENVINO else "TF2",
                 )
 
         if self.scheduler is None or not batching:
@@ -180,6 +183,21 @@ class Inference:
         size = next(iter(inputs.values())).shape[0]
         self.metrics.observe(m.INPUT_BATCH_SIZE, size, model_name=servable.name)
         return outputs
+
+    def check_signature_method(self, spec: model_pb2.ModelSpec, api: str) -> None:
+        """Classify and Regress: TF Serving's answer when the signature is not of that method (ours are Predict
+        signatures), checked on the loaded model as it checks; a model with such a signature still gets UNIMPLEMENTED
+        here, since this server runs Predict signatures only."""
+        expected = {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}[api]
+        noun = "classification" if api == "classify" else "regression"
+        name, version = self._resolve(spec)
+        with self.manager.acquire(name, version) as servable:
+            signature = servable.signature(spec.signature_name)
+        if signature.method_name != expected:
+            raise invalid_argument(
+                f"Expected {noun} signature method_name to be {expected}. Was: {signature.method_name}"
+            )
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"{api} signatures are not run by this server; use Predict")
 
     def metadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest

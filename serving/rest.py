@@ -18,7 +18,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
 
 from serving import metrics as m
 from serving.inference import SIGNATURE_DEF_FIELD, Inference
@@ -156,7 +156,13 @@ class RestApi:
         if method == "POST" and tail == ":predict":
             return self._predict(name, version, label, body)
         if method == "POST" and tail in (":classify", ":regress"):
-            raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"{tail[1:]} is not supported by this server")
+            spec = model_pb2.ModelSpec()
+            self._spec(spec, name, version, label)
+            try:
+                spec.signature_name = str(json.loads(body or b"{}").get("signature_name", ""))
+            except (ValueError, AttributeError) as error:
+                raise invalid_argument(f"JSON Parse error: {error}") from error
+            self.inference.check_signature_method(spec, tail[1:])
         raise invalid_argument(f"Malformed request: {method} {path}")
 
     @staticmethod

@@ -13,6 +13,7 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from serving.settings import RUNTIME_OPENVINO, RUNTIME_TENSORFLOW
 from serving.status import ServingError, code_from_number, failed_precondition, invalid_argument
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ def read_meta_graph(path: str, tag: str = SERVE_TAG) -> meta_graph_pb2.MetaGraph
 
 class Servable:
     """A loaded version of a model, callable by signature name."""
+
+    runtime = RUNTIME_TENSORFLOW
 
     def __init__(
         self, name: str, version: int, path: str, meta_graph: meta_graph_pb2.MetaGraphDef, loaded: Any
@@ -114,3 +117,52 @@ class Servable:
         """Drop the references to the loaded graph so its memory can be freed."""
         self._functions = {}
         self._loaded = None
+
+
+class OpenVinoServable(Servable):
+    """A version run by `serving.ovmodel` (OpenVINO networks, libjpeg-turbo decoding) when its directory carries the
+    converted networks; its signature and metadata are still read from saved_model.pb. A version without them (a
+    model of another exporter) loads into TensorFlow as `Servable` does."""
+
+    runtime = RUNTIME_OPENVINO
+
+    def __init__(self, name: str, version: int, path: str, meta_graph: meta_graph_pb2.MetaGraphDef, model: Any) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        self.meta_graph = meta_graph
+        self._model = model
+        self._functions = {DEFAULT_SIGNATURE: model.predict}
+
+    @classmethod
+    def load(cls, name: str, version: int, path: str) -> Servable:
+        from serving.ovmodel import ModelFormatError, OpenVinoMaskDetector, has_openvino
+
+        if not has_openvino(path):
+            logger.info("no openvino networks in version, tensorflow runtime model=%s version=%d", name, version)
+            return Servable.load(name, version, path)
+        meta_graph = read_meta_graph(path)
+        try:
+            model = OpenVinoMaskDetector(path)
+        except (ModelFormatError, OSError, RuntimeError) as error:
+            raise LoadError(f"Failed to load the OpenVINO networks at {path}: {error}") from error
+        logger.info("openvino runtime model=%s version=%d precision=%s", name, version, model.config.precision)
+        return cls(name, version, path, meta_graph, model)
+
+    def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        key = signature_name or DEFAULT_SIGNATURE
+        signature = self.signature(key)
+        (alias,) = signature.inputs.keys()
+        images = inputs[alias]
+        if images.ndim != 1:
+            raise invalid_argument(f"input tensor \"{alias}\" must be a vector of JPEG strings")
+        try:
+            return self._model.predict([bytes(x) for x in images])
+        except ValueError as error:
+            raise invalid_argument(f"Invalid JPEG data or crop window, data size {images.nbytes}: {error}") from error
+
+    def release(self) -> None:
+        model, self._model = self._model, None
+        self._functions = {}
+        if model is not None:
+            model.close()

@@ -11,13 +11,17 @@ from concurrent import futures
 from typing import TypeVar
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_management_pb2,
+    model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from serving import metrics as m
@@ -26,8 +30,8 @@ from serving.inference import Inference
 from serving.manager import ManagerOptions, ModelManager
 from serving.model_config import ConfigError, ModelConfig, configs_from_proto, from_flags, load_model_config_file
 from serving.rest import RestApi, RestServer, parse_monitoring_config
-from serving.servable import Servable
-from serving.settings import DEFAULT_PROMETHEUS_PATH, Settings
+from serving.servable import OpenVinoServable, Servable
+from serving.settings import DEFAULT_PROMETHEUS_PATH, RUNTIME_OPENVINO, Settings
 from serving.status import ServingError
 from serving.warmup import run_warmup
 
@@ -41,6 +45,10 @@ GRPC_OPTIONS = [
     ("grpc.max_send_message_length", -1),
     ("grpc.so_reuseport", 0),
 ]
+
+
+# what the gRPC health service reports on: the whole server, and each service it offers
+HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
 
 
 class StartupError(RuntimeError):
@@ -88,6 +96,35 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
 
 
+    def Classify(  # noqa: N802
+        self, request: classification_pb2.ClassificationRequest, context: grpc.ServicerContext
+    ) -> classification_pb2.ClassificationResponse:
+        return _answer(
+            self._metrics,
+            "classify",
+            request.model_spec.name,
+            context,
+            lambda: self._signature_error(request.model_spec, "classify", classification_pb2.ClassificationResponse),
+        )
+
+    def Regress(  # noqa: N802
+        self, request: regression_pb2.RegressionRequest, context: grpc.ServicerContext
+    ) -> regression_pb2.RegressionResponse:
+        return _answer(
+            self._metrics,
+            "regress",
+            request.model_spec.name,
+            context,
+            lambda: self._signature_error(request.model_spec, "regress", regression_pb2.RegressionResponse),
+        )
+
+    def _signature_error(self, spec: model_pb2.ModelSpec, api: str, response: Callable[[], Response]) -> Response:
+        if not spec.name:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
+        self._inference.check_signature_method(spec, api)  # always raises: no classify/regress signature is run
+        return response()
+
+
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """tensorflow.serving.ModelService: GetModelStatus and HandleReloadConfigRequest."""
 
@@ -133,6 +170,7 @@ class ModelServer:
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
         self._grpc: grpc.Server | None = None
+        self._health: health.HealthServicer | None = None
         self._rest: RestServer | None = None
         self._stack = contextlib.ExitStack()
         self._stop_polling = threading.Event()
@@ -178,6 +216,7 @@ class ModelServer:
                 num_load_threads=max(1, settings.num_load_threads),
                 allow_version_labels_for_unavailable_models=settings.allow_version_labels_for_unavailable_models,
             ),
+            loader=OpenVinoServable.load if settings.runtime == RUNTIME_OPENVINO else Servable.load,
             prepare=self._warm_up if settings.enable_model_warmup else None,
             metrics=self.metrics,
         )
@@ -218,6 +257,13 @@ class ModelServer:
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.inference, self.metrics, self.reload), server
         )
+        if self.settings.enable_grpc_healthcheck_service:
+            # grpc.health.v1 as tensorflow_model_server serves it: the server ("") and its services are SERVING once
+            # the models are loaded (start() opens the port only then), NOT_SERVING from the stop on
+            self._health = health.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            for service in HEALTH_SERVICES:
+                self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         host = self.settings.host
         address = f"[{host}]:{self.settings.port}" if ":" in host else f"{host}:{self.settings.port}"
         try:
@@ -285,6 +331,8 @@ class ModelServer:
     def stop(self, grace: float | None = None) -> None:
         """Stop accepting calls, let in-flight calls finish within `grace`, release everything."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        if self._health is not None:
+            self._health.enter_graceful_shutdown()
         if self._grpc is not None:
             logger.info("grpc stopping grace_seconds=%.1f", grace)
             self._grpc.stop(grace).wait(grace + 1.0)

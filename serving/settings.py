@@ -11,6 +11,9 @@ from maskwatch.frames import MAX_PIXELS
 
 DEFAULT_MODEL_NAME = "mask_detector"
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+RUNTIME_TENSORFLOW = "tensorflow"
+RUNTIME_OPENVINO = "openvino"
+RUNTIMES = (RUNTIME_TENSORFLOW, RUNTIME_OPENVINO)
 
 _TRUE = {"true", "1", "yes", "t", "y"}
 _FALSE = {"false", "0", "no", "f", "n"}
@@ -37,6 +40,7 @@ class Settings:
     port: int = 8500
     host: str = "0.0.0.0"
     grpc_max_threads: int = 64
+    enable_grpc_healthcheck_service: bool = False
     rest_api_port: int = 0
     rest_api_num_threads: int = 16
     rest_api_timeout_in_ms: int = 30000
@@ -60,6 +64,7 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     max_image_pixels: int = MAX_PIXELS
     log_level: str = "INFO"
+    runtime: str = RUNTIME_TENSORFLOW
 
     def __post_init__(self) -> None:
         for name, port in (("port", self.port), ("rest_api_port", self.rest_api_port)):
@@ -105,6 +110,8 @@ class Settings:
             raise SettingsError(f"--max_image_pixels must be at least 1, got {self.max_image_pixels}")
         if self.shutdown_grace_seconds < 0:
             raise SettingsError("--shutdown_grace_seconds must not be negative")
+        if self.runtime not in RUNTIMES:
+            raise SettingsError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError(f"--log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level}")
         for name, path in (
@@ -147,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("port", int, "TCP port for gRPC")
     add("host", str, "Address the gRPC and REST ports listen on; 127.0.0.1 keeps them on this machine (not a TF Serving flag)")
     add("grpc_max_threads", int, "Max gRPC server threads handling calls")
+    add("enable_grpc_healthcheck_service", bool, "Serve the standard gRPC health service (grpc.health.v1)")
     add("rest_api_port", int, "TCP port for the REST API and metrics; 0 turns REST off")
     add("rest_api_num_threads", int, "Threads for HTTP/REST request handling")
     add("rest_api_timeout_in_ms", int, "Timeout for an HTTP/REST call")
@@ -174,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         "image size so one run pads to at most this many pixels per image (not a TF Serving flag)",
     )
     add("log_level", str, "Log level: DEBUG, INFO, WARNING or ERROR (not a TF Serving flag)")
+    add(
+        "runtime",
+        str,
+        "What runs a model version: tensorflow (its SavedModel), or openvino (the networks serving.export converts "
+        "beside it; versions without them fall back to tensorflow) (not a TF Serving flag)",
+    )
     return parser
 
 

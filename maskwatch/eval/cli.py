@@ -123,6 +123,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--fps-frames", type=int, default=DEFAULT_FPS_FRAMES, help="640x480 frames to time (0: skip)")
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow threads for an in-process model")
+    ap.add_argument(
+        "--runtime",
+        choices=("tensorflow", "openvino"),
+        default="tensorflow",
+        help="what runs an in-process model: its SavedModel in TensorFlow, or the OpenVINO networks exported beside "
+        "it (as `python -m serving --runtime openvino`)",
+    )
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N images of the split")
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -179,8 +186,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         runner.limit_threads(args.threads)
         try:
-            predictor = runner.SavedModelPredictor(args.model or DEFAULT_MODEL)
-        except FileNotFoundError as exc:
+            if args.runtime == "openvino":
+                predictor = runner.OpenVinoPredictor(args.model or DEFAULT_MODEL, threads=args.threads)
+            else:
+                predictor = runner.SavedModelPredictor(args.model or DEFAULT_MODEL)
+        except (FileNotFoundError, ValueError) as exc:
             logger.error("model missing error=%s", exc)
             return 2
     logger.info("evaluating model=%s split=%s images=%d", predictor.name, args.split, len(part))

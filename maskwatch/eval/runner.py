@@ -67,6 +67,20 @@ class SavedModelPredictor:
         return parse_outputs({k: v.numpy() for k, v in out.items()}, len(jpegs))
 
 
+class OpenVinoPredictor:
+    """The same version directory run by the model server's OpenVINO runtime (serving.ovmodel), in this process."""
+
+    def __init__(self, path: Path, threads: int = 0, precision: dict[str, str] | None = None) -> None:
+        from serving.ovmodel import OpenVinoMaskDetector
+
+        self.version_dir = resolve_version_dir(path)
+        self.name = f"{self.version_dir} (openvino)"
+        self._model = OpenVinoMaskDetector(self.version_dir, threads=threads, precision=precision)
+
+    def predict(self, jpegs: Sequence[bytes]) -> list[Detections]:
+        return parse_outputs(self._model.predict(jpegs), len(jpegs))
+
+
 class ModulePredictor:
     """A Contract 2 model still in this process (a tf.Module with the `serve` function that export saves as
     `serving_default`): to measure a model without writing it out, e.g. each fold of a cross-validation."""

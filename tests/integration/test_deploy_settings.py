@@ -81,16 +81,18 @@ def test_every_container_loads_its_settings_site_file_and_health_check_from_what
 ) -> None:
     problems: list[str] = []
     checked: dict[str, set[str]] = {}
-    for label, views in deployments(tmp_path / "render").items():
+    for d, (label, views) in enumerate(deployments(tmp_path / "render").items()):
         assert {v.image_name for v in views} == SERVICES, f"{label}: {[v.where for v in views]}"
         checked[label] = set()
         for n, view in enumerate(views):
-            files = tmp_path / f"{n}-{view.image_name}"
+            files = tmp_path / f"{d}-{n}-{view.image_name}"
+            files.mkdir()
             args, env = view.localized(files)
             if view.image_name != "dashboard" and args[:1] == ["python"]:
                 args = args[3:]  # an explicit `python -m service` command; the image's entrypoint otherwise
             out = subprocess.run(
                 [sys.executable, "-c", LOAD, view.image_name, json.dumps(args)],
+                cwd=files,  # `-c` puts the working directory first on sys.path: only PYTHONPATH's code runs
                 env=run_env(env, files),
                 capture_output=True,
                 text=True,
@@ -118,6 +120,7 @@ def test_every_container_loads_its_settings_site_file_and_health_check_from_what
                     continue  # the dashboard's /healthz: nothing listens here (tests/integration/test_dashboard_*)
                 res = subprocess.run(
                     [sys.executable, str(HEALTHCHECK), *command[2:]],
+                    cwd=files,
                     env=run_env(env, files),
                     capture_output=True,
                     text=True,

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from maskwatch.stack import STOP_ORDER, free_port, stop_stage
 from tests.integration.conftest import ENV, ROOT
@@ -98,7 +99,7 @@ def test_up_says_up_once_frames_are_counted_and_ctrl_c_stops_every_part_with_exi
     workdir: Path, stopper: list[subprocess.Popen[str]]
 ) -> None:
     addrs = _addresses()
-    proc = _up(workdir, _env(**addrs), "--workers", "1", "--demo-cameras", "1")
+    proc = _up(workdir, _env(**addrs), "--workers", "1", "--demo-cameras", "1", "--redis-prefix", "site27:")
     stopper.append(proc)
     out, err = Lines(proc.stdout), Lines(proc.stderr)
     out.wait_for(rf"broker\s+started {addrs['MW_KAFKA']}", 60, proc)  # MW_KAFKA honoured
@@ -106,6 +107,11 @@ def test_up_says_up_once_frames_are_counted_and_ctrl_c_stops_every_part_with_exi
     out.wait_for(rf"model server\s+answers on {addrs['MW_SERVING']}", 240, proc)
     up = out.wait_for(r"^MaskWatch is up: first frames counted", 240, proc)
     assert f"http://127.0.0.1:{addrs['MW_DASHBOARD_PORT']}/" in up
+    # every child wrote under the prefix the flag gave (the counted frame is the worker's, the row the producer's)
+    r = redis.Redis.from_url(addrs["MW_REDIS_URL"])
+    assert r.smembers("site27:cameras") == {b"demo-1"} and r.hget("site27:camera:demo-1", "producer")
+    assert int(r.hget("site27:totals:demo-1", "frames") or 0) > 0 and not r.exists("mw:cameras")
+    r.close()
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
     t0 = time.monotonic()
     rc = proc.wait(30)
@@ -123,6 +129,25 @@ def test_up_says_up_once_frames_are_counted_and_ctrl_c_stops_every_part_with_exi
     assert names[0] == STOP_ORDER[0] and names[-1] == STOP_ORDER[-1]
     for child in ("worker-1", "producer"):
         assert "Traceback" not in (workdir / ".maskwatch" / "logs" / f"{child}.log").read_text()
+
+
+@pytest.mark.timeout(200)
+def test_ctrl_c_while_the_model_loads_stops_every_part_with_exit_0(workdir: Path, stopper: list[subprocess.Popen[str]]) -> None:
+    proc = _up(workdir, _env(**_addresses()), "--workers", "1", "--demo-cameras", "1")
+    stopper.append(proc)
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    serving_log = workdir / ".maskwatch" / "logs" / "serving.log"
+    out.wait_for(r"model server\s+loading", 60, proc)
+    deadline = time.monotonic() + 120
+    while "version loading" not in (serving_log.read_text() if serving_log.exists() else ""):
+        assert time.monotonic() < deadline and proc.poll() is None, out.text() + err.text()
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    t0 = time.monotonic()
+    assert proc.wait(30) == 0, err.text()
+    assert time.monotonic() - t0 < 12
+    assert "stopping (asked to)" in out.text() and "MaskWatch is up" not in out.text()
+    assert "shutdown requested while loading" in serving_log.read_text()
 
 
 @pytest.mark.timeout(60)

@@ -62,3 +62,18 @@ def test_thin_keeps_the_ends_and_at_most_about_n() -> None:
     assert kept[0] == 0 and kept[-1] == 120
     assert len(kept) <= 42
     assert thin([1, 2, 3], 40) == [1, 2, 3]
+
+
+def test_markdown_shows_the_runtimes_accuracy_and_the_profile() -> None:
+    details = {
+        "accuracy": {
+            "images": 124,
+            "openvino": {"faces_found_delta_pct": 0.0, "parity": {"rows": 843, "unmatched": 5, "extra": 4, "score_differs": 30, "class_differs": 3}},
+        },
+        "profile": {"faces_per_frame": 2.5, "ms_per_frame": {"detector": 30.0, "crops": 10.0}, "share": {"detector": 0.75, "crops": 0.25}},
+    }
+    data = merge({}, {"runtime_speedup": 1.9, "runtime_map_delta": 0.0017, "details": details, "stamp": stamp("d")}, MAIN_KEYS, "main")
+    text = markdown(data)
+    assert "**1.90**" in text and "**0.0017**" in text and "on 124 validation images" in text
+    assert "rows past tolerance 9 boxes / 30 scores / 3 classes of 843" in text
+    assert "| detector | 30.00 | 75 % |" in text

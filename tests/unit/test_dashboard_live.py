@@ -48,11 +48,17 @@ class FakeStore:
     def camera_info(self, cid: str) -> dict[str, str]:
         return self.info.get(cid, {})
 
+    def camera_zones(self, cids: list[str]) -> dict[str, str]:
+        return {c: self.info.get(c, {}).get("zone", "") for c in cids}
+
     def window(self, cid: str, minutes: int, now_ms: int | None = None) -> Counts:
         return self.windows.get(cid, Counts())
 
     def totals(self, cid: str) -> Counts:
         return self.windows.get(cid, Counts())
+
+    def summaries_data(self, cids: list[str], minutes: int, now_ms: int) -> list[tuple[dict[str, str], Counts, Counts]]:
+        return [(self.camera_info(c), self.window(c, minutes, now_ms), self.totals(c)) for c in cids]
 
     def heartbeats(self, kind: str) -> dict[str, dict[str, str]]:
         return self.beats[kind]
@@ -206,7 +212,10 @@ def test_a_batch_notice_pushes_only_its_cameras_and_its_violations() -> None:
     live._emit_due()
     (update,) = sio.of(EV_CAMERA)
     assert update["camera"] == "gate-1" and update["name"] == "Gate" and update["compliance"] == 0.75
-    assert all(kw == {"namespace": NAMESPACE} for _, _, kw in sio.emitted)
+    # each goes to whoever sees everything, the camera's own room and its zone's (dashboard/access.py)
+    zone = live.store.camera_info("gate-1").get("zone", "")
+    rooms = ["site", "cam:gate-1", *([f"zone:{zone}"] if zone else [])]
+    assert all(kw == {"namespace": NAMESPACE, "to": rooms} for _, _, kw in sio.emitted)
     assert live.stats["updates"] == 1
 
 

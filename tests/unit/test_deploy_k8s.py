@@ -422,3 +422,31 @@ def test_model_server_threads_match_its_cpu_limit(tmp_path: Path) -> None:
         assert cpu == threads == int(flags["tensorflow_intra_op_parallelism"]) == int(
             flags["tensorflow_inter_op_parallelism"]
         ), label
+
+
+@pytest.mark.timeout(60)
+def test_dashboard_behind_the_ingress_believes_exactly_that_one_proxy(tmp_path: Path) -> None:
+    """Otherwise every browser shares the ingress controller's address: one client's failed logins would lock
+    out all (rate limits per client address), and cookies would not be marked Secure."""
+    for label, objs in renders(tmp_path).items():
+        if not by_kind(objs, "Ingress"):
+            continue
+        (c,) = pod_specs(one(objs, "Deployment", "maskwatch-dashboard"))
+        env = {e["name"]: e.get("value") for e in c["containers"][0]["env"]}
+        assert env["MW_DASHBOARD_TRUSTED_PROXIES"] == "1", label
+        ingress = [p for p in by_kind(objs, "NetworkPolicy") if p["metadata"]["name"] == "maskwatch-dashboard-from-ingress"]
+        assert ingress, f"{label}: only the ingress controller may reach the dashboard"
+
+
+@pytest.mark.timeout(60)
+def test_the_dashboard_token_and_the_redis_url_are_required(tmp_path: Path) -> None:
+    """A Secret without them keeps the pods from starting (the dashboard would refuse anyway, later and less clearly)."""
+    for label, objs in renders(tmp_path).items():
+        for obj in objs:
+            for c in _containers(obj):
+                for e in c.get("env", []):
+                    ref = e.get("valueFrom", {}).get("secretKeyRef")
+                    if ref and e["name"] in ("MW_DASHBOARD_TOKEN", "MW_REDIS_URL"):
+                        assert not ref.get("optional"), f"{label}: {obj['metadata']['name']}: {e['name']} is optional"
+        (dash,) = pod_specs(one(objs, "Deployment", "maskwatch-dashboard"))
+        assert "MW_DASHBOARD_TOKEN" in {e["name"] for e in dash["containers"][0]["env"]}, label

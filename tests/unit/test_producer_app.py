@@ -48,6 +48,11 @@ def test_broken_site_on_reload_keeps_the_cameras(tmp_path: Path) -> None:
         app.reload("SIGHUP")
         assert not app.reload_ok and "site.yaml:3: camera=a field=fps" in app.reload_msg
         assert list(app.supervisor.cameras) == ["a"] and app.supervisor.cameras["a"].alive
+        # a file source that does not exist is refused at reload as at start, naming file, line and camera
+        (tmp_path / "site.yaml").write_text(SITE + f"  - {{id: c, source: '{tmp_path}/gone.mp4'}}\n")
+        app.reload("SIGHUP")
+        assert not app.reload_ok and "site.yaml:4: camera=c field=source: no such file" in app.reload_msg
+        assert list(app.supervisor.cameras) == ["a"]
         (tmp_path / "site.yaml").write_text(SITE.replace("id: a", "id: b"))
         app.reload("SIGHUP")
         assert app.reload_ok and app.reload_msg == "added=1 removed=1 changed=0 unchanged=0"
