@@ -178,6 +178,8 @@ class Episode:
     grace_ms: int
     snapshot_ms: int | None = None
     snapshot: bytes | None = None
+    # how good the kept snapshot is (worker/episodes.py face_quality), so a worker taking over keeps the best
+    quality: float = 0.0
 
     def __post_init__(self) -> None:
         if self.state not in (EPISODE_OPEN, EPISODE_CLOSED):
@@ -203,7 +205,27 @@ class Episode:
             "state": self.state,
             "grace_ms": self.grace_ms,
             "snapshot_ms": self.snapshot_ms if self.snapshot_ms is not None else "",
+            "quality": round(self.quality, 1),
         }
+
+    @classmethod
+    def from_fields(cls, f: Mapping[str, str]) -> Episode:
+        """An episode hash read back (without its snapshot bytes)."""
+        snap = f.get("snapshot_ms", "")
+        return cls(
+            camera_id=f["camera"],
+            id=f["id"],
+            label=f["class"],
+            votes=tuple(sorted((str(k), int(v)) for k, v in json.loads(f.get("votes", "{}") or "{}").items())),
+            first_ms=int(f["first_ms"]),
+            last_ms=int(f["last_ms"]),
+            box=tuple(float(x) for x in json.loads(f["box"])),  # type: ignore[arg-type]
+            score=float(f.get("score", 0) or 0),
+            state=f.get("state", EPISODE_CLOSED),
+            grace_ms=int(f.get("grace_ms", 0) or 0),
+            snapshot_ms=int(snap) if snap else None,
+            quality=float(f.get("quality", 0) or 0),
+        )
 
 
 def episode_row(fields: Mapping[str, str], snapshot_key: str, now_ms: int) -> dict[str, Any]:
@@ -322,10 +344,14 @@ class Store:
             p.execute()
 
     def register_cameras(self, cids: Iterable[str]) -> None:
-        """Add the site's cameras to the known set (the producer does, before their first frame)."""
+        """Add the site's cameras to the known set (the producer does, before their first frame); a camera the site
+        names again after it was retired is part of the site again (its frames count, not dead-lettered)."""
         ids = list(cids)
         if ids:
-            self.r.sadd(self.keys.cameras(), *ids)
+            with self.r.pipeline(transaction=True) as p:
+                p.sadd(self.keys.cameras(), *ids)
+                p.srem(self.keys.retired(), *ids)
+                p.execute()
 
     def set_camera_fields(self, cid: str, **fields: str | int | float) -> None:
         self.register_camera(cid, **fields)
@@ -569,6 +595,23 @@ class Store:
             if row:
                 fields = {_s(a): _s(b) for a, b in row.items()}
                 out.append(episode_row(fields, self.keys.snapshot(cid, eid), now))
+        return out
+
+    def open_episodes(self, cid: str, since_ms: int, newest: int = 50) -> list[Episode]:
+        """A camera's episodes stored open whose person was last seen at or after `since_ms` (of its newest)."""
+        ids = [_s(i) for i in self.r.zrevrange(self.keys.episodes(cid), 0, newest - 1)]
+        with self.r.pipeline(transaction=False) as p:
+            for eid in ids:
+                p.hgetall(self.keys.episode(cid, eid))
+            rows = p.execute()
+        out = []
+        for row in rows:
+            f = {_s(a): _s(b) for a, b in row.items()}
+            if f.get("state") == EPISODE_OPEN and int(f.get("last_ms", 0) or 0) >= since_ms:
+                try:
+                    out.append(Episode.from_fields(f))
+                except (KeyError, ValueError):
+                    continue
         return out
 
     def episode_counts(self, cid: str, since_ms: int, until_ms: int) -> int:

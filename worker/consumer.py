@@ -70,6 +70,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in revoked:
             self.worker._carry.pop(tp, None)
             self.worker._unpositioned.discard(tp)
+        self.worker.forget_cameras({tp.partition for tp in revoked})
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         # Positioning needs Redis, which may be down: pause now (nothing is fetched from an unknown
@@ -112,6 +113,7 @@ class Worker:
         self.announcer = Announcer()
         self._zones: dict[str, str] = {}
         self._zones_at = 0.0
+        self._camera_partition: dict[str, int] = {}
         self._unpositioned: set[TopicPartition] = set()
         self.cameras = CameraRegistry(lambda: self.store.camera_ids(), settings.open_registration)
         self._unknown_logged: set[str] = set()
@@ -333,6 +335,7 @@ class Worker:
             step = self.trackers.step(frame.camera_id, frame.ts_ms, d.items)
             p.batch.add(part, frame.camera_id, frame.ts_ms, d.counts(frame.width) + step.persons)
             part_of[frame.camera_id] = part
+            self._camera_partition[frame.camera_id] = part
             self._episode_step(frame, step.seen)
             prev = latest.get(frame.camera_id)
             if prev is None or frame.ts_ms >= prev[0].ts_ms:
@@ -345,8 +348,21 @@ class Worker:
             if img is not None:
                 p.batch.latest_jpeg[cid] = annotate.encode(annotate.annotate(img, d))
 
+    def forget_cameras(self, partitions: set[int]) -> None:
+        """Drop the tracks and episodes of cameras on revoked partitions: their new owner continues the episodes
+        stored open (nothing is closed here, so a person still in view stays one episode)."""
+        for cid, part in list(self._camera_partition.items()):
+            if part in partitions:
+                self.episodes.by_camera.pop(cid, None)
+                self.trackers.by_camera.pop(cid, None)
+                del self._camera_partition[cid]
+
     def _episode_step(self, frame: Frame, seen: Any) -> None:
         """Feed one frame's tracked faces to its camera's episodes; crop the faces that may be better evidence."""
+        if frame.camera_id not in self.episodes.by_camera:
+            # a camera new to this worker: episodes its previous worker left open may go on (a restart, a rebalance)
+            stored = self._retry("redis", lambda: self.store.open_episodes(frame.camera_id, 0))
+            self.episodes.book(frame.camera_id).resume(stored)
         book = self.episodes.book(frame.camera_id)
         candidates = book.observe(frame.ts_ms, seen, frame.width, frame.height)
         if not candidates:
