@@ -303,6 +303,15 @@ def plan_service(settings: StackSettings, setting: str, what: str) -> Service:
     )
 
 
+def reachable(host: str, port: int, timeout_s: float = 2.0) -> bool:
+    """Something accepts TCP connections at host:port (any host, unlike port_open's quick local probe)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def redis_url_at(url: str, host: str, port: int) -> str:
     """`url` with its host and port replaced (database and options kept)."""
     u = urlparse(url)
@@ -413,6 +422,9 @@ class Stack:
             "redis_url": self._plan_redis(),
             "serving": plan_service(s, "serving", "model server"),
         }
+        for svc in plan.values():
+            if not svc.embedded and not reachable(svc.host, svc.port):
+                raise StartError(f"nothing answers at {svc.address}: check {MOVED_BY[svc.setting]}")
         if port_open("127.0.0.1", s.dashboard_port):
             raise StartError(
                 f"port {s.dashboard_port} is in use{port_holder(s.dashboard_port)}: set {MOVED_BY['dashboard_port']} "

@@ -344,10 +344,14 @@ class Store:
             p.execute()
 
     def register_cameras(self, cids: Iterable[str]) -> None:
-        """Add the site's cameras to the known set (the producer does, before their first frame)."""
+        """Add the site's cameras to the known set (the producer does, before their first frame); a camera the site
+        names again after it was retired is part of the site again (its frames count, not dead-lettered)."""
         ids = list(cids)
         if ids:
-            self.r.sadd(self.keys.cameras(), *ids)
+            with self.r.pipeline(transaction=True) as p:
+                p.sadd(self.keys.cameras(), *ids)
+                p.srem(self.keys.retired(), *ids)
+                p.execute()
 
     def set_camera_fields(self, cid: str, **fields: str | int | float) -> None:
         self.register_camera(cid, **fields)

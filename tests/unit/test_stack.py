@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 from maskwatch.stack import (
     STOP_ORDER,
     Child,
+    Stack,
+    StackConfig,
     StackSettings,
     StartError,
     exit_problems,
@@ -83,6 +86,17 @@ def test_bad_addresses_are_named(setting: str, value: str, expect: str) -> None:
 def test_remote_addresses_are_never_started_here() -> None:
     svc = plan_service(StackSettings(redis_url="redis://cache.example:6380/2"), "redis_url", "Redis")
     assert not svc.embedded and (svc.host, svc.port) == ("cache.example", 6380)
+
+
+def test_a_named_address_where_nothing_answers_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "models" / "1").mkdir(parents=True)
+    closed = _free()
+    # another host, as far as up knows; every other address on a free port
+    settings = StackSettings(kafka=f"127.0.0.2:{closed}", serving=f"127.0.0.1:{_free()}", dashboard_port=_free())
+    stack = Stack(StackConfig(settings=settings, model_base_path=str(tmp_path / "models"), state_dir=str(tmp_path)), threading.Event())
+    with pytest.raises(StartError) as e:
+        stack.check()
+    assert str(e.value) == f"nothing answers at 127.0.0.2:{closed}: check --kafka / MW_KAFKA"
 
 
 def test_redis_url_at_keeps_database_and_credentials() -> None:
