@@ -92,18 +92,23 @@ def build(store: Store, req: ReportRequest, now_ms: int) -> dict[str, Any]:
         cameras = store.camera_ids()
     if req.visible is not None:
         cameras = [c for c in cameras if c in set(req.visible)]
-    hourly = history.series(
-        store, req.from_ms, req.to_ms, cameras=cameras, zone=req.zone, resolution=history.HOUR
-    ).rows
+    # every figure from hourly buckets, so the cameras, shifts and worst hours add up to the total
+    per_camera = {
+        cid: history.series(store, req.from_ms, req.to_ms, cameras=[cid], resolution=history.HOUR) for cid in cameras
+    }
+    if req.zone is not None:
+        hourly = history.series(store, req.from_ms, req.to_ms, zone=req.zone, resolution=history.HOUR).rows
+    else:
+        hourly = _sum_rows([s.rows for s in per_camera.values()], req.from_ms, req.to_ms)
     cams = []
     episodes: list[dict[str, Any]] = []
     n_episodes = 0
     for cid in cameras:
-        c = history.series(store, req.from_ms, req.to_ms, cameras=[cid], resolution=history.DAY).total()
         n = store.episode_counts(cid, req.from_ms, req.to_ms - 1)
         n_episodes += n
         info = store.camera_info(cid)
-        cams.append({"camera": cid, "name": info.get("name", cid), "zone": info.get("zone", ""), **_figures(c, n)})
+        figures = _figures(per_camera[cid].total(), n)
+        cams.append({"camera": cid, "name": info.get("name", cid), "zone": info.get("zone", ""), **figures})
         episodes += store.episodes(cid, MAX_EPISODES, req.from_ms, req.to_ms - 1, now_ms)
     episodes.sort(key=lambda e: e["first_ms"])
     total = Counts()
@@ -143,6 +148,16 @@ def build(store: Store, req: ReportRequest, now_ms: int) -> dict[str, Any]:
         "episodes": episodes[-MAX_EPISODES:],
         "episodes_listed_by_class": by_class,
     }
+
+
+def _sum_rows(series: list[tuple[tuple[int, Counts], ...]], from_ms: int, to_ms: int) -> tuple[tuple[int, Counts], ...]:
+    """Bucket-wise sum of several cameras' hourly rows (all over the same range)."""
+    if not series:
+        return tuple((i * 3_600_000, Counts()) for i in history.bucket_indexes(from_ms, to_ms, history.HOUR))
+    out = list(series[0])
+    for rows in series[1:]:
+        out = [(t, a + b) for (t, a), (_, b) in zip(out, rows, strict=True)]
+    return tuple(out)
 
 
 def _stamp(ms: int | None, tz: dt.tzinfo, fmt: str = "%Y-%m-%d %H:%M") -> str:

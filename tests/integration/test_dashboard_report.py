@@ -66,6 +66,9 @@ def test_report_figures_csv_and_cli_agree(served: ServedDashboard, redis_url: st
     assert body["subject"] == {"kind": "site", "name": "Plant 7"}
     assert body["totals"]["episodes"] == len(body["episodes"]) == days
     assert {c["camera"] for c in body["cameras"]} == {"ward-1", "gate-1"}
+    # the cameras add up to the total, also over a range that cuts days (from 03:00)
+    cut = http.get(f"/api/report?from={start + 3 * H}&to={to}&format=json").get_json()
+    assert sum(c["faces"] for c in cut["cameras"]) == cut["totals"]["faces"] > 0
     shifts = {s["name"]: s for s in body["shifts"]}
     assert shifts["Late"]["compliance"] == 0.5 and shifts["Night"]["faces"] == 0
     assert shifts["Early"]["compliance"] == round(11 / 12, 4)
