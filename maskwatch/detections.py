@@ -154,6 +154,8 @@ COUNT_FIELDS = (
     INCORRECT,
     "invalid",
     "dropped_stale",
+    # frames the producer sent that never reached a worker (gaps in its mw-seq: a broker that died, retention)
+    "lost",
     # unique people (one verdict per track, by vote over its frames)
     "persons",
     "persons_with_mask",
@@ -182,6 +184,7 @@ class Counts:
     mask_worn_incorrectly: int = 0
     invalid: int = 0
     dropped_stale: int = 0
+    lost: int = 0
     persons: int = 0
     persons_with_mask: int = 0
     persons_without_mask: int = 0

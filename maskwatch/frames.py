@@ -262,6 +262,15 @@ def parse_message(
     return frame
 
 
+def seq_of(headers: Sequence[tuple[str, bytes]] | None) -> tuple[str, int] | None:
+    """(producer run, seq) of a message whose headers carry them, even one rejected for another reason."""
+    h = {k: v for k, v in headers or []}
+    try:
+        return h[H_PRODUCER].decode(), int(h[H_SEQ])
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return None
+
+
 def camera_of(key: bytes | None) -> str | None:
     """The camera id a (possibly invalid) message belongs to, when its key is a valid id."""
     try:

@@ -7,7 +7,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
@@ -92,6 +92,10 @@ class Keys:
 
     def offsets(self, group: str, topic: str) -> str:
         return f"{self.prefix}offsets:{group}:{topic}"
+
+    def seq(self, cid: str) -> str:
+        """Hash: the newest frame bucket topic, producer run and next `mw-seq` counted for a camera (gaps = lost)."""
+        return f"{self.prefix}seq:{cid}"
 
     def retired_topics(self) -> str:
         """Hash: frame bucket topic -> ms when the janitor retired it (consumed; workers drop it, then it is deleted)."""
@@ -267,6 +271,55 @@ def episode_notice(ep: Episode) -> dict[str, Any]:
     return {k: v for k, v in episode_row(fields, "", ep.last_ms).items() if k != "snapshot"}
 
 
+@dataclass
+class SeqSpan:
+    """One camera's frames in one topic partition of a batch: the producer run, the first and last `mw-seq` seen,
+    the gaps between them, and the capture time of the first frame (where a gap before it is counted)."""
+
+    run: str
+    first: int
+    last: int
+    ts_ms: int
+    gaps: int = 0
+
+    def see(self, run: str, seq: int) -> None:
+        if run != self.run:  # the producer restarted: its new run starts its own span
+            self.run, self.first, self.last = run, seq, seq
+        elif seq > self.last:
+            self.gaps += seq - self.last - 1
+            self.last = seq
+
+
+def _bucket_order(topic: str) -> int:
+    """Time-bucketed topics sort by their bucket; any other topic is its own only bucket."""
+    tail = topic.rsplit(".", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def seq_losses(
+    spans: Mapping[tuple[TP, str], SeqSpan], states: Mapping[str, dict[str, str]]
+) -> tuple[dict[tuple[TP, str], int], dict[str, dict[str, str]]]:
+    """Frames lost before or inside each span (gaps in a camera's `mw-seq` within one topic and producer run), and
+    each camera's new state (newest topic, run, next seq). A span of an older topic than the state's (rotating
+    topics are consumed side by side) neither counts a gap before it nor moves the state."""
+    lost: dict[tuple[TP, str], int] = {}
+    new: dict[str, dict[str, str]] = {}
+    for (tp, cid), span in sorted(spans.items(), key=lambda kv: (_bucket_order(kv[0][0][0]), kv[1].first)):
+        st = new.get(cid) or dict(states.get(cid) or {})
+        topic = tp[0]
+        n = span.gaps
+        same = st.get("topic") == topic and st.get("run") == span.run
+        if same:
+            n += max(0, span.first - int(st.get("next", span.first)))
+        newer = not st or _bucket_order(topic) > _bucket_order(st.get("topic", ""))
+        if newer or (_bucket_order(topic) == _bucket_order(st.get("topic", "")) and (same or st.get("run") != span.run)):
+            nxt = max(span.last + 1, int(st.get("next", 0))) if same else span.last + 1
+            new[cid] = {"topic": topic, "run": span.run, "next": str(nxt)}
+        if n:
+            lost[(tp, cid)] = n
+    return lost, new
+
+
 # A partition of a topic: (topic, partition), as kafka-python's TopicPartition (a named tuple) is.
 TP = tuple[str, int]
 
@@ -284,10 +337,19 @@ class BatchWrite:
     counts: dict[tuple[TP, str, int], Counts] = field(default_factory=dict)
     last_frame_ms: dict[str, int] = field(default_factory=dict)
     latest_jpeg: dict[str, bytes] = field(default_factory=dict)
+    seqs: dict[tuple[TP, str], SeqSpan] = field(default_factory=dict)
     # (topic partition, episode): the latest state of each episode this batch changed
     episodes: list[tuple[TP, Episode]] = field(default_factory=list)
     # camera -> its zone in the site file (empty: none); zone buckets are written for cameras listed here
     zones: dict[str, str] = field(default_factory=dict)
+
+    def see(self, tp: TP, cid: str, run: str, seq: int, ts_ms: int) -> None:
+        """A frame of `cid` (counted, stale or invalid) with its producer run and `mw-seq`: gaps are counted lost."""
+        span = self.seqs.get((tp, cid))
+        if span is None:
+            self.seqs[(tp, cid)] = SeqSpan(run, seq, seq, ts_ms)
+        else:
+            span.see(run, seq)
 
     def add(self, tp: TP, cid: str, ts_ms: int, counts: Counts) -> None:
         key = (tp, cid, epoch_minute(ts_ms))
@@ -316,6 +378,17 @@ class CommitResult:
     applied: set[TP] = field(default_factory=set)
     duplicate: set[TP] = field(default_factory=set)
     conflicts: dict[TP, int] = field(default_factory=dict)
+
+
+def _with_lost(batch: BatchWrite, lost: Mapping[tuple[TP, str], int]) -> BatchWrite:
+    """The batch with its `lost` frames counted at the capture minute of the frame after each gap."""
+    if not lost:
+        return batch
+    counts = dict(batch.counts)
+    for (tp, cid), n in lost.items():
+        key = (tp, cid, epoch_minute(batch.seqs[(tp, cid)].ts_ms))
+        counts[key] = counts[key] + Counts(lost=n) if key in counts else Counts(lost=n)
+    return replace(batch, counts=counts)
 
 
 def _s(v: Any) -> str:
@@ -379,14 +452,16 @@ class Store:
         caller re-reads from the stored offset.
         """
         okeys = {topic: self.keys.offsets(group, topic) for topic in sorted(batch.topics())}
+        seq_cams = sorted({cid for _, cid in batch.seqs})
         with self.r.pipeline(transaction=True) as p:
             while True:
                 try:
-                    if okeys:
-                        p.watch(*okeys.values())
+                    if okeys or seq_cams:
+                        p.watch(*okeys.values(), *(self.keys.seq(c) for c in seq_cams))
                     stored = {
                         (topic, int(k)): int(v) for topic, okey in okeys.items() for k, v in p.hgetall(okey).items()
                     }
+                    states = {c: {_s(k): _s(v) for k, v in p.hgetall(self.keys.seq(c)).items()} for c in seq_cams}
                     result = CommitResult()
                     for tp, nxt in batch.next_offsets.items():
                         have = stored.get(tp)
@@ -400,8 +475,12 @@ class Store:
                     if not result.applied:
                         p.unwatch()
                         return result
+                    spans = {key: span for key, span in batch.seqs.items() if key[0] in result.applied}
+                    lost, seq_states = seq_losses(spans, states)
                     p.multi()
-                    self._queue_batch(p, batch, result.applied)
+                    self._queue_batch(p, _with_lost(batch, lost), result.applied)
+                    for cid, st in seq_states.items():
+                        p.hset(self.keys.seq(cid), mapping=st)
                     for topic, okey in okeys.items():
                         moved = {str(part): batch.next_offsets[(t, part)] for t, part in result.applied if t == topic}
                         if moved:

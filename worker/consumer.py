@@ -29,6 +29,7 @@ from maskwatch.frames import (
     camera_of,
     dead_letter,
     parse_message,
+    seq_of,
 )
 from maskwatch.store import TP, BatchWrite, Episode, Store, episode_notice
 from worker import annotate, metrics
@@ -247,6 +248,9 @@ class Worker:
                     cid = camera_of(rec.key)
                     if cid is not None and self._counts_camera(cid):
                         batch.add(tp, cid, rec.timestamp or now_ms, Counts(invalid=1))
+                        seen = seq_of(rec.headers)
+                        if seen is not None:
+                            batch.see(tp, cid, *seen, rec.timestamp or now_ms)
                     logger.warning(
                         "frame rejected camera=%s topic=%s partition=%d offset=%d reason=%s", cid, tp.topic, tp.partition, rec.offset, e
                     )
@@ -255,6 +259,7 @@ class Worker:
                     dead.append((rec, ERR_UNKNOWN_CAMERA))  # counted nowhere: no camera comes from nowhere
                     self._log_unknown(frame.camera_id, tp.partition, rec.offset)
                     continue
+                batch.see(tp, frame.camera_id, frame.producer, frame.seq, frame.ts_ms)
                 if now_ms - frame.ts_ms > max_age_ms:
                     batch.add(tp, frame.camera_id, frame.ts_ms, Counts(dropped_stale=1))
                     continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from maskwatch import frames as F
 from maskwatch.buckets import TopicScheme
 from maskwatch.rotation import Janitor, run_janitor
-from maskwatch.stack import free_port, wait_for
+from maskwatch.stack import free_port, port_open, tansu_command, wait_for
 from maskwatch.store import Store
 from maskwatch.topics import ensure_topics
 from tests.integration.cheap_model import export_cheap_model
@@ -222,4 +223,59 @@ def test_rotating_topics_count_exactly_and_are_deleted(
         janitor.close()
         rcs = procs.stop_all()
         store.close()
+    assert set(rcs.values()) == {0}, rcs
+
+
+@pytest.mark.timeout(300)
+def test_frames_a_broker_restart_loses_are_counted_lost(
+    redis_url: str, cheap_serving: str, names: dict[str, str], logs_dir: Path
+) -> None:
+    """Frames the broker took and then lost (it died before a worker read them) are counted per camera as `lost`,
+    from the gaps in each camera's `mw-seq`; what was read before and after is counted once."""
+    port = free_port()
+    kafka = f"127.0.0.1:{port}"
+
+    def broker() -> subprocess.Popen[bytes]:
+        with open(logs_dir / "tansu-restart.log", "ab") as log:
+            proc = subprocess.Popen(tansu_command(port), stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: port_open("127.0.0.1", port), 30, "the broker")
+        ensure_topics([kafka], names["topic"], 4, names["dlq_topic"])
+        return proc
+
+    def send(first: int, per_cam: int) -> None:
+        p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5)
+        futs = []
+        for seq in range(first, first + per_cam):
+            for cam in CAMS:
+                f = frame(cam, seq)
+                futs.append(p.send(names["topic"], key=f.key, value=f.jpeg, headers=f.headers()))
+        p.flush(timeout=30)
+        for fut in futs:
+            fut.get(timeout=1)
+        p.close()
+
+    tansu = broker()
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names))
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    frames_of = lambda: sum(store.totals(c).frames for c in CAMS)  # noqa: E731
+    try:
+        procs.worker("w-lost")
+        send(0, 30)
+        wait_for(lambda: frames_of() == 30 * len(CAMS), 120, "the first frames counted")
+        procs.kill("w-lost", signal.SIGTERM)
+        send(30, 30)  # taken by the broker, never read: the broker dies with them
+        tansu.kill()
+        tansu.wait(timeout=10)
+        tansu = broker()
+        store.forget_offsets(names["group"], names["topic"])  # what `maskwatch up` does for a restarted broker
+        send(60, 30)
+        procs.worker("w-lost")
+        wait_for(lambda: frames_of() == 60 * len(CAMS), 120, "the frames after the restart counted")
+        wait_for(lambda: all(store.totals(c).lost == 30 for c in CAMS), 30, "30 frames of each camera counted lost")
+        assert {c: store.totals(c).frames for c in CAMS} == dict.fromkeys(CAMS, 60)
+    finally:
+        rcs = procs.stop_all()
+        store.close()
+        tansu.terminate()
+        tansu.wait(timeout=10)
     assert set(rcs.values()) == {0}, rcs
