@@ -5,8 +5,8 @@
 - `bombs`: peak RSS of the dashboard and the model server while 20 header-bomb JPEGs (a few hundred bytes
   announcing WxH pixels) are uploaded to /api/predict at once, with the code of `--before` (a directory holding
   an older checkout, e.g. `git archive <rev> | tar -x -C DIR`) and with this checkout.
-- `rps`: requests/s of GET /api/cameras from N client threads, the Werkzeug development server against the
-  production server `python -m dashboard` runs, interleaved.
+- `rps`: requests/s of GET /api/cameras from N client threads, `python -m dashboard` of `--before` (the
+  Werkzeug development server) against this checkout's (gunicorn), both as processes, interleaved.
 """
 
 from __future__ import annotations
@@ -244,39 +244,40 @@ def rps(url: str, threads: int, seconds: float) -> float:
     return sum(done) / seconds
 
 
-def bench_rps(cameras: int, threads: int, seconds: float, rounds: int) -> None:
-    from dashboard.app import close_app, create_app
-    from dashboard.server import Server
-    from dashboard.settings import DashboardSettings
+def _dashboard_process(code: Path, port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MW_")}
+    env.update({"PYTHONPATH": str(code), "MW_REDIS_URL": redis_url, "MW_LOG_LEVEL": "WARNING"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "dashboard", "--port", str(port), "--redis-prefix", "bench:"],
+        cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
 
+
+def bench_rps(before: Path, cameras: int, threads: int, seconds: float, rounds: int, paths: list[str]) -> None:
     with redis_server() as url:
         store = Store.from_url(url, "bench:")
         seed_site(store, cameras, int(time.time() * 1000))
-        # the development server as before, in this process
-        app, _ = create_app(DashboardSettings(redis_url=url, redis_prefix="bench:", port=0), store, start_live=False)
-        dev = Server(app, "127.0.0.1", 0).start()
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MW_")}
-        prod = subprocess.Popen(
-            [sys.executable, "-m", "dashboard", "--port", str(port), "--redis-prefix", "bench:", "--redis-url", url],
-            cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        )
+        store.close()
+        ports = {"before (Werkzeug development server)": free_port(), "now (gunicorn threaded worker)": free_port()}
+        procs = {
+            label: _dashboard_process(before if label.startswith("before") else ROOT, port, url)
+            for label, port in ports.items()
+        }
         try:
-            wait_for(lambda: port_open("127.0.0.1", port), 60, "the dashboard")
-            got: dict[str, list[float]] = {"development server (before)": [], "python -m dashboard (now)": []}
-            path = "/api/cameras?window=15m"
-            for _ in range(rounds):
-                got["development server (before)"].append(rps(dev.url + path, threads, seconds))
-                got["python -m dashboard (now)"].append(rps(f"http://127.0.0.1:{port}{path}", threads, seconds))
-            for label, vs in got.items():
-                print(f"GET {path} ({cameras} cameras), {threads} client threads, {label}: "
-                      + ", ".join(f"{v:.0f}" for v in vs) + f" req/s (median {statistics.median(vs):.0f})")
+            for port in ports.values():
+                wait_for(lambda port=port: port_open("127.0.0.1", port), 60, "the dashboards")
+            for path in paths:
+                got: dict[str, list[float]] = {label: [] for label in ports}
+                for _ in range(rounds):
+                    for label, port in ports.items():
+                        got[label].append(rps(f"http://127.0.0.1:{port}{path}", threads, seconds))
+                for label, vs in got.items():
+                    print(f"GET {path} ({cameras} cameras), {threads} client threads, {label}: "
+                          + ", ".join(f"{v:.0f}" for v in vs) + f" req/s (median {statistics.median(vs):.0f})")
         finally:
-            prod.terminate()
-            prod.wait(30)
-            dev.stop()
-            close_app(app)
-            store.close()
+            for p in procs.values():
+                p.terminate()
+                p.wait(30)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,10 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("-n", type=int, default=20)
     b.add_argument("--size", default="6300x6300", help="the size the bombs announce")
     r = sub.add_parser("rps")
+    r.add_argument("--before", type=Path, required=True, help="directory with the older code to compare with")
     r.add_argument("--cameras", type=int, default=20)
     r.add_argument("--threads", type=int, default=8)
     r.add_argument("--seconds", type=float, default=5.0)
     r.add_argument("--rounds", type=int, default=3)
+    r.add_argument("--path", action="append", help="paths to load (default /healthz and /api/cameras?window=15m)")
     args = ap.parse_args(argv)
     if args.what == "cameras":
         bench_cameras(args.cameras, args.rounds)
@@ -302,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         w, h = (int(v) for v in args.size.split("x"))
         bench_bombs(args.before, args.n, w, h)
     else:
-        bench_rps(args.cameras, args.threads, args.seconds, args.rounds)
+        paths = args.path or ["/healthz", "/api/cameras?window=15m"]
+        bench_rps(args.before, args.cameras, args.threads, args.seconds, args.rounds, paths)
     print(json.dumps({"load_average": os.getloadavg()}))
     return 0
 

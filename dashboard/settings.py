@@ -110,6 +110,21 @@ class DashboardSettings(CommonSettings):
         description="Uploads checked at once by POST /api/predict; more get 429 with Retry-After",
     )
 
+    server_threads: int = Field(
+        32,
+        ge=4,
+        le=1000,
+        validation_alias=_env("server_threads"),
+        description="Threads of the production server: requests served at once (each open live socket holds one)",
+    )
+    request_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        validation_alias=_env("request_timeout_s"),
+        description="A request whose bytes stop coming for this long is dropped (half-sent requests free their "
+        "thread); live sockets are exempt",
+    )
     insecure: bool = Field(
         False,
         validation_alias=_env("insecure"),
