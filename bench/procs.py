@@ -209,6 +209,7 @@ def worker_env(kafka: str, redis_url: str, serving: str, names: Names, **extra: 
         "MW_REDIS_PREFIX": names.prefix,
         "MW_GROUP": names.group,
         "MW_START_FROM": "earliest",
+        "MW_OPEN_REGISTRATION": "true",  # the feeder's cameras are no site's
         "MW_HEARTBEAT_INTERVAL_S": "0.5",
         "MW_LOG_LEVEL": "WARNING",
     }

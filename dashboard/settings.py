@@ -110,6 +110,21 @@ class DashboardSettings(CommonSettings):
         description="Uploads checked at once by POST /api/predict; more get 429 with Retry-After",
     )
 
+    server_threads: int = Field(
+        32,
+        ge=4,
+        le=1000,
+        validation_alias=_env("server_threads"),
+        description="Threads of the production server: requests served at once (each open live socket holds one)",
+    )
+    request_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        validation_alias=_env("request_timeout_s"),
+        description="A request whose bytes stop coming for this long is dropped (half-sent requests free their "
+        "thread); live sockets are exempt",
+    )
     insecure: bool = Field(
         False,
         validation_alias=_env("insecure"),
@@ -179,12 +194,6 @@ class DashboardSettings(CommonSettings):
     def allowed_origins(self) -> list[str]:
         """The configured extra origins, normalised (no trailing slash, lower-case scheme and host)."""
         return [o.strip().lower().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
-
-    @field_validator("token", mode="before")
-    @classmethod
-    def _empty_token_is_unset(cls, v: object) -> object:
-        # compose and k8s pass MW_DASHBOARD_TOKEN="" when no token is configured
-        return None if v == "" else v
 
     @model_validator(mode="after")
     def _thresholds_ordered(self) -> DashboardSettings:

@@ -371,10 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     from maskwatch.eval import cli as eval_cli
     from serving.train import cli as train_cli
 
-    ev = sub.add_parser("eval", help="VOC AP, recall by face size and frames/s of a model (in-process or --serving)")
+    ev = sub.add_parser("eval", help="VOC AP, recall by face size, the operator's compliance error and frames/s of a model (in-process or --serving), or K fold reports aggregated (--aggregate)")
     eval_cli.add_arguments(ev)
     ev.set_defaults(fn=eval_cli.run)
-    tr = sub.add_parser("train", help="fine-tune the detector and the 3-class classifier; export a new model version")
+    tr = sub.add_parser("train", help="fine-tune the detector and the 3-class classifier; export a new model version, or cross-validate the recipe (--folds)")
     train_cli.add_arguments(tr)
     tr.set_defaults(fn=train_cli.run)
     args = ap.parse_args(argv)

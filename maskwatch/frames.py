@@ -44,8 +44,10 @@ ERR_TOO_LARGE = "too_large"
 ERR_BAD_SIZE = "bad_size"
 ERR_UNDECODABLE = "undecodable"
 ERR_MODEL_OUTPUT = "model_output_malformed"
+ERR_UNKNOWN_CAMERA = "unknown_camera"  # a valid id that the site does not list (no producer registered it)
 REJECTION_REASONS = frozenset(
     {
+        ERR_UNKNOWN_CAMERA,
         ERR_NO_VERSION,
         ERR_BAD_VERSION,
         ERR_BAD_CAMERA,

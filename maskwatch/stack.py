@@ -177,12 +177,13 @@ def stop_children(children: list[Child], budget_s: float = STOP_BUDGET_S) -> Non
                 c.proc.wait(timeout=2)
 
 
-def exit_problems(children: list[Child]) -> list[str]:
-    """One line per child that did not exit 0 (after stop_children)."""
+def exit_problems(children: list[Child], starting: bool = False) -> list[str]:
+    """One line per child that did not exit 0 (after stop_children). `starting`: the stop came while the stack was
+    starting, when a child our SIGTERM ended before it had installed its handler stopped as asked."""
     out = []
     for c in children:
         rc = c.proc.returncode if c.proc is not None else None
-        if rc is None or rc == 0:
+        if rc is None or rc == 0 or (starting and rc == -signal.SIGTERM):
             continue
         how = f"was killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with status {rc}"
         out.append(f"{c.name} {how} (log: {c.log_path})")
@@ -302,6 +303,15 @@ def plan_service(settings: StackSettings, setting: str, what: str) -> Service:
     )
 
 
+def reachable(host: str, port: int, timeout_s: float = 2.0) -> bool:
+    """Something accepts TCP connections at host:port (any host, unlike port_open's quick local probe)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def redis_url_at(url: str, host: str, port: int) -> str:
     """`url` with its host and port replaced (database and options kept)."""
     u = urlparse(url)
@@ -412,6 +422,9 @@ class Stack:
             "redis_url": self._plan_redis(),
             "serving": plan_service(s, "serving", "model server"),
         }
+        for svc in plan.values():
+            if not svc.embedded and not reachable(svc.host, svc.port):
+                raise StartError(f"nothing answers at {svc.address}: check {MOVED_BY[svc.setting]}")
         if port_open("127.0.0.1", s.dashboard_port):
             raise StartError(
                 f"port {s.dashboard_port} is in use{port_holder(s.dashboard_port)}: set {MOVED_BY['dashboard_port']} "
@@ -460,7 +473,7 @@ class Stack:
             if self.failed is None and not up and self.stop.is_set():
                 self.say("stopping (asked to)")
             stop_children(self.children)
-        problems = exit_problems(self.children)
+        problems = exit_problems(self.children, starting=not up)
         logger.info("stack stopped problems=%d", len(problems))
         if self.failed is not None:
             return 1

@@ -178,6 +178,8 @@ class Episode:
     grace_ms: int
     snapshot_ms: int | None = None
     snapshot: bytes | None = None
+    # how good the kept snapshot is (worker/episodes.py face_quality), so a worker taking over keeps the best
+    quality: float = 0.0
 
     def __post_init__(self) -> None:
         if self.state not in (EPISODE_OPEN, EPISODE_CLOSED):
@@ -203,7 +205,27 @@ class Episode:
             "state": self.state,
             "grace_ms": self.grace_ms,
             "snapshot_ms": self.snapshot_ms if self.snapshot_ms is not None else "",
+            "quality": round(self.quality, 1),
         }
+
+    @classmethod
+    def from_fields(cls, f: Mapping[str, str]) -> Episode:
+        """An episode hash read back (without its snapshot bytes)."""
+        snap = f.get("snapshot_ms", "")
+        return cls(
+            camera_id=f["camera"],
+            id=f["id"],
+            label=f["class"],
+            votes=tuple(sorted((str(k), int(v)) for k, v in json.loads(f.get("votes", "{}") or "{}").items())),
+            first_ms=int(f["first_ms"]),
+            last_ms=int(f["last_ms"]),
+            box=tuple(float(x) for x in json.loads(f["box"])),  # type: ignore[arg-type]
+            score=float(f.get("score", 0) or 0),
+            state=f.get("state", EPISODE_CLOSED),
+            grace_ms=int(f.get("grace_ms", 0) or 0),
+            snapshot_ms=int(snap) if snap else None,
+            quality=float(f.get("quality", 0) or 0),
+        )
 
 
 def episode_row(fields: Mapping[str, str], snapshot_key: str, now_ms: int) -> dict[str, Any]:
@@ -321,6 +343,16 @@ class Store:
                 p.hset(self.keys.camera(cid), mapping={k: str(v) for k, v in meta.items()})
             p.execute()
 
+    def register_cameras(self, cids: Iterable[str]) -> None:
+        """Add the site's cameras to the known set (the producer does, before their first frame); a camera the site
+        names again after it was retired is part of the site again (its frames count, not dead-lettered)."""
+        ids = list(cids)
+        if ids:
+            with self.r.pipeline(transaction=True) as p:
+                p.sadd(self.keys.cameras(), *ids)
+                p.srem(self.keys.retired(), *ids)
+                p.execute()
+
     def set_camera_fields(self, cid: str, **fields: str | int | float) -> None:
         self.register_camera(cid, **fields)
 
@@ -386,8 +418,8 @@ class Store:
             for key, ttl in buckets:
                 p.expire(key, ttl)
         for cid in touched:
-            p.sadd(k.cameras(), cid)
-            if cid in batch.last_frame_ms:
+            if cid in batch.last_frame_ms:  # counted frames (re)register a camera; rejected ones never create one
+                p.sadd(k.cameras(), cid)
                 p.hset(k.camera(cid), "last_frame_ms", batch.last_frame_ms[cid])
             if cid in batch.latest_jpeg:
                 p.set(k.latest(cid), batch.latest_jpeg[cid], ex=LATEST_TTL_S)
@@ -471,6 +503,21 @@ class Store:
             (m, Counts.from_mapping({_s(k): v for k, v in row.items()})) for m, row in zip(minutes, rows, strict=True)
         ]
 
+    def window_keys(self, cid: str, minutes: int, now_minute: int) -> list[str]:
+        """The buckets whose sum is the window of the last `minutes` minutes, the current one included.
+
+        Whole hours (the current one so far included) come from hourly buckets, the rest from minute buckets:
+        a 24 h window is at most 25 + 59 reads, not 1440.
+        """
+        start = now_minute - minutes + 1
+        hour_now = now_minute // 60
+        if start >= hour_now * 60:
+            return [self.keys.minute(cid, m) for m in range(start, now_minute + 1)]
+        first_full_hour = -(-start // 60)
+        return [self.keys.minute(cid, m) for m in range(start, first_full_hour * 60)] + [
+            self.keys.hour(cid, h) for h in range(first_full_hour, hour_now + 1)
+        ]
+
     def buckets(self, kind: str, subject: str, indexes: Iterable[int]) -> list[Counts]:
         """Counts of one camera's (kind minute/hour/day) or zone's (zone_hour/zone_day) buckets; missing = zero."""
         name = {
@@ -484,7 +531,8 @@ class Store:
             for i in indexes:
                 p.hgetall(name(subject, i))
             rows = p.execute()
-        return [Counts.from_mapping({_s(k): v for k, v in row.items()}) for row in rows]
+        empty = Counts()  # most buckets of a long range are empty: one shared value
+        return [Counts.from_mapping({_s(k): v for k, v in row.items()}) if row else empty for row in rows]
 
     def zones(self) -> dict[str, list[str]]:
         """Zone -> its cameras, as the producers registered them from the site file (cameras with no zone left out)."""
@@ -496,12 +544,36 @@ class Store:
         return dict(sorted(out.items()))
 
     def window(self, cid: str, minutes: int, now_ms: int | None = None) -> Counts:
-        """Counts over the last `minutes` minute buckets, the current one included."""
+        """Counts over the last `minutes` minutes, the current one included."""
         now = epoch_minute(now_ms if now_ms is not None else int(time.time() * 1000))
-        total = Counts()
-        for _, c in self.series(cid, now - minutes + 1, now):
-            total = total + c
-        return total
+        with self.r.pipeline(transaction=False) as p:
+            for key in self.window_keys(cid, minutes, now):
+                p.hgetall(key)
+            return _sum_rows(p.execute())
+
+    def summaries_data(
+        self, cids: list[str], minutes: int, now_ms: int
+    ) -> list[tuple[dict[str, str], Counts, Counts]]:
+        """(camera info, window counts, totals) of each camera, read in one pipelined round trip."""
+        now = epoch_minute(now_ms)
+        spans: list[int] = []
+        with self.r.pipeline(transaction=False) as p:
+            for cid in cids:
+                p.hgetall(self.keys.camera(cid))
+                p.hgetall(self.keys.totals(cid))
+                keys = self.window_keys(cid, minutes, now)
+                for key in keys:
+                    p.hgetall(key)
+                spans.append(len(keys))
+            rows = p.execute()
+        out = []
+        i = 0
+        for n in spans:
+            info = {_s(k): _s(v) for k, v in rows[i].items()}
+            totals = Counts.from_mapping({_s(k): v for k, v in rows[i + 1].items()})
+            out.append((info, _sum_rows(rows[i + 2 : i + 2 + n]), totals))
+            i += 2 + n
+        return out
 
     def latest_jpeg(self, cid: str) -> bytes | None:
         v = self.r.get(self.keys.latest(cid))
@@ -524,6 +596,23 @@ class Store:
             if row:
                 fields = {_s(a): _s(b) for a, b in row.items()}
                 out.append(episode_row(fields, self.keys.snapshot(cid, eid), now))
+        return out
+
+    def open_episodes(self, cid: str, since_ms: int, newest: int = 50) -> list[Episode]:
+        """A camera's episodes stored open whose person was last seen at or after `since_ms` (of its newest)."""
+        ids = [_s(i) for i in self.r.zrevrange(self.keys.episodes(cid), 0, newest - 1)]
+        with self.r.pipeline(transaction=False) as p:
+            for eid in ids:
+                p.hgetall(self.keys.episode(cid, eid))
+            rows = p.execute()
+        out = []
+        for row in rows:
+            f = {_s(a): _s(b) for a, b in row.items()}
+            if f.get("state") == EPISODE_OPEN and int(f.get("last_ms", 0) or 0) >= since_ms:
+                try:
+                    out.append(Episode.from_fields(f))
+                except (KeyError, ValueError):
+                    continue
         return out
 
     def episode_counts(self, cid: str, since_ms: int, until_ms: int) -> int:
@@ -729,16 +818,22 @@ def remove_camera(store: Store, cid: str, now_ms: int | None = None) -> bool:
 def camera_summary(store: Store, cid: str, window_minutes: int, now_ms: int | None = None) -> dict[str, Any]:
     """What the dashboard, REST API and CLI show for one camera (Contract 4's `camera_update`)."""
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    info = store.camera_info(cid)
-    win = store.window(cid, window_minutes, now)
+    ((info, win, totals),) = store.summaries_data([cid], window_minutes, now)
+    return summarise(cid, info, win, totals, window_minutes, now)
+
+
+def summarise(
+    cid: str, info: Mapping[str, str], win: Counts, totals: Counts, window_minutes: int, now: int
+) -> dict[str, Any]:
+    """camera_summary from what Redis holds for the camera."""
     last = int(info.get("last_frame_ms", "0") or 0)
     captured = int(info.get("last_capture_ms", "0") or 0)
     status = info.get("status", "unknown")
-    totals = store.totals(cid)
     warnings = []
     small = win.small_face_share if win.faces else totals.small_face_share
     if small is not None and small > 0.5:
         warnings.append("faces_too_small")
+    window = win.as_dict()
     return {
         "camera": cid,
         "name": info.get("name", cid),
@@ -752,18 +847,36 @@ def camera_summary(store: Store, cid: str, window_minutes: int, now_ms: int | No
         # seconds the newest counted frame trails the newest captured one (Contract 4's per-camera lag)
         "lag": round(max(0, captured - last) / 1000, 1) if last and captured else None,
         "window_minutes": window_minutes,
-        "window": win.as_dict(),
+        "window": window,
         "compliance": None if win.compliance is None else round(win.compliance, 4),
         "totals": totals.as_dict(),
-        "persons": {k: win.as_dict()[k] for k in ("persons", "persons_with_mask", "persons_without_mask", "persons_mask_worn_incorrectly")},
+        "persons": {k: window[k] for k in ("persons", "persons_with_mask", "persons_without_mask", "persons_mask_worn_incorrectly")},
         "warnings": warnings,
     }
 
 
 def camera_summaries(store: Store, window_minutes: int, now_ms: int | None = None) -> list[dict[str, Any]]:
-    """camera_summary of every known camera, by id: what GET /api/cameras and `maskwatch stats --json` answer."""
+    """camera_summary of every known camera, by id: what GET /api/cameras and `maskwatch stats --json` answer.
+
+    One pipelined round trip for all cameras; windows of an hour or more read hourly buckets.
+    """
     now = now_ms if now_ms is not None else int(time.time() * 1000)
-    return [camera_summary(store, cid, window_minutes, now) for cid in store.camera_ids()]
+    cids = store.camera_ids()
+    rows = store.summaries_data(cids, window_minutes, now)
+    return [summarise(cid, info, win, totals, window_minutes, now) for cid, (info, win, totals) in zip(cids, rows, strict=True)]
+
+
+def _sum_rows(rows: Iterable[Mapping[Any, Any]]) -> Counts:
+    """The field-wise sum of bucket hashes as Redis returns them (bytes keys and values)."""
+    total: dict[str, int] = {}
+    for row in rows:
+        for k, v in row.items():
+            name = _s(k)
+            try:
+                total[name] = total.get(name, 0) + int(v)
+            except ValueError:
+                continue  # not a counter
+    return Counts.from_mapping(total)
 
 
 def all_fields() -> Iterable[str]:

@@ -90,6 +90,8 @@ class Producer:
     def apply(self, site: SiteConfig) -> str:
         cams = my_cameras(site, self.settings)
         self.site_name = site.site
+        if cams:  # before the first frame: the workers count only cameras the site lists (registered here)
+            self._redis("register cameras", lambda: self.store.register_cameras([c.id for c in cams]))
         changes = self.supervisor.apply(site.site, cams)
         self.metrics.cameras.set(len(self.supervisor.cameras))
         if not cams:

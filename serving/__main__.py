@@ -58,6 +58,11 @@ def run(settings: Settings, stop: threading.Event) -> int:
             ",".join(server.manager.model_names() if server.manager else []),
         )
         stop.wait()
+    if not ready:
+        # stopped while a model was still loading: TensorFlow cannot interrupt a load (20 s on a busy machine) and
+        # nothing was served yet, so there is nothing to drain: `python -m serving` exits at once (os._exit)
+        logger.info("shutdown requested while loading: exiting without waiting for the load")
+        return 0
     logger.info("shutdown requested")
     server.stop()
     return 0

@@ -22,6 +22,7 @@ from maskwatch.detections import Counts, Detections, ModelOutputError, parse_out
 from maskwatch.frames import (
     ERR_MODEL_OUTPUT,
     ERR_UNDECODABLE,
+    ERR_UNKNOWN_CAMERA,
     Frame,
     FrameError,
     camera_of,
@@ -30,6 +31,7 @@ from maskwatch.frames import (
 )
 from maskwatch.store import BatchWrite, Episode, Store, episode_notice
 from worker import annotate, metrics
+from worker.cameras import CameraRegistry
 from worker.episodes import Announcer, EpisodeBooks, face_quality
 from worker.model import RETRYABLE, ModelClient, outputs_of
 from worker.settings import WorkerSettings
@@ -68,6 +70,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in revoked:
             self.worker._carry.pop(tp, None)
             self.worker._unpositioned.discard(tp)
+        self.worker.forget_cameras({tp.partition for tp in revoked})
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         # Positioning needs Redis, which may be down: pause now (nothing is fetched from an unknown
@@ -110,7 +113,10 @@ class Worker:
         self.announcer = Announcer()
         self._zones: dict[str, str] = {}
         self._zones_at = 0.0
+        self._camera_partition: dict[str, int] = {}
         self._unpositioned: set[TopicPartition] = set()
+        self.cameras = CameraRegistry(lambda: self.store.camera_ids(), settings.open_registration)
+        self._unknown_logged: set[str] = set()
 
     # ---- assignment ----------------------------------------------------------------------
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
@@ -206,9 +212,13 @@ class Worker:
                 except FrameError as e:
                     dead.append((rec, e.reason))
                     cid = camera_of(rec.key)
-                    if cid is not None:
+                    if cid is not None and self._counts_camera(cid):
                         batch.add(tp.partition, cid, rec.timestamp or now_ms, Counts(invalid=1))
                     logger.warning("frame rejected camera=%s partition=%d offset=%d reason=%s", cid, tp.partition, rec.offset, e)
+                    continue
+                if not self._counts_camera(frame.camera_id):
+                    dead.append((rec, ERR_UNKNOWN_CAMERA))  # counted nowhere: no camera comes from nowhere
+                    self._log_unknown(frame.camera_id, tp.partition, rec.offset)
                     continue
                 if now_ms - frame.ts_ms > max_age_ms:
                     batch.add(tp.partition, frame.camera_id, frame.ts_ms, Counts(dropped_stale=1))
@@ -219,6 +229,23 @@ class Worker:
         if frames:
             inflight.future = self._submit([f.jpeg for _, f in frames])
         return inflight
+
+    def _counts_camera(self, cid: str) -> bool:
+        return self._retry("redis", lambda: self.cameras.counts(cid))
+
+    def _log_unknown(self, cid: str, partition: int, offset: int) -> None:
+        """WARNING once per unknown id (up to 1000 ids, so a flood of made-up ids cannot flood the log), then DEBUG."""
+        first = cid not in self._unknown_logged and len(self._unknown_logged) < 1000
+        if first:
+            self._unknown_logged.add(cid)
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "frame rejected camera=%s partition=%d offset=%d reason=%s",
+            cid,
+            partition,
+            offset,
+            ERR_UNKNOWN_CAMERA,
+        )
 
     def _submit(self, jpegs: list[bytes]) -> Any:
         try:
@@ -308,6 +335,7 @@ class Worker:
             step = self.trackers.step(frame.camera_id, frame.ts_ms, d.items)
             p.batch.add(part, frame.camera_id, frame.ts_ms, d.counts(frame.width) + step.persons)
             part_of[frame.camera_id] = part
+            self._camera_partition[frame.camera_id] = part
             self._episode_step(frame, step.seen)
             prev = latest.get(frame.camera_id)
             if prev is None or frame.ts_ms >= prev[0].ts_ms:
@@ -320,8 +348,21 @@ class Worker:
             if img is not None:
                 p.batch.latest_jpeg[cid] = annotate.encode(annotate.annotate(img, d))
 
+    def forget_cameras(self, partitions: set[int]) -> None:
+        """Drop the tracks and episodes of cameras on revoked partitions: their new owner continues the episodes
+        stored open (nothing is closed here, so a person still in view stays one episode)."""
+        for cid, part in list(self._camera_partition.items()):
+            if part in partitions:
+                self.episodes.by_camera.pop(cid, None)
+                self.trackers.by_camera.pop(cid, None)
+                del self._camera_partition[cid]
+
     def _episode_step(self, frame: Frame, seen: Any) -> None:
         """Feed one frame's tracked faces to its camera's episodes; crop the faces that may be better evidence."""
+        if frame.camera_id not in self.episodes.by_camera:
+            # a camera new to this worker: episodes its previous worker left open may go on (a restart, a rebalance)
+            stored = self._retry("redis", lambda: self.store.open_episodes(frame.camera_id, 0))
+            self.episodes.book(frame.camera_id).resume(stored)
         book = self.episodes.book(frame.camera_id)
         candidates = book.observe(frame.ts_ms, seen, frame.width, frame.height)
         if not candidates:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from maskwatch.detections import VIOLATION_CLASSES, Detection
 from maskwatch.store import EPISODE_CLOSED, EPISODE_OPEN, Episode
-from worker.tracker import Track
+from worker.tracker import Track, iou
 
 # Laplacian variance at which a face crop counts as fully sharp; blurrier crops weigh proportionally less.
 SHARP_VARIANCE = 100.0
@@ -75,13 +75,18 @@ class _Open:
     best_quality: float = 0.0
     snapshot_ms: int | None = None
     snapshot: bytes | None = None  # a better crop not yet written
+    # the votes stored before this worker took the episode over (a restart, a rebalance): added to the track's
+    base_votes: dict[str, int] = field(default_factory=dict)
+
+    def all_votes(self) -> dict[str, int]:
+        return {c: self.votes.get(c, 0) + self.base_votes.get(c, 0) for c in sorted({*self.votes, *self.base_votes})}
 
     def value(self, camera: str, state: str, grace_ms: int) -> Episode:
         return Episode(
             camera_id=camera,
             id=self.id,
             label=self.label,
-            votes=tuple(sorted(self.votes.items())),
+            votes=tuple(sorted(self.all_votes().items())),
             first_ms=self.first_ms,
             last_ms=self.last_ms,
             box=self.box,
@@ -90,6 +95,23 @@ class _Open:
             grace_ms=grace_ms,
             snapshot_ms=self.snapshot_ms,
             snapshot=self.snapshot,
+            quality=self.best_quality,
+        )
+
+    @classmethod
+    def stored(cls, ep: Episode) -> _Open:
+        """An episode another worker left open, as this book continues it."""
+        return cls(
+            id=ep.id,
+            label=ep.label,
+            votes={},
+            first_ms=ep.first_ms,
+            last_ms=ep.last_ms,
+            box=ep.box,
+            score=ep.score,
+            best_quality=ep.quality,
+            snapshot_ms=ep.snapshot_ms,
+            base_votes=dict(ep.votes),
         )
 
 
@@ -97,7 +119,7 @@ class _Open:
 class Candidate:
     """A face that could beat its episode's snapshot: the caller measures its sharpness and offers the crop."""
 
-    episode_id: str
+    episode_id: str  # the key the book holds the episode under (its track's)
     detection: Detection
     ts_ms: int
     area_px: float
@@ -115,9 +137,28 @@ class EpisodeBook:
     camera: str
     min_frames: int
     grace_ms: int
+    min_iou: float = 0.3
+    # episodes in progress by their track's key (an adopted episode keeps its own id)
     open: dict[str, _Open] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)
     closed: list[Episode] = field(default_factory=list)
+    # episodes another worker left open for this camera, until a track takes one over or its grace runs out
+    adoptable: list[_Open] = field(default_factory=list)
+
+    def resume(self, stored: Iterable[Episode]) -> None:
+        """Episodes stored open by the camera's previous worker: a person still in view continues theirs."""
+        self.adoptable = [_Open.stored(e) for e in stored if e.state == EPISODE_OPEN]
+
+    def _adopt(self, track: Track, det: Detection) -> _Open | None:
+        """The stored open episode this new track continues: where it was last seen, within the grace."""
+        best, best_iou = None, self.min_iou
+        for ep in self.adoptable:
+            overlap = iou(ep.box, track.first_box or det.box)
+            if track.first_ms - ep.last_ms <= self.grace_ms and overlap >= best_iou:
+                best, best_iou = ep, overlap
+        if best is not None:
+            self.adoptable.remove(best)
+        return best
 
     def observe(self, ts_ms: int, seen: Iterable[tuple[Track, Detection]], width: int, height: int) -> list[Candidate]:
         """One frame's matched faces; returns the faces worth measuring as a better snapshot."""
@@ -129,26 +170,26 @@ class EpisodeBook:
             if ep is None:
                 if label is None:
                     continue
-                ep = self.open[track.key] = _Open(
+                ep = self._adopt(track, det) or _Open(
                     id=track.key,
                     label=label,
-                    votes=dict(track.votes),
+                    votes={},
                     first_ms=track.first_ms,
                     last_ms=ts_ms,
                     box=det.box,
                     score=det.score,
                 )
-            else:
-                ep.votes = dict(track.votes)
-                ep.last_ms = max(ep.last_ms, ts_ms)
-                ep.box = det.box
-                ep.score = max(ep.score, det.score) if det.label == ep.label else ep.score
-                if label is not None:
-                    ep.label = label
-            self.changed.add(ep.id)
+                self.open[track.key] = ep
+            ep.votes = dict(track.votes)
+            ep.last_ms = max(ep.last_ms, ts_ms)
+            ep.box = det.box
+            ep.score = max(ep.score, det.score) if det.label == ep.label else ep.score
+            if label is not None:
+                ep.label = verdict(ep.all_votes(), self.min_frames) or label
+            self.changed.add(track.key)
             area = face_area_px(det, width, height)
             if det.label in VIOLATION_CLASSES and area > ep.best_quality:
-                out.append(Candidate(ep.id, det, ts_ms, area))
+                out.append(Candidate(track.key, det, ts_ms, area))
         return out
 
     def offer(self, candidate: Candidate, quality: float, crop: bytes | None) -> bool:
@@ -157,18 +198,23 @@ class EpisodeBook:
         if ep is None or crop is None or quality <= ep.best_quality:
             return False
         ep.best_quality, ep.snapshot, ep.snapshot_ms = quality, crop, candidate.ts_ms
-        self.changed.add(ep.id)
+        self.changed.add(candidate.episode_id)
         return True
 
     def expire(self, now_ms: int) -> list[Episode]:
         """Close the episodes whose person has been gone longer than the grace period."""
-        gone = [eid for eid, ep in self.open.items() if now_ms - ep.last_ms > self.grace_ms]
+        gone = [key for key, ep in self.open.items() if now_ms - ep.last_ms > self.grace_ms]
         out = []
-        for eid in gone:
-            ep = self.open.pop(eid)
-            self.changed.discard(eid)
+        for key in gone:
+            ep = self.open.pop(key)
+            self.changed.discard(key)
             out.append(ep.value(self.camera, EPISODE_CLOSED, self.grace_ms))
             ep.snapshot = None
+        # stored episodes nobody took over: their person left while no worker watched
+        stale = [ep for ep in self.adoptable if now_ms - ep.last_ms > self.grace_ms]
+        for ep in stale:
+            self.adoptable.remove(ep)
+            out.append(ep.value(self.camera, EPISODE_CLOSED, self.grace_ms))
         self.closed.extend(out)
         return out
 
@@ -178,8 +224,8 @@ class EpisodeBook:
         A snapshot is carried once (in the first state that follows it being kept).
         """
         out = list(self.closed)
-        for eid in sorted(self.changed):
-            ep = self.open[eid]
+        for key in sorted(self.changed):
+            ep = self.open[key]
             out.append(ep.value(self.camera, EPISODE_OPEN, self.grace_ms))
             ep.snapshot = None
         self.closed, self.changed = [], set()

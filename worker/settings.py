@@ -46,6 +46,11 @@ class WorkerSettings(CommonSettings):
         le=8192 * 8192,
         description="Frames whose JPEG header announces more pixels are dead-lettered too_large, never decoded",
     )
+    open_registration: bool = Field(
+        False,
+        description="Count frames of any camera id (a lab); off, frames of cameras the site does not list (no "
+        "producer registered them) are dead-lettered unknown_camera and register nothing",
+    )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port (0 = off)")
     heartbeat_interval_s: float = Field(2.0, gt=0, le=30, description="Heartbeat period")
     retry_max_s: float = Field(10.0, gt=0, le=120, description="Cap of the retry backoff while a dependency is down")

@@ -111,6 +111,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         default=DEFAULT_BOOTSTRAP,
         help=f"resamples for each AP's 95 %% interval (0: none; default: {DEFAULT_BOOTSTRAP})",
     )
+    ap.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --split all: also cut the images into the K folds `maskwatch train --folds K` holds out (same "
+        "--seed) and write each fold's report and their mean ± sd under <out>/folds/: a model that never trained on "
+        "this data measured on the folds the recipe is cross-validated on",
+    )
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--fps-frames", type=int, default=DEFAULT_FPS_FRAMES, help="640x480 frames to time (0: skip)")
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow threads for an in-process model")
@@ -133,6 +142,8 @@ def check(args: argparse.Namespace) -> str | None:
         return "--iou must be in (0, 1)"
     if not 0.0 <= args.min_score <= 1.0:
         return "--min-score must be in [0, 1]"
+    if args.folds and (not 2 <= args.folds <= split.MAX_FOLDS or args.split != "all" or args.limit):
+        return f"--folds must be in [2, {split.MAX_FOLDS}], with --split all and without --limit"
     if args.batch_size < 1 or args.threads < 1 or min(args.fps_frames, args.limit, args.bootstrap) < 0:
         return "--batch-size and --threads must be >= 1, --fps-frames, --limit and --bootstrap >= 0"
     return None
@@ -199,6 +210,39 @@ def run(args: argparse.Namespace) -> int:
     logger.info(
         "evaluated mAP=%s seconds=%.1f report=%s", result.mean_ap, time.monotonic() - started, paths["markdown"]
     )
+    if args.folds:
+        return by_folds(samples, measured.detections, args, meta)
+    return 0
+
+
+def by_folds(
+    samples: Sequence[dataset.Sample], detections: report.ImageDetections, args: argparse.Namespace, meta: dict[str, Any]
+) -> int:
+    """--folds K: the run's detections cut into the K folds `maskwatch train --folds K` holds out, a report per fold
+    under <out>/folds/fold-<k>/ and the spread across them in <out>/folds/; 2 when the data cannot be cut so."""
+    try:
+        folds = split.folds(samples, args.folds, args.seed)
+    except ValueError as exc:
+        logger.error("data unusable error=%s", exc)
+        return 2
+    fold_of = {s.name: f for s, f in zip(folds.samples, folds.fold, strict=True)}
+    root = args.out / "folds"
+    dirs = []
+    for k in range(folds.k):
+        idx = [i for i, name in enumerate(detections.names) if fold_of[name] == k]
+        part = report.ImageDetections(
+            tuple(detections.names[i] for i in idx),
+            tuple(detections.truths[i] for i in idx),
+            tuple(detections.preds[i] for i in idx),
+        )
+        result = evaluate(list(part.truths), list(part.preds), args.iou, args.min_score, args.bootstrap)
+        dirs.append(root / f"fold-{k + 1}")
+        report.write(result, {**meta, "split": f"fold-{k + 1} of {folds.k}"}, dirs[-1], part)
+    cv = crossval.aggregate(dirs, args.bootstrap)
+    how = "one model measured as it is on each fold (not trained per fold: unbiased only if it never trained on these images)"
+    paths = crossval.write(cv, {"model": meta["model"], "data": meta["data"], "how": how}, root)
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    logger.info("folds measured folds=%d report=%s", folds.k, paths["markdown"])
     return 0
 
 

@@ -141,9 +141,8 @@ def markdown(cv: CrossValidation, meta: dict[str, Any]) -> str:
     lines = [
         f"# Cross-validation: `{meta.get('model', '?')}`",
         "",
-        f"{k} folds of `{meta.get('data', '?')}`, each held out once from the training of its model: {cv.images} "
-        "images, each evaluated by the one model that never saw it. Mean ± sd (sample sd) over the folds; "
-        "percent, or percentage points for the compliance error.",
+        f"{k} folds of `{meta.get('data', '?')}`, {cv.images} images: {meta.get('how', 'each fold measured on its own')}. "
+        "Mean ± sd (sample sd) over the folds; percent, or percentage points for the compliance error.",
         "",
         "| figure | mean ± sd | " + " | ".join(f"fold {i + 1}" for i in range(k)) + " |",
         "|---|---:|" + "---:|" * k,

@@ -225,14 +225,6 @@ class Refused(Exception):
     """A step found the data, a kept detector or the work directory unusable: the run stops with exit code 2."""
 
 
-@dataclass(frozen=True)
-class Trained:
-    """A step's result: the weights directory written and the manifest that describes it."""
-
-    weights_dir: Path
-    manifest: tuned.Manifest
-
-
 def train(config: TrainConfig) -> int:
     """The run as named steps: data → detector (trained or kept) → classifier → weights → validated export →
     installed weights."""
@@ -244,16 +236,16 @@ def train(config: TrainConfig) -> int:
         parts = load_split(config)
         kept = keep_detector(config)
         record = {"val_fraction": config.val_fraction, "seed": config.seed, "train": len(parts.train), "val": len(parts.val)}
-        trained = train_weights(config, parts, kept, config.work, record)
+        weights_dir = train_weights(config, parts, kept, config.work, record)
     except Refused as exc:
         logger.error("%s", exc)
         return 2
     try:
-        path, figures = export_validated(config, trained.weights_dir, parts.val)
+        path, figures = export_validated(config, weights_dir, parts.val)
     except FileExistsError as exc:
         logger.error("export refused error=%s", exc)
         return 1
-    install_weights(config, trained.weights_dir)
+    install_weights(config, weights_dir)
     logger.info(
         "trained version=%s path=%s mAP=%s minutes=%.1f report=%s",
         path.name,
@@ -305,9 +297,9 @@ def keep_detector(config: TrainConfig) -> KeptDetector | None:
 
 def train_weights(
     config: TrainConfig, parts: split.Split, kept: KeptDetector | None, work: Path, split_record: dict[str, Any]
-) -> Trained:
+) -> Path:
     """Both stages trained on `parts.train` (checkpoints in `work`, resumable) and written as a weights directory
-    whose manifest records the split as `split_record`."""
+    (returned) whose manifest records the split as `split_record`."""
     from serving import caffe, export
     from serving.ssd import TunedFaceDetector
     from serving.train import data
@@ -344,14 +336,14 @@ def train_weights(
         },
     )
     weights_dir = work / "weights"
-    manifest = tuned.write(
+    tuned.write(
         weights_dir,
         {k: v.numpy() for k, v in detector.variables_by_name().items()},
         tuned.classifier_arrays(classifier),
         manifest,
     )
     logger.info("weights written dir=%s", weights_dir)
-    return Trained(weights_dir, manifest)
+    return weights_dir
 
 
 def fit_detector(
@@ -428,7 +420,14 @@ def export_validated(
     def validate(staging: Path) -> None:
         predictor = runner.SavedModelPredictor(staging)
         result, meta = evaluate_split(predictor, val_samples, fps_frames=config.fps_frames)
-        meta = {**meta, "model": f"{MODEL_NAME}/{version}", "data": str(config.data), "split": "val", "threads": config.threads}
+        meta = {
+            **meta,
+            "model": f"{MODEL_NAME}/{version}",
+            "data": str(config.data),
+            "split": "val",
+            "note": "One validation split, not cross-validated: `maskwatch train --folds 5` measures the recipe.",
+            "threads": config.threads,
+        }
         paths = report.write(result, meta, staging / ASSETS_EXTRA / REPORT_DIR)
         figures.update(report.as_dict(result, meta))
         print(paths["markdown"].read_text(encoding="utf-8"))
@@ -452,6 +451,8 @@ def cross_validate(config: TrainConfig) -> int:
     report and detections in <cv_dir>/fold-<k>/), then the K reports aggregated in <cv_dir>. Resumable fold by fold:
     with --resume a fold whose report exists (made with these settings) is kept, an interrupted one carries on from
     its checkpoints. 0 when the report is written, 2 on unusable data or a fold made with other settings."""
+    import tensorflow as tf
+
     from maskwatch.eval import crossval
     from maskwatch.eval.cli import DEFAULT_BOOTSTRAP
 
@@ -484,13 +485,19 @@ def cross_validate(config: TrainConfig) -> int:
             parts = folds.part(k)
             record = {"folds": folds.k, "fold": k + 1, "seed": config.seed, "train": len(parts.train), "val": len(parts.val)}
             logger.info("fold training fold=%d of=%d train=%d held_out=%d", k + 1, folds.k, len(parts.train), len(parts.val))
-            trained = train_weights(config, parts, None, config.work / name, record)
+            tf.random.set_seed(config.seed)  # each fold starts as a run of its own, whether or not folds before it ran here
+            weights_dir = train_weights(config, parts, None, config.work / name, record)
         except Refused as exc:
             logger.error("%s", exc)
             return 2
-        measure_fold(config, trained.weights_dir, parts.val, fold_dir, f"{name} of {folds.k}", settings)
+        measure_fold(config, weights_dir, parts.val, fold_dir, f"{name} of {folds.k}", settings)
     cv = crossval.aggregate(fold_dirs, DEFAULT_BOOTSTRAP)
-    meta = {"model": f"maskwatch train recipe, {folds.k} folds", "data": str(config.data), "training": settings}
+    meta = {
+        "model": f"maskwatch train recipe, {folds.k} folds",
+        "data": str(config.data),
+        "how": "each fold held out from the training of its own model, so every image is measured by the one model that never saw it",
+        "training": settings,
+    }
     paths = crossval.write(cv, meta, config.cv_dir)
     print(paths["markdown"].read_text(encoding="utf-8"))
     logger.info(

@@ -6,10 +6,14 @@ needs; pytest knows them by their `name=` (each starts with `dashboard_`, so non
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -22,9 +26,10 @@ from dashboard.app import close_app, create_app
 from dashboard.server import Server
 from dashboard.settings import DashboardSettings
 from maskwatch.detections import Counts
-from maskwatch.stack import free_port
+from maskwatch.stack import free_port, port_open
 from maskwatch.store import EPISODE_CLOSED, BatchWrite, Episode, Store, episode_notice
 
+ROOT = Path(__file__).resolve().parents[2]
 GROUP = "maskwatch-workers"
 TOPIC = "frames"
 # How /check and the camera page head the score column: what the score is, in a tooltip (templates/_macros.html).
@@ -184,4 +189,64 @@ def fixture_dashboard_serve(redis_url: str, dashboard_store: Store) -> Iterator[
 @pytest.fixture(name="dashboard_served")
 def fixture_dashboard_served(dashboard_serve: Callable[..., ServedDashboard]) -> ServedDashboard:
     """The dashboard with test settings, served over HTTP."""
+    return dashboard_serve()
+
+
+@dataclass
+class DashboardProcess:
+    """`python -m dashboard` (the production server) as a child process, against the test's Redis prefix."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    store: Store
+    settings: DashboardSettings
+
+
+def settings_env(settings: DashboardSettings, overrides: dict[str, Any]) -> dict[str, str]:
+    """The environment variables that give a `python -m dashboard` process these settings overrides."""
+    env: dict[str, str] = {}
+    for name in overrides:
+        alias = DashboardSettings.model_fields[name].validation_alias
+        var = alias if isinstance(alias, str) else f"MW_{name.upper()}"
+        value = getattr(settings, name)
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[var] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+def _production_serve(redis_url: str, store: Store, log_dir: Any) -> Iterator[Callable[..., DashboardProcess]]:
+    served: list[DashboardProcess] = []
+
+    def serve(**overrides: Any) -> DashboardProcess:
+        port = free_port()
+        values = {"redis_url": redis_url, "redis_prefix": store.keys.prefix, "port": port, "system_interval_s": 0.5,
+                  "serving": f"127.0.0.1:{free_port()}", **overrides}
+        settings = DashboardSettings(**values)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MW_")}
+        env.update(settings_env(settings, values))
+        log = open(log_dir / f"dashboard-{port}.log", "wb")  # noqa: SIM115  (closed with the process)
+        proc = subprocess.Popen([sys.executable, "-m", "dashboard"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        d = DashboardProcess(proc, f"http://127.0.0.1:{port}", store, settings)
+        served.append(d)
+        wait_until(lambda: proc.poll() is not None or port_open("127.0.0.1", port), 60, what="the dashboard process")
+        assert proc.poll() is None, (log_dir / f"dashboard-{port}.log").read_text()[-3000:]
+        return d
+
+    yield serve
+    for d in served:
+        d.proc.terminate()
+        assert d.proc.wait(30) == 0, "the dashboard stops cleanly on SIGTERM"
+
+
+@pytest.fixture(name="dashboard_serve")
+def fixture_production_serve(redis_url: str, dashboard_store: Store, logs_dir: Any) -> Iterator[Callable[..., DashboardProcess]]:
+    """As `fixture_dashboard_serve`, but `python -m dashboard` as a process: the production server."""
+    yield from _production_serve(redis_url, dashboard_store, logs_dir)
+
+
+@pytest.fixture(name="dashboard_served")
+def fixture_production_served(dashboard_serve: Callable[..., DashboardProcess]) -> DashboardProcess:
+    """The dashboard with test settings, served by the production server in its own process."""
     return dashboard_serve()

@@ -1,4 +1,5 @@
-"""What a person sees: the dashboard in a real headless Chromium, updated live from Redis."""
+"""What a person sees: the dashboard, served by `python -m dashboard` (the production server), in a real headless
+Chromium, updated live from Redis."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from maskwatch.store import Store
 from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are fixtures)
-    ServedDashboard,
-    fixture_dashboard_serve,
-    fixture_dashboard_served,
+    DashboardProcess,
     fixture_dashboard_store,
+    fixture_production_serve,
+    fixture_production_served,
     scene_jpeg,
     seed,
 )
@@ -127,7 +128,7 @@ def seed_site(store: Store) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_cards_show_compliance_and_follow_new_counts_live(page: Page, dashboard_served: ServedDashboard) -> None:
+def test_cards_show_compliance_and_follow_new_counts_live(page: Page, dashboard_served: DashboardProcess) -> None:
     store = dashboard_served.store
     store.heartbeat("worker", "worker-1", {"fps": 14.6, "lag": 3})
     seed_site(store)
@@ -185,7 +186,7 @@ def test_cards_show_compliance_and_follow_new_counts_live(page: Page, dashboard_
 
 
 @pytest.mark.timeout(60)
-def test_empty_site_says_how_to_start(page: Page, dashboard_served: ServedDashboard) -> None:
+def test_empty_site_says_how_to_start(page: Page, dashboard_served: DashboardProcess) -> None:
     page.goto(dashboard_served.url + "/")
     expect(page.get_by_text("No cameras yet — start a producer")).to_be_visible()
     expect(page.get_by_test_id("alerts-empty")).to_contain_text("Alerts are off: add an alerts: section")
@@ -202,7 +203,7 @@ def test_empty_site_says_how_to_start(page: Page, dashboard_served: ServedDashbo
 
 
 @pytest.mark.timeout(60)
-def test_camera_page_charts_minutes_and_updates(page: Page, dashboard_served: ServedDashboard) -> None:
+def test_camera_page_charts_minutes_and_updates(page: Page, dashboard_served: DashboardProcess) -> None:
     store = dashboard_served.store
     now = int(time.time() * 1000)
     for minutes_ago in range(50, 0, -1):  # an hour's history, outside the 15-minute live window for most of it
@@ -242,7 +243,7 @@ def test_camera_page_charts_minutes_and_updates(page: Page, dashboard_served: Se
 
 
 @pytest.mark.timeout(60)
-def test_token_login_in_the_browser(page: Page, dashboard_serve: Callable[..., ServedDashboard]) -> None:
+def test_token_login_in_the_browser(page: Page, dashboard_serve: Callable[..., DashboardProcess]) -> None:
     token = "browser-token-123"
     served = dashboard_serve(token=token)
     seed(served.store, "gate-1", with_mask=1, name="Main gate")
@@ -255,7 +256,7 @@ def test_token_login_in_the_browser(page: Page, dashboard_serve: Callable[..., S
 
 
 @pytest.mark.timeout(300)
-def test_image_check_page(page: Page, dashboard_serve: Callable[..., ServedDashboard], serving: str) -> None:
+def test_image_check_page(page: Page, dashboard_serve: Callable[..., DashboardProcess], serving: str) -> None:
     served = dashboard_serve(serving=serving, predict_timeout_s=60)
     bgr = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
     page.goto(served.url + "/check")
@@ -274,7 +275,7 @@ def test_image_check_page(page: Page, dashboard_serve: Callable[..., ServedDashb
 
 @pytest.mark.timeout(90)
 def test_alert_badges_and_times_in_the_site_time_zone(
-    page: Page, dashboard_serve: Callable[..., ServedDashboard], dashboard_store: Store, tmp_path: Path
+    page: Page, dashboard_serve: Callable[..., DashboardProcess], dashboard_store: Store, tmp_path: Path
 ) -> None:
     tz = "Asia/Kathmandu"  # UTC+05:45: no browser's default, so a time shown right is shown on purpose
     site = tmp_path / "site.yaml"

@@ -89,3 +89,42 @@ def test_a_bad_site_file_stops_at_start_naming_file_and_field(tmp_path: Path) ->
     )
     assert done.returncode == 2
     assert f"{site}: field=timezone: unknown time zone 'Europe/Lodnon'" in done.stderr
+
+
+def _start(redis_url: str, port: int, **env: str) -> subprocess.Popen[bytes]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MW_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dashboard", "--port", str(port), "--redis-prefix", "tproc:"],
+        cwd=ROOT,
+        env={**base, "MW_REDIS_URL": redis_url, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    wait_until(lambda: proc.poll() is not None or answers(f"http://127.0.0.1:{port}/healthz"), 30, what="the dashboard")
+    assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+    return proc
+
+
+@pytest.mark.timeout(90)
+def test_half_sent_requests_do_not_hold_the_server(redis_url: str) -> None:
+    """A slowloris client (requests that never finish their headers) cannot starve the others: each such request
+    is dropped after MW_DASHBOARD_REQUEST_TIMEOUT_S, freeing its thread."""
+    import socket
+
+    port = free_port()
+    proc = _start(redis_url, port, MW_DASHBOARD_SERVER_THREADS="4", MW_DASHBOARD_REQUEST_TIMEOUT_S="1")
+    held: list[socket.socket] = []
+    try:
+        for _ in range(12):  # three times the threads
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /api/cameras HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and never the rest
+            held.append(s)
+        r = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/cameras", timeout=30)  # the queue drains in ~3 s
+        assert r.status == 200
+        assert "Werkzeug" not in r.headers.get("Server", "") and "/" not in r.headers.get("Server", ""), "no version banner"
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+    finally:
+        for s in held:
+            s.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0

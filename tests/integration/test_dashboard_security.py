@@ -389,7 +389,14 @@ def test_open_to_the_network_only_with_a_token(redis_url: str, args: list[str], 
         wait_until(lambda: proc.poll() is not None or port_open("127.0.0.1", port), 30, what="the dashboard")
         assert proc.poll() is None
         proc.terminate()
-        assert proc.wait(timeout=15) == 0
+        try:
+            rc = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            rc = None
+        if rc != 0:
+            proc.kill()
+            print((proc.stdout.read() if proc.stdout else b"").decode()[-3000:])
+        assert rc == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -131,6 +131,25 @@ def test_up_says_up_once_frames_are_counted_and_ctrl_c_stops_every_part_with_exi
         assert "Traceback" not in (workdir / ".maskwatch" / "logs" / f"{child}.log").read_text()
 
 
+@pytest.mark.timeout(200)
+def test_ctrl_c_while_the_model_loads_stops_every_part_with_exit_0(workdir: Path, stopper: list[subprocess.Popen[str]]) -> None:
+    proc = _up(workdir, _env(**_addresses()), "--workers", "1", "--demo-cameras", "1")
+    stopper.append(proc)
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    serving_log = workdir / ".maskwatch" / "logs" / "serving.log"
+    out.wait_for(r"model server\s+loading", 60, proc)
+    deadline = time.monotonic() + 120
+    while "version loading" not in (serving_log.read_text() if serving_log.exists() else ""):
+        assert time.monotonic() < deadline and proc.poll() is None, out.text() + err.text()
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    t0 = time.monotonic()
+    assert proc.wait(30) == 0, err.text()
+    assert time.monotonic() - t0 < 12
+    assert "stopping (asked to)" in out.text() and "MaskWatch is up" not in out.text()
+    assert "shutdown requested while loading" in serving_log.read_text()
+
+
 @pytest.mark.timeout(60)
 def test_a_bad_site_file_is_reported_on_the_terminal_before_anything_starts(workdir: Path) -> None:
     site = workdir / "site.yaml"

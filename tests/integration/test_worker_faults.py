@@ -324,3 +324,45 @@ def test_frames_over_the_caps_or_mislabelled_are_dead_lettered_whole(
     finally:
         assert procs.stop_all() == {"w-caps": 0}
         store.close()
+
+
+@pytest.mark.timeout(240)
+def test_frames_of_cameras_the_site_does_not_list_create_nothing(
+    kafka: str, redis_url: str, cheap_serving: str, names: dict[str, str], topic: str, logs_dir: Path
+) -> None:
+    """Made-up camera ids are dead-lettered unknown_camera; neither they nor rejected frames become cameras."""
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names, MW_OPEN_REGISTRATION="false"))
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    store.register_cameras(["cam-a"])  # what the producer does for its site's cameras
+    fake = [f"fake-{i:03d}" for i in range(200)]
+    try:
+        procs.worker("w-site")
+        p = KafkaProducer(bootstrap_servers=[kafka])
+        for i, cid in enumerate(fake):
+            f = frame(cid, i)
+            p.send(topic, key=f.key, value=f.jpeg, headers=f.headers())
+        rejected = frame("fake-bad", 0)
+        p.send(topic, key=rejected.key, value=rejected.jpeg, headers=[h for h in rejected.headers() if h[0] != F.H_VERSION])
+        for i in range(10):
+            f = frame("cam-a", i)
+            p.send(topic, key=f.key, value=f.jpeg, headers=f.headers())
+        p.flush()
+        p.close()
+        dlq = KafkaConsumer(
+            names["dlq_topic"], bootstrap_servers=[kafka], auto_offset_reset="earliest", consumer_timeout_ms=3000, group_id=None
+        )
+        seen: dict[str, str] = {}
+        deadline = time.monotonic() + 120
+        while len(seen) < len(fake) + 1 and time.monotonic() < deadline:
+            for rec in dlq:
+                seen[rec.key.decode()] = dict(rec.headers)[F.H_ERROR].decode()
+        dlq.close()
+        wait_for(lambda: store.totals("cam-a").frames == 10, 120, "the site's camera counted")
+        assert seen == {**{cid: F.ERR_UNKNOWN_CAMERA for cid in fake}, "fake-bad": F.ERR_NO_VERSION}
+        assert store.camera_ids() == ["cam-a"]
+        made = [k for k in store.r.scan_iter(match=names["redis_prefix"] + "*fake*", count=1000)]
+        assert made == [], made[:5]
+        assert procs.procs["w-site"].poll() is None
+    finally:
+        assert procs.stop_all() == {"w-site": 0}
+        store.close()

@@ -92,6 +92,8 @@ def env_for(kafka: str, redis_url: str, serving: str, names: dict[str, str], **e
         "MW_START_FROM": "earliest",
         "MW_HEARTBEAT_INTERVAL_S": "0.5",
         "MW_RETRY_MAX_S": "2",
+        # these frames come straight from the test, not from a producer registering its site's cameras
+        "MW_OPEN_REGISTRATION": "true",
         **extra,
     }
 

@@ -57,6 +57,9 @@ class FakeStore:
     def totals(self, cid: str) -> Counts:
         return self.windows.get(cid, Counts())
 
+    def summaries_data(self, cids: list[str], minutes: int, now_ms: int) -> list[tuple[dict[str, str], Counts, Counts]]:
+        return [(self.camera_info(c), self.window(c, minutes, now_ms), self.totals(c)) for c in cids]
+
     def heartbeats(self, kind: str) -> dict[str, dict[str, str]]:
         return self.beats[kind]
 

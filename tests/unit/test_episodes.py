@@ -152,3 +152,48 @@ def test_live_notices_on_open_better_snapshot_close_and_every_few_seconds_betwee
         (0, "open"), (5000, "open"), (6000, "open"), (12_000, "open"), (12_500, "closed"),
     ]  # fmt: skip
     assert a.last == {}  # nothing kept for a closed episode
+
+
+def stored_open(box: tuple[float, float, float, float], last_ms: int, quality: float = 0.0) -> Episode:
+    return Episode("cam", f"0-{int(box[0] * 1e4)}-{int(box[1] * 1e4)}", WITHOUT_MASK, ((WITHOUT_MASK, 40),), 0, last_ms,
+                   box, 0.9, EPISODE_OPEN, 1000, 100 if quality else None, None, quality)  # fmt: skip
+
+
+def resumed(stored: list[Episode], frames: list[tuple[int, tuple[Detection, ...]]]) -> list[Episode]:
+    """A worker taking a camera over: its book resumes what was stored open, then sees the next frames."""
+    tracker = CameraTracker(min_hits=3, ttl_ms=1000)
+    book = EpisodeBook("cam", 3, 1000)
+    book.resume(stored)
+    out: list[Episode] = []
+    for ts, dets in frames:
+        for c in book.observe(ts, tracker.step(ts, dets).seen, 640, 480):
+            book.offer(c, c.area_px, b"jpeg")
+        out.extend(book.drain())
+    return out
+
+
+def test_a_worker_taking_over_continues_the_episode_of_a_person_still_in_view() -> None:
+    before = stored_open(A, last_ms=8000)
+    eps = final(resumed([before], [(8200 + t * 200, (det(A),)) for t in range(10)]))
+    assert list(eps) == [before.id]  # the same episode, not a second one
+    ep = eps[before.id]
+    assert (ep.first_ms, ep.last_ms, ep.state) == (0, 8200 + 9 * 200, EPISODE_OPEN)
+    assert dict(ep.votes) == {WITHOUT_MASK: 50}  # 40 stored + 10 seen since
+
+
+def test_a_stored_episode_nobody_continues_closes_and_elsewhere_is_someone_new() -> None:
+    before = stored_open(A, last_ms=8000)
+    eps = final(resumed([before], [(8200 + t * 200, (det(B),)) for t in range(10)]))
+    assert eps[before.id].state == EPISODE_CLOSED and eps[before.id].last_ms == 8000
+    (new,) = [e for e in eps.values() if e.id != before.id]
+    assert new.state == EPISODE_OPEN and new.first_ms == 8200
+    # one stored long ago is closed at once, and the person at its place now is a new episode
+    old = stored_open(A, last_ms=1000)
+    eps = final(resumed([old], [(8200 + t * 200, (det(A),)) for t in range(5)]))
+    assert eps[old.id].state == EPISODE_CLOSED and len(eps) == 2
+
+
+def test_a_taken_over_episode_keeps_its_better_snapshot() -> None:
+    before = stored_open(A, last_ms=8000, quality=1e9)
+    states = resumed([before], [(8200 + t * 200, (det(A),)) for t in range(5)])
+    assert all(e.snapshot is None and e.snapshot_ms == 100 for e in states)

@@ -126,3 +126,25 @@ def test_eval_main_reports_a_missing_model(tmp_path: Path) -> None:
 def test_bad_options_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--data", "d", *argv])
+
+
+def test_eval_by_folds_measures_a_fixed_model_on_the_folds_train_holds_out(tmp_path: Path) -> None:
+    labels = ("with_mask", "without_mask", "mask_weared_incorrect")
+    data = write_voc(tmp_path / "voc", [(f"im{i}", (40, 40), [(labels[i % 3], (10, 10, 30, 30))]) for i in range(6)])
+    _constant_model(tmp_path / "models")
+    out = tmp_path / "report"
+    argv = ["--data", str(data), "--model", str(tmp_path / "models" / "mask_detector"), "--out", str(out)]
+    assert eval_main([*argv, "--split", "all", "--folds", "3", "--fps-frames", "0", "--bootstrap", "0"]) == 0
+    whole = json.loads((out / "report.json").read_text())
+    names = []
+    for k in (1, 2, 3):
+        fold = json.loads((out / "folds" / f"fold-{k}" / "report.json").read_text())
+        assert fold["split"] == f"fold-{k} of 3" and fold["images"] == 2
+        names += report.ImageDetections.from_json((out / "folds" / f"fold-{k}" / "detections.json").read_text()).names
+    assert sorted(names) == [f"im{i}" for i in range(6)]
+    summary = json.loads((out / "folds" / "report.json").read_text())
+    assert summary["cross_validation"]["folds"] == 3 and summary["pooled"]["images"] == whole["images"] == 6
+    assert summary["pooled"]["classes"]["face"]["ap"] == whole["classes"]["face"]["ap"] == 1.0  # every face found
+    assert "not trained per fold" in (out / "folds" / "report.md").read_text()
+    with pytest.raises(SystemExit):
+        eval_main([*argv, "--folds", "3"])  # the folds cut the whole data set: --split all only

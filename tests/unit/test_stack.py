@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 from maskwatch.stack import (
     STOP_ORDER,
     Child,
+    Stack,
+    StackConfig,
     StackSettings,
     StartError,
     exit_problems,
@@ -85,6 +88,17 @@ def test_remote_addresses_are_never_started_here() -> None:
     assert not svc.embedded and (svc.host, svc.port) == ("cache.example", 6380)
 
 
+def test_a_named_address_where_nothing_answers_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "models" / "1").mkdir(parents=True)
+    closed = _free()
+    # another host, as far as up knows; every other address on a free port
+    settings = StackSettings(kafka=f"127.0.0.2:{closed}", serving=f"127.0.0.1:{_free()}", dashboard_port=_free())
+    stack = Stack(StackConfig(settings=settings, model_base_path=str(tmp_path / "models"), state_dir=str(tmp_path)), threading.Event())
+    with pytest.raises(StartError) as e:
+        stack.check()
+    assert str(e.value) == f"nothing answers at 127.0.0.2:{closed}: check --kafka / MW_KAFKA"
+
+
 def test_redis_url_at_keeps_database_and_credentials() -> None:
     assert redis_url_at("redis://u:pw@127.0.0.1:6379/4", "127.0.0.1", 7000) == "redis://u:pw@127.0.0.1:7000/4"
     assert redis_url_at("redis://127.0.0.1:6379/0", "127.0.0.1", 7000) == "redis://127.0.0.1:7000/0"
@@ -133,6 +147,15 @@ def test_stop_children_stops_stage_by_stage_and_reports_who_did_not_exit_0(tmp_p
     assert len(problems) == 2
     assert problems[0].startswith("worker-1 exited with status 3")
     assert problems[1].startswith("dashboard was killed by SIGKILL")
+
+
+def test_a_child_our_sigterm_ended_while_starting_stopped_as_asked(tmp_path: Path) -> None:
+    c = Child("serving", [sys.executable, "-c", "import time; time.sleep(60)"])  # no SIGTERM handler (yet)
+    c.start(tmp_path)
+    stop_children([c], budget_s=5)
+    assert c.proc is not None and c.proc.returncode == -15
+    assert exit_problems([c], starting=True) == []
+    assert exit_problems([c])[0].startswith("serving was killed by SIGTERM")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,315 @@
+"""`python -m bench.security`: what issue 32's limits buy, measured before/after in one run and printed.
+
+- `cameras`: GET /api/cameras?window=24h at 1,000 cameras, the window summed per minute (as before) and from
+  hourly + minute buckets in one pipeline (now), interleaved, through the dashboard's Flask app.
+- `bombs`: peak RSS of the dashboard and the model server while 20 header-bomb JPEGs (a few hundred bytes
+  announcing WxH pixels) are uploaded to /api/predict at once, with the code of `--before` (a directory holding
+  an older checkout, e.g. `git archive <rev> | tar -x -C DIR`) and with this checkout.
+- `rps`: requests/s of GET /api/cameras from N client threads, `python -m dashboard` of `--before` (the
+  Werkzeug development server) against this checkout's (gunicorn), both as processes, interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import psutil
+
+from maskwatch.detections import Counts
+from maskwatch.stack import free_port, port_open, redis_answers, redis_command, wait_for
+from maskwatch.store import BatchWrite, Store, epoch_minute, summarise
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as d:
+        proc = subprocess.Popen(redis_command(port, d), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        url = f"redis://127.0.0.1:{port}/0"
+        try:
+            wait_for(lambda: redis_answers(url), 20, "redis-server")
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+# ---- cameras ------------------------------------------------------------------------------------------------
+
+
+def seed_site(store: Store, cameras: int, now_ms: int) -> None:
+    """`cameras` cameras with counts every 10 minutes over the last 24 h (minute, hour and day buckets)."""
+    now = epoch_minute(now_ms)
+    ids = [f"cam-{i:04d}" for i in range(cameras)]
+    store.register_cameras(ids)
+    for offset, chunk in enumerate(range(0, cameras, 50)):
+        batch = BatchWrite()
+        for cid in ids[chunk : chunk + 50]:
+            for m in range(now - 1439, now + 1, 10):
+                batch.add(0, cid, m * 60_000, Counts(frames=10, faces=3, with_mask=2, without_mask=1, persons=1))
+        batch.start_offsets[0] = offset
+        batch.next_offsets[0] = offset + 1
+        store.commit_batch(batch, "bench", "frames")
+
+
+def per_minute_summaries(store: Store, minutes: int, now_ms: int | None = None) -> list[dict[str, Any]]:
+    """The summaries as they were computed before: per camera, its info, every minute bucket, its totals."""
+    now = now_ms if now_ms is not None else int(time.time() * 1000)
+    out = []
+    for cid in store.camera_ids():
+        info = store.camera_info(cid)
+        win = Counts()
+        for _, c in store.series(cid, epoch_minute(now) - minutes + 1, epoch_minute(now)):
+            win = win + c
+        out.append(summarise(cid, info, win, store.totals(cid), minutes, now))
+    return out
+
+
+def bench_cameras(cameras: int, rounds: int) -> None:
+    from dashboard import api
+    from dashboard.app import close_app, create_app
+    from dashboard.settings import DashboardSettings
+
+    with redis_server() as url:
+        store = Store.from_url(url, "bench:")
+        now_ms = int(time.time() * 1000)
+        t0 = time.perf_counter()
+        seed_site(store, cameras, now_ms)
+        print(f"seeded {cameras} cameras x 144 minutes in {time.perf_counter() - t0:.1f}s")
+        app, _ = create_app(
+            DashboardSettings(redis_url=url, redis_prefix="bench:", port=0), store, start_live=False
+        )
+        http = app.test_client()
+        now_impl = api.all_summaries
+        times: dict[str, list[float]] = {"per-minute (before)": [], "hourly + one pipeline (now)": []}
+        try:
+            for _ in range(rounds):
+                for label, impl in (("per-minute (before)", per_minute_summaries), ("hourly + one pipeline (now)", now_impl)):
+                    api.all_summaries = impl  # type: ignore[assignment]
+                    t = time.perf_counter()
+                    r = http.get("/api/cameras?window=24h")
+                    times[label].append(time.perf_counter() - t)
+                    body = r.get_json()
+                    assert r.status_code == 200 and len(body) == cameras, r.status_code
+                    assert body[0]["window"]["frames"] >= 1300, body[0]["window"]["frames"]  # ~144 buckets of 10
+        finally:
+            api.all_summaries = now_impl  # type: ignore[assignment]
+            close_app(app)
+            store.close()
+    for label, ts in times.items():
+        print(f"GET /api/cameras?window=24h at {cameras} cameras, {label}: " + ", ".join(f"{t:.2f}s" for t in ts)
+              + f" (median {statistics.median(ts):.2f}s)")
+
+
+
+# ---- header bombs -------------------------------------------------------------------------------------------
+
+
+def header_bomb(width: int, height: int) -> bytes:
+    """A real 8x8 JPEG whose start-of-frame header announces width x height."""
+    raw = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    i = raw.index(b"\xff\xc0")
+    return raw[: i + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + raw[i + 9 :]
+
+
+def multipart(raw: bytes) -> tuple[bytes, str]:
+    boundary = "mwbench"
+    body = io.BytesIO()
+    body.write(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="b.jpg"\r\n'.encode())
+    body.write(b"Content-Type: image/jpeg\r\n\r\n" + raw + f"\r\n--{boundary}--\r\n".encode())
+    return body.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+class PeakRss:
+    """Samples the RSS of some processes every 20 ms in a thread; `peak` per name."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs = {n: psutil.Process(p) for n, p in pids.items()}
+        self.peak = {n: 0.0 for n in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def now(self) -> dict[str, float]:
+        return {n: p.memory_info().rss / 2**20 for n, p in self.procs.items()}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for n, v in self.now().items():
+                self.peak[n] = max(self.peak[n], v)
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def bomb_run(code: Path, label: str, redis_url: str, n: int, width: int, height: int) -> None:
+    env = {**os.environ, "PYTHONPATH": str(code), "TF_CPP_MIN_LOG_LEVEL": "2", "MW_REDIS_URL": redis_url}
+    env = {k: v for k, v in env.items() if not k.startswith("MW_DASHBOARD")}
+    gport, dport = free_port(), free_port()
+    model = ROOT / "models" / "mask_detector"
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "serving", "--port", str(gport), "--model_base_path", str(model),
+         "--file_system_poll_wait_seconds", "0"],
+        cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    dash = subprocess.Popen(
+        [sys.executable, "-m", "dashboard", "--port", str(dport), "--serving", f"127.0.0.1:{gport}",
+         "--redis-prefix", "bench:"],
+        cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: port_open("127.0.0.1", gport) and port_open("127.0.0.1", dport), 300, "model server + dashboard")
+        url = f"http://127.0.0.1:{dport}/api/predict"
+        body, ctype = multipart(header_bomb(width, height))
+
+        def post(_: int) -> int:
+            req = urllib.request.Request(url, data=body, headers={"Content-Type": ctype}, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=300) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as e:
+                return int(e.code)
+            except OSError:
+                return -1
+
+        post(0)  # the model server loads TensorFlow's Predict path and the dashboard its client once
+        with PeakRss({"dashboard": dash.pid, "model server": serving.pid}) as rss:
+            before = rss.now()
+            t = time.perf_counter()
+            with ThreadPoolExecutor(n) as pool:
+                codes = list(pool.map(post, range(n)))
+            took = time.perf_counter() - t
+            time.sleep(1.0)
+            after = rss.now()
+        statuses = {c: codes.count(c) for c in sorted(set(codes))}
+        for name in ("dashboard", "model server"):
+            print(f"{label}: {name} RSS {before[name]:.0f} MB -> peak {rss.peak[name]:.0f} MB -> {after[name]:.0f} MB after"
+                  f" ({n} parallel {width}x{height} header bombs, answers {statuses}, {took:.1f}s)")
+    finally:
+        for p in (dash, serving):
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def bench_bombs(before: Path | None, n: int, width: int, height: int) -> None:
+    with redis_server() as url:
+        if before is not None:
+            bomb_run(before, f"before ({before})", url, n, width, height)
+        bomb_run(ROOT, "now", url, n, width, height)
+
+
+# ---- requests per second ------------------------------------------------------------------------------------
+
+
+def rps(url: str, threads: int, seconds: float) -> float:
+    stop = time.monotonic() + seconds
+    done = [0] * threads
+
+    def client(i: int) -> None:
+        while time.monotonic() < stop:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                r.read()
+            done[i] += 1
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(client, range(threads)))
+    return sum(done) / seconds
+
+
+def _dashboard_process(code: Path, port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MW_")}
+    env.update({"PYTHONPATH": str(code), "MW_REDIS_URL": redis_url, "MW_LOG_LEVEL": "WARNING"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "dashboard", "--port", str(port), "--redis-prefix", "bench:"],
+        cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+
+
+def bench_rps(before: Path, cameras: int, threads: int, seconds: float, rounds: int, paths: list[str]) -> None:
+    with redis_server() as url:
+        store = Store.from_url(url, "bench:")
+        seed_site(store, cameras, int(time.time() * 1000))
+        store.close()
+        ports = {"before (Werkzeug development server)": free_port(), "now (gunicorn threaded worker)": free_port()}
+        procs = {
+            label: _dashboard_process(before if label.startswith("before") else ROOT, port, url)
+            for label, port in ports.items()
+        }
+        try:
+            for port in ports.values():
+                wait_for(lambda port=port: port_open("127.0.0.1", port), 60, "the dashboards")
+            for path in paths:
+                got: dict[str, list[float]] = {label: [] for label in ports}
+                for _ in range(rounds):
+                    for label, port in ports.items():
+                        got[label].append(rps(f"http://127.0.0.1:{port}{path}", threads, seconds))
+                for label, vs in got.items():
+                    print(f"GET {path} ({cameras} cameras), {threads} client threads, {label}: "
+                          + ", ".join(f"{v:.0f}" for v in vs) + f" req/s (median {statistics.median(vs):.0f})")
+        finally:
+            for p in procs.values():
+                p.terminate()
+                p.wait(30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.security", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("cameras")
+    c.add_argument("--cameras", type=int, default=1000)
+    c.add_argument("--rounds", type=int, default=3)
+    b = sub.add_parser("bombs")
+    b.add_argument("--before", type=Path, help="directory with the older code to compare with")
+    b.add_argument("-n", type=int, default=20)
+    b.add_argument("--size", default="6300x6300", help="the size the bombs announce")
+    r = sub.add_parser("rps")
+    r.add_argument("--before", type=Path, required=True, help="directory with the older code to compare with")
+    r.add_argument("--cameras", type=int, default=20)
+    r.add_argument("--threads", type=int, default=8)
+    r.add_argument("--seconds", type=float, default=5.0)
+    r.add_argument("--rounds", type=int, default=3)
+    r.add_argument("--path", action="append", help="paths to load (default /healthz and /api/cameras?window=15m)")
+    args = ap.parse_args(argv)
+    if args.what == "cameras":
+        bench_cameras(args.cameras, args.rounds)
+    elif args.what == "bombs":
+        w, h = (int(v) for v in args.size.split("x"))
+        bench_bombs(args.before, args.n, w, h)
+    else:
+        paths = args.path or ["/healthz", "/api/cameras?window=15m"]
+        bench_rps(args.before, args.cameras, args.threads, args.seconds, args.rounds, paths)
+    print(json.dumps({"load_average": os.getloadavg()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
