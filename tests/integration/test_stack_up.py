@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from maskwatch.stack import STOP_ORDER, free_port, stop_stage
+from maskwatch.stack import STOP_ORDER, free_port, stop_stage, wait_for
 from tests.integration.conftest import ENV, ROOT
 
 
@@ -129,6 +129,40 @@ def test_up_says_up_once_frames_are_counted_and_ctrl_c_stops_every_part_with_exi
     assert names[0] == STOP_ORDER[0] and names[-1] == STOP_ORDER[-1]
     for child in ("worker-1", "producer"):
         assert "Traceback" not in (workdir / ".maskwatch" / "logs" / f"{child}.log").read_text()
+
+
+@pytest.mark.timeout(600)
+def test_a_dead_broker_or_worker_is_restarted_and_counting_goes_on(workdir: Path, stopper: list[subprocess.Popen[str]]) -> None:
+    """SIGKILL the embedded broker, then a worker: the stack logs why and restarts each, the janitor recreates the
+    broker's bucket topics, and frames are counted again; Ctrl-C still stops every part with exit 0."""
+    addrs = _addresses()
+    proc = _up(workdir, _env(**addrs), "--workers", "1", "--demo-cameras", "1", "--redis-prefix", "t27r:")
+    stopper.append(proc)
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    out.wait_for(r"^MaskWatch is up: first frames counted", 300, proc)
+    r = redis.Redis.from_url(addrs["MW_REDIS_URL"])
+    log_path = workdir / ".maskwatch" / "logs" / "stack.log"
+
+    def frames() -> int:
+        return int(r.hget("t27r:totals:demo-1", "frames") or 0)
+
+    def starts(child: str) -> list[int]:
+        return [int(p) for p in re.findall(rf"started child={child} pid=(\d+)", log_path.read_text())]
+
+    for child in ("broker", "worker-1"):
+        pids = starts(child)
+        before = len(pids)
+        os.kill(pids[-1], signal.SIGKILL)
+        wait_for(lambda c=child, n=before: len(starts(c)) > n, 90, f"{child} restarted")
+        counted = frames()
+        wait_for(lambda n=counted: frames() >= n + 5, 240, f"frames counted after {child} restarted", interval_s=0.5)
+    log = log_path.read_text()
+    assert re.search(r"child exited child=broker rc=-9 restart_in_s=\d+", log), log[-3000:]
+    assert re.search(r"child exited child=worker-1 rc=-9 restart_in_s=\d+", log), log[-3000:]
+    r.close()
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(30) == 0, err.text()
+    assert "Traceback" not in err.text()
 
 
 @pytest.mark.timeout(200)
