@@ -92,6 +92,7 @@ class Janitor:
             self._probe = KafkaConsumer(
                 **self.client,
                 client_id="maskwatch-janitor-probe",
+                allow_auto_create_topics=False,  # probing a topic deleted meanwhile must not create it again
                 group_id=None,
                 enable_auto_commit=False,
                 request_timeout_ms=10_000,

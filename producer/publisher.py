@@ -78,6 +78,8 @@ class Publisher:
             "reconnect_backoff_ms": 100,
             "reconnect_backoff_max_ms": 2000,
             "client_id": client_id,
+            # a topic that is not there is an error, never created by asking for it (Tansu would create it)
+            "allow_auto_create_topics": False,
         }
         self.producer: KafkaProducer | None = None
         self._lock = threading.Lock()
@@ -181,9 +183,13 @@ class Publisher:
         thread, so the first frame of a bucket does not wait for it."""
         topic = self.scheme.topic_for(ts_ms)
         if self.scheme.rotating:
-            nxt = self.scheme.topic_for(ts_ms + self.scheme.rotate_s * 1000)
+            step = self.scheme.rotate_s * 1000
+            nxt = self.scheme.topic_for(ts_ms + step)
             if nxt != self._warmed:
                 self._warmed = nxt
+                # kafka-python asks for every topic it ever sent to at each metadata refresh; weeks of buckets would
+                # make that thousands of names: keep the previous bucket (frames still in flight), this and the next
+                _track_only(producer, {self.scheme.topic_for(ts_ms - step), topic, nxt})
                 threading.Thread(target=_warm, args=(producer, nxt), name="kafka-metadata", daemon=True).start()
         return topic
 
@@ -241,6 +247,14 @@ class Publisher:
             except KafkaTimeoutError:
                 logger.warning("flush timed out at close timeout_s=%s inflight_bytes=%d", timeout_s, self._inflight)
             producer.close(timeout=timeout_s)
+
+
+def _track_only(producer: KafkaProducer, topics: set[str]) -> None:
+    """Forget the metadata of older bucket topics (kafka-python has no public call for it; a topic still needed is
+    added again by the sender, so a race costs one metadata request, never a frame)."""
+    client = getattr(getattr(producer, "_sender", None), "_client", None)
+    if client is not None and hasattr(client, "set_topics"):
+        client.set_topics(topics)
 
 
 def _warm(producer: KafkaProducer, topic: str) -> None:

@@ -38,7 +38,7 @@ def run(settings: WorkerSettings, stop: threading.Event) -> int:
         model = ModelClient(settings.serving, settings.model_name, timeout_s=settings.model_timeout_s)
         stack.callback(model.close)
         kafka = settings.kafka_client_config()
-        dlq = KafkaProducer(**kafka, acks=1, max_block_ms=5000, client_id="maskwatch-worker-dlq")
+        dlq = KafkaProducer(**kafka, acks=1, max_block_ms=5000, client_id="maskwatch-worker-dlq", allow_auto_create_topics=False)
         stack.callback(dlq.close, timeout=5)
         consumer = KafkaConsumer(
             **kafka,
@@ -60,6 +60,8 @@ def run(settings: WorkerSettings, stop: threading.Event) -> int:
             receive_message_max_bytes=128 * 1024 * 1024,
             # rotating topics: a new bucket topic is noticed within seconds (the janitor creates them minutes ahead)
             metadata_max_age_ms=5_000 if settings.topic_rotate_s else 300_000,
+            # fetching a deleted bucket topic must not create it again (Tansu creates topics on request otherwise)
+            allow_auto_create_topics=False,
         )
         stack.callback(consumer.close, autocommit=False)
         worker = Worker(settings, consumer, dlq, model, store, stop)

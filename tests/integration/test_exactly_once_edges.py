@@ -99,7 +99,7 @@ def _dead_letters(kafka: str, topic: str, want: int) -> list[str]:
 def _feed(kafka: str, topic_of: TopicScheme, n: int, per_s: float, bad_at: dict[int, tuple]) -> None:  # type: ignore[type-arg]
     """Frames round-robin over CAMS (each camera's seq from 0) to the topic of their capture time; bad messages
     interleaved at the given frame indexes."""
-    p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5)
+    p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5, allow_auto_create_topics=False)
     start = time.monotonic()
     sent = []
     try:
