@@ -115,7 +115,7 @@ class Janitor:
     def reset(self) -> None:
         """After a broker restart: new connections, and every stored offset of this scheme's topics is void."""
         self.close()
-        self.store.forget_retired(self.store.retired_topics())
+        self.store.forget_topics()
         for topic in self.store.offset_topics(self.group):
             if self.scheme.is_mine(topic):
                 self.store.forget_offsets(self.group, topic)
@@ -185,6 +185,7 @@ class Janitor:
                 logger.info("topic created topic=%s partitions=%d", topic, self.partitions)
             except TopicAlreadyExistsError:
                 pass
+            self.store.add_live_topics([topic], int(self.clock() * 1000))
 
     def _consumed(self, topic: str) -> bool:
         """Every partition's stored offset has reached its high watermark (what a fetch reports)."""

@@ -97,6 +97,10 @@ class Keys:
         """Hash: the newest frame bucket topic, producer run and next `mw-seq` counted for a camera (gaps = lost)."""
         return f"{self.prefix}seq:{cid}"
 
+    def live_topics(self) -> str:
+        """Hash: frame bucket topic -> ms the janitor created it; the topics every worker follows (until retired)."""
+        return f"{self.prefix}topics:live"
+
     def retired_topics(self) -> str:
         """Hash: frame bucket topic -> ms when the janitor retired it (consumed; workers drop it, then it is deleted)."""
         return f"{self.prefix}topics:retired"
@@ -554,10 +558,23 @@ class Store:
                 p.hsetnx(key, str(part), 0)
             p.execute()
 
-    def retire_topics(self, topics: Iterable[str], now_ms: int) -> None:
+    def add_live_topics(self, topics: Iterable[str], now_ms: int) -> None:
         topics = list(topics)
         if topics:
-            self.r.hset(self.keys.retired_topics(), mapping=dict.fromkeys(topics, now_ms))
+            self.r.hset(self.keys.live_topics(), mapping=dict.fromkeys(topics, now_ms))
+
+    def live_topics(self) -> list[str]:
+        """The bucket topics workers follow: one list for every worker, so they agree and the group settles."""
+        return sorted(_s(k) for k in self.r.hkeys(self.keys.live_topics()))
+
+    def retire_topics(self, topics: Iterable[str], now_ms: int) -> None:
+        """Move topics from the followed list to the retired one, in one transaction."""
+        topics = list(topics)
+        if topics:
+            with self.r.pipeline(transaction=True) as p:
+                p.hdel(self.keys.live_topics(), *topics)
+                p.hset(self.keys.retired_topics(), mapping=dict.fromkeys(topics, now_ms))
+                p.execute()
 
     def retired_topics(self) -> dict[str, int]:
         return {_s(k): int(v) for k, v in self.r.hgetall(self.keys.retired_topics()).items()}
@@ -566,6 +583,10 @@ class Store:
         topics = list(topics)
         if topics:
             self.r.hdel(self.keys.retired_topics(), *topics)
+
+    def forget_topics(self) -> None:
+        """Both lists: after a broker restart none of those topics exists any more."""
+        self.r.delete(self.keys.live_topics(), self.keys.retired_topics())
 
     def offset_topics(self, group: str) -> list[str]:
         """The topics that have offsets stored for `group`."""

@@ -186,9 +186,10 @@ class Worker:
                 pending.future.cancel()
 
     def _follow_topics(self, force: bool = False) -> None:
-        """Subscribe to the frame topics: the one topic, or every bucket topic the broker has and the janitor has
-        not retired. A retired topic (consumed, about to be deleted) leaves every worker's subscription before it is
-        deleted, so no worker fetches it afterwards (a fetch would make Tansu create it again, empty)."""
+        """Subscribe to the frame topics: the one topic, or the bucket topics the janitor lists as live (one list
+        in Redis, so every worker asks for the same and the group settles; the broker's own topic list can come back
+        short under load). A retired topic (consumed, about to be deleted) leaves every worker's subscription before
+        it is deleted, so no worker fetches it afterwards."""
         scheme = self.s.topic_scheme()
         if not scheme.rotating:
             if force:
@@ -199,9 +200,8 @@ class Worker:
             return
         self._topics_checked = now
         try:
-            retired = self.store.retired_topics()
-            live = sorted(t for t in self.consumer.topics() if scheme.is_mine(t) and t not in retired)
-        except (redis.RedisError, KafkaError) as e:
+            live = [t for t in self.store.live_topics() if scheme.is_mine(t)]
+        except redis.RedisError as e:
             logger.warning("frame topics not refreshed error=%s", e)
             return
         if live != self._topics:
