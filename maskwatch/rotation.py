@@ -38,6 +38,7 @@ class JanitorStats:
     deleted: int = 0
     live: int = 0
     held: list[str] = field(default_factory=list)  # closed topics not yet consumed
+    gone: list[str] = field(default_factory=list)  # the topics deleted lately (the last 100)
 
 
 class Janitor:
@@ -211,6 +212,7 @@ class Janitor:
         with contextlib.suppress(UnknownTopicOrPartitionError):
             admin.delete_topics(topics, timeout_ms=10_000)
         self.stats.deleted += len(topics)
+        self.stats.gone = (self.stats.gone + topics)[-100:]
         logger.info("topics deleted (retired) topics=%s", ",".join(topics))
 
 
