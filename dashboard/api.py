@@ -124,7 +124,7 @@ def health() -> tuple[Response, int]:
         d.store.r.ping()
         detail["latency_ms"] = round((time.monotonic() - started) * 1000, 2)
         workers = d.store.heartbeats("worker")
-        cameras = len(d.store.camera_ids())
+        cameras = len(visible_cameras())
     except (redis.RedisError, OSError) as exc:
         redis_ok = False
         detail["error"] = str(exc)

@@ -113,8 +113,9 @@ def series(
         counts = store.buckets("zone_" + resolution, zone, idx)
     else:
         counts = [Counts()] * len(idx)
-        for cid in cameras:
-            counts = [a + b for a, b in zip(counts, store.buckets(resolution, cid, idx), strict=True)]
+        for n, cid in enumerate(cameras):
+            mine = store.buckets(resolution, cid, idx)
+            counts = mine if n == 0 else [a + b for a, b in zip(counts, mine, strict=True)]
     return Series(resolution, tuple((i * unit, c) for i, c in zip(idx, counts, strict=True)))
 
 

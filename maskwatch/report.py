@@ -92,23 +92,37 @@ def build(store: Store, req: ReportRequest, now_ms: int) -> dict[str, Any]:
         cameras = store.camera_ids()
     if req.visible is not None:
         cameras = [c for c in cameras if c in set(req.visible)]
-    hourly = history.series(
-        store, req.from_ms, req.to_ms, cameras=cameras, zone=req.zone, resolution=history.HOUR
-    ).rows
+    # every figure from hourly buckets, so the cameras, shifts and worst hours add up to the total
+    per_camera = {
+        cid: history.series(store, req.from_ms, req.to_ms, cameras=[cid], resolution=history.HOUR) for cid in cameras
+    }
+    if req.zone is not None:
+        hourly = history.series(store, req.from_ms, req.to_ms, zone=req.zone, resolution=history.HOUR).rows
+    else:
+        hourly = _sum_rows([s.rows for s in per_camera.values()], req.from_ms, req.to_ms)
     cams = []
     episodes: list[dict[str, Any]] = []
     n_episodes = 0
     for cid in cameras:
-        c = history.series(store, req.from_ms, req.to_ms, cameras=[cid], resolution=history.DAY).total()
         n = store.episode_counts(cid, req.from_ms, req.to_ms - 1)
         n_episodes += n
         info = store.camera_info(cid)
-        cams.append({"camera": cid, "name": info.get("name", cid), "zone": info.get("zone", ""), **_figures(c, n)})
+        figures = _figures(per_camera[cid].total(), n)
+        cams.append({"camera": cid, "name": info.get("name", cid), "zone": info.get("zone", ""), **figures})
         episodes += store.episodes(cid, MAX_EPISODES, req.from_ms, req.to_ms - 1, now_ms)
     episodes.sort(key=lambda e: e["first_ms"])
     total = Counts()
     for _, c in hourly:
         total = total + c
+    # the period of the same length just before: "this week against last"
+    span = req.to_ms - req.from_ms
+    prev_from, prev_to = req.from_ms - span, req.from_ms
+    prev_res = history.HOUR if span <= history.MAX_BUCKETS * history.RESOLUTION_MS[history.HOUR] else history.DAY
+    prev = history.series(store, prev_from, prev_to, cameras=cameras, zone=req.zone, resolution=prev_res).total()
+    prev_episodes = sum(store.episode_counts(cid, prev_from, prev_to - 1) for cid in cameras)
+    previous = {"from_ms": prev_from, "to_ms": prev_to, **_figures(prev, prev_episodes)}
+    now_c, prev_c = history.compliance(total), history.compliance(prev)
+    previous["change_points"] = None if now_c is None or prev_c is None else round(100 * (now_c - prev_c), 1)
     by_class: dict[str, int] = {}
     for e in episodes:
         by_class[e["class"]] = by_class.get(e["class"], 0) + 1
@@ -127,12 +141,23 @@ def build(store: Store, req: ReportRequest, now_ms: int) -> dict[str, Any]:
         "timezone": req.timezone or "UTC",
         "generated_ms": now_ms,
         "totals": _figures(total, n_episodes),
+        "previous": previous,
         "cameras": cams,
         "shifts": shift_totals(hourly, req.shifts, tz),
         "worst_hours": worst_hours(hourly),
         "episodes": episodes[-MAX_EPISODES:],
         "episodes_listed_by_class": by_class,
     }
+
+
+def _sum_rows(series: list[tuple[tuple[int, Counts], ...]], from_ms: int, to_ms: int) -> tuple[tuple[int, Counts], ...]:
+    """Bucket-wise sum of several cameras' hourly rows (all over the same range)."""
+    if not series:
+        return tuple((i * 3_600_000, Counts()) for i in history.bucket_indexes(from_ms, to_ms, history.HOUR))
+    out = list(series[0])
+    for rows in series[1:]:
+        out = [(t, a + b) for (t, a), (_, b) in zip(out, rows, strict=True)]
+    return tuple(out)
 
 
 def _stamp(ms: int | None, tz: dt.tzinfo, fmt: str = "%Y-%m-%d %H:%M") -> str:
@@ -147,6 +172,16 @@ def to_csv(report: dict[str, Any]) -> str:
     w.writeheader()
     span = {"start": _stamp(report["from_ms"], tz), "end": _stamp(report["to_ms"], tz)}
     w.writerow({"section": "total", "subject": report["subject"]["name"], **span, **report["totals"]})
+    prev = report["previous"]
+    w.writerow(
+        {
+            "section": "previous_period",
+            "subject": report["subject"]["name"],
+            "start": _stamp(prev["from_ms"], tz),
+            "end": _stamp(prev["to_ms"], tz),
+            **_no_span(prev),
+        }
+    )
     for c in report["cameras"]:
         w.writerow({"section": "camera", "subject": c["camera"], **span, **c})
     for s in report["shifts"]:
@@ -168,7 +203,7 @@ def to_csv(report: dict[str, Any]) -> str:
 
 
 def _no_span(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in ("name", "start", "end")}
+    return {k: v for k, v in row.items() if k not in ("name", "start", "end", "from_ms", "to_ms", "change_points")}
 
 
 def _hour_span(ts_ms: int, tz: dt.tzinfo) -> dict[str, str]:

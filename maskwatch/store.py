@@ -531,7 +531,8 @@ class Store:
             for i in indexes:
                 p.hgetall(name(subject, i))
             rows = p.execute()
-        return [Counts.from_mapping({_s(k): v for k, v in row.items()}) for row in rows]
+        empty = Counts()  # most buckets of a long range are empty: one shared value
+        return [Counts.from_mapping({_s(k): v for k, v in row.items()}) if row else empty for row in rows]
 
     def zones(self) -> dict[str, list[str]]:
         """Zone -> its cameras, as the producers registered them from the site file (cameras with no zone left out)."""

@@ -164,17 +164,22 @@ def context_box(box: np.ndarray, image_hw: tuple[int, int], margin: float | None
     return (np.concatenate([centre - half, centre + half]) / np.tile(hw, 2)).astype(np.float32)
 
 
-def crop(rgb: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+def frame_for_crops(rgb: np.ndarray) -> np.ndarray:
+    """The image with its edge replicated CROP_BORDER pixels out (graph.pad_for_crops without the batch padding)."""
+    b = CROP_BORDER
+    return cv2.copyMakeBorder(rgb, b, b, b, b, cv2.BORDER_REPLICATE)
+
+
+def crop(rgb: np.ndarray, box: np.ndarray, size: int, framed: np.ndarray | None = None) -> np.ndarray:
     """The face region box (ymin, xmin, ymax, xmax, normalised) of an RGB image resized to [size,size,3] float32:
     tf.image.crop_and_resize of graph.crop_boxes over the image framed by a replicated edge of CROP_BORDER pixels
-    (graph.pad_for_crops), bilinear, zero where a sample falls outside that frame."""
+    (`framed`, made once per image by frame_for_crops), bilinear, zero where a sample falls outside that frame."""
     h, w = rgb.shape[:2]
-    b = CROP_BORDER
-    framed = cv2.copyMakeBorder(rgb, b, b, b, b, cv2.BORDER_REPLICATE)
+    framed = frame_for_crops(rgb) if framed is None else framed
     pixels = box.astype(np.float32) * np.array([h, w, h, w], np.float32)
     start, end = pixels[:2], pixels[2:]
     step = (end - start) / np.float32(size)
-    first = start + np.float32(0.5) * step - np.float32(0.5) + np.float32(b)
+    first = start + np.float32(0.5) * step - np.float32(0.5) + np.float32(CROP_BORDER)
     steps = np.arange(size, dtype=np.float32)
     ys = first[0] + steps * step[0]
     xs = first[1] + steps * step[1]
@@ -186,9 +191,13 @@ def crop(rgb: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     y1, x1 = np.ceil(ys).astype(np.intp), np.ceil(xs).astype(np.intp)
     wy = (ys - y0).astype(np.float32)[:, None, None]
     wx = (xs - x0).astype(np.float32)[None, :, None]
-    top_rows, bottom_rows = framed[y0].astype(np.float32), framed[y1].astype(np.float32)
-    top = top_rows[:, x0] + (top_rows[:, x1] - top_rows[:, x0]) * wx
-    bottom = bottom_rows[:, x0] + (bottom_rows[:, x1] - bottom_rows[:, x0]) * wx
+    # only the size x size samples' four neighbours are read, not whole rows
+    top_left = framed[y0[:, None], x0[None, :]].astype(np.float32)
+    top_right = framed[y0[:, None], x1[None, :]].astype(np.float32)
+    bottom_left = framed[y1[:, None], x0[None, :]].astype(np.float32)
+    bottom_right = framed[y1[:, None], x1[None, :]].astype(np.float32)
+    top = top_left + (top_right - top_left) * wx
+    bottom = bottom_left + (bottom_right - bottom_left) * wx
     out = top + (bottom - top) * wy
     out[y_out] = 0.0
     out[:, x_out] = 0.0
@@ -295,10 +304,10 @@ class OpenVinoMaskDetector:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _prepare(self, jpeg: bytes) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    def _prepare(self, jpeg: bytes) -> tuple[np.ndarray, np.ndarray, tuple[int, int], np.ndarray]:
         rgb = decode_jpeg(jpeg)
         blob, scaled = detector_input(rgb, self.config.canvas_hw, self.config.max_upscale)
-        return rgb, blob, scaled
+        return rgb, blob, scaled, frame_for_crops(rgb)
 
     def predict(
         self, jpegs: Sequence[bytes], stage: Stage = _no_stage, clock: Callable[[], float] = time.perf_counter
@@ -315,7 +324,7 @@ class OpenVinoMaskDetector:
         t = clock()
         prepared = list(self._pool.map(self._prepare, jpegs))
         now = clock()
-        stage("decode + letterbox", now - t)
+        stage("decode + letterbox + crop frame", now - t)
         t = now
         loc, prob = self.detector(np.stack([p[1] for p in prepared]))
         now = clock()
@@ -326,7 +335,7 @@ class OpenVinoMaskDetector:
         face_scores = np.zeros((n, k), np.float32)
         keep = np.zeros((n, k), bool)
         first_stage = np.float32(cfg.face_threshold) / 2 if cfg.face_output else np.float32(cfg.face_threshold)
-        for i, (_, _, scaled) in enumerate(prepared):
+        for i, (_, _, scaled, _) in enumerate(prepared):
             det_scores = all_scores[i]
             b = image_boxes(all_boxes[i], scaled, cfg.canvas_hw)
             has_area = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
@@ -340,8 +349,8 @@ class OpenVinoMaskDetector:
         size = cfg.classifier_size
         crops = np.empty((len(where), size, size, 3), np.float32)
         for j, (i, r) in enumerate(where):
-            rgb = prepared[i][0]
-            crops[j] = crop(rgb, context_box(boxes[i, r], rgb.shape[:2], cfg.crop_margin), size)
+            rgb, framed = prepared[i][0], prepared[i][3]
+            crops[j] = crop(rgb, context_box(boxes[i, r], rgb.shape[:2], cfg.crop_margin), size, framed)
         now = clock()
         stage("crops", now - t)
         t = now

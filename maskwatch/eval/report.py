@@ -113,6 +113,7 @@ def markdown(report: Report, meta: dict[str, Any]) -> str:
     lines = [
         f"# Validation report: `{meta.get('model', '?')}`",
         "",
+        *([str(meta["note"]), ""] if meta.get("note") else []),
         f"Data `{meta.get('data', '?')}`, split `{meta.get('split', '?')}`: {report.images} images, "
         f"{report.classes[FACE].positives} faces. AP at IoU {report.iou_threshold} (VOC all-point interpolation) "
         f"over every detection; recall, precision, widths and confusion over detections scoring ≥ {report.min_score}."

@@ -420,7 +420,14 @@ def export_validated(
     def validate(staging: Path) -> None:
         predictor = runner.SavedModelPredictor(staging)
         result, meta = evaluate_split(predictor, val_samples, fps_frames=config.fps_frames)
-        meta = {**meta, "model": f"{MODEL_NAME}/{version}", "data": str(config.data), "split": "val", "threads": config.threads}
+        meta = {
+            **meta,
+            "model": f"{MODEL_NAME}/{version}",
+            "data": str(config.data),
+            "split": "val",
+            "note": "One validation split, not cross-validated: `maskwatch train --folds 5` measures the recipe.",
+            "threads": config.threads,
+        }
         paths = report.write(result, meta, staging / ASSETS_EXTRA / REPORT_DIR)
         figures.update(report.as_dict(result, meta))
         print(paths["markdown"].read_text(encoding="utf-8"))

@@ -194,3 +194,21 @@ def test_token_new_prints_a_token_and_the_line_for_it(tmp_path: Path) -> None:
     site = parse_site("site: s\naccess:\n" + line + "\n")
     (entry,) = site.access
     assert (entry.name, entry.role, entry.zones, entry.sha256) == ("ward-a-lead", "viewer", ["Ward A"], sha(token[1]))
+
+
+@pytest.mark.timeout(30)
+def test_access_tokens_alone_guard_the_dashboard(redis_url: str, dashboard_store: Store, tmp_path: Path) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE)
+    app, sio = create_app(dashboard_settings(dashboard_store, redis_url, site_file=str(site)), dashboard_store, start_live=False)
+    try:
+        seed(dashboard_store, "a-1", with_mask=1, zone="Ward A")
+        seed(dashboard_store, "b-1", with_mask=1, zone="Ward B")
+        http = app.test_client()
+        assert http.get("/api/cameras").status_code == 401  # no MW_DASHBOARD_TOKEN, yet not open
+        assert http.get("/").status_code == 302
+        assert [c["camera"] for c in http.get("/api/cameras", headers=as_(VIEWER_A)).get_json()] == ["a-1"]
+        assert len(http.get("/api/cameras", headers=as_(OPS)).get_json()) == 2
+        assert not sio.test_client(app, namespace=NAMESPACE).is_connected(NAMESPACE)
+    finally:
+        close_app(app)

@@ -66,10 +66,22 @@ def test_report_figures_csv_and_cli_agree(served: ServedDashboard, redis_url: st
     assert body["subject"] == {"kind": "site", "name": "Plant 7"}
     assert body["totals"]["episodes"] == len(body["episodes"]) == days
     assert {c["camera"] for c in body["cameras"]} == {"ward-1", "gate-1"}
+    # the cameras add up to the total, also over a range that cuts days (from 03:00)
+    cut = http.get(f"/api/report?from={start + 3 * H}&to={to}&format=json").get_json()
+    assert sum(c["faces"] for c in cut["cameras"]) == cut["totals"]["faces"] > 0
     shifts = {s["name"]: s for s in body["shifts"]}
     assert shifts["Late"]["compliance"] == 0.5 and shifts["Night"]["faces"] == 0
     assert shifts["Early"]["compliance"] == round(11 / 12, 4)
     assert all(h["ts_ms"] % D == 15 * H for h in body["worst_hours"])  # the bare Late hours rank worst
+    # this week against the week before: the same figures /api/history gives for that week
+    week = 7 * D
+    recent = http.get(f"/api/report?from={to - week}&to={to}&zone=Gate&format=json").get_json()
+    prev = recent["previous"]
+    assert (prev["from_ms"], prev["to_ms"]) == (to - 2 * week, to - week)
+    before = http.get(f"/api/history?from={to - 2 * week}&to={to - week}&zone=Gate&resolution=hour").get_json()["total"]
+    assert prev["faces"] > 0
+    assert (prev["compliance"], prev["with_mask"], prev["without_mask"]) == (before["compliance"], before["with_mask"], before["without_mask"])
+    assert prev["change_points"] == round(100 * (recent["totals"]["compliance"] - prev["compliance"]), 1)
     gate = http.get(f"/api/report?from={start}&to={to}&zone=Gate&format=json").get_json()
     assert [c["camera"] for c in gate["cameras"]] == ["gate-1"] and gate["totals"]["episodes"] == days
     csv_api = http.get(f"/api/report?from={start}&to={to}&format=csv")
@@ -113,7 +125,7 @@ def test_report_page_opens_a_report_that_prints_to_a_clean_pdf(page: Page, serve
     # a clean document: the report alone (no dashboard navigation), every section, every episode, page by page
     assert 1 <= pages <= 3, pages
     assert "Mask compliance report" in text and "zone Gate" in text and "Plant 7" in text
-    for section in ("Cameras", "Shifts", "Worst hours", "Violation episodes", "Early", "Late", "Night"):
+    for section in ("The period before", "Cameras", "Shifts", "Worst hours", "Violation episodes", "Early", "Late", "Night"):
         assert section in text, section
     assert "Overview" not in text and "Log out" not in text
     assert text.count("no mask") == episodes

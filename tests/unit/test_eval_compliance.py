@@ -94,7 +94,8 @@ def test_the_report_carries_the_compliance_error() -> None:
     saved = report.to_dict()["compliance_error"]
     assert saved["per_image"]["measured"] == 2 and saved["groups"]["5"]["measured"] == 1000
     assert saved["count_bias"][WM] == pytest.approx(0.7)
-    text = markdown(report, {})
+    text = markdown(report, {"note": "One validation split, not cross-validated."})
+    assert "\n\nOne validation split, not cross-validated.\n\n" in text  # what the figures are, said first
     assert "## Compliance error at the operating point (score ≥ 0.5)" in text
     assert "| one image (≥ 4 true faces) | 2 | 14.2 | 14.2 | 18.8 | -14.2 | 1 |" in text
     assert "with_mask 0.70 (7 / 10)" in text

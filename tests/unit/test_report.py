@@ -73,6 +73,7 @@ def test_csv_has_one_row_per_section_item() -> None:
         "to_ms": MIDNIGHT + 24 * H,
         "subject": {"kind": "site", "name": "plant"},
         "totals": {"compliance": 0.5, "faces": 4, "with_mask": 2, "without_mask": 2, "mask_worn_incorrectly": 0, "people": 2, "episodes": 1},
+        "previous": {"from_ms": MIDNIGHT - 24 * H, "to_ms": MIDNIGHT, "compliance": 0.25, "faces": 4, "episodes": 3, "change_points": 25.0},
         "cameras": [{"camera": "c1", "compliance": 0.5, "faces": 4, "episodes": 1}],
         "shifts": [{"name": "day", "start": "06:00", "end": "22:00", "compliance": 0.5, "faces": 4}],
         "worst_hours": [{"ts_ms": MIDNIGHT + 8 * H, "compliance": 0.5, "faces": 4}],
@@ -80,6 +81,7 @@ def test_csv_has_one_row_per_section_item() -> None:
     }
     lines = to_csv(body).splitlines()
     assert lines[0].startswith("section,subject,start,end,compliance,faces")
-    assert [line.split(",")[0] for line in lines[1:]] == ["total", "camera", "shift", "worst_hour", "episode"]
-    assert lines[4].split(",")[2:4] == ["2026-12-01 08:00", "2026-12-01 09:00"]
-    assert lines[5].endswith("without_mask,5.0")
+    assert [line.split(",")[0] for line in lines[1:]] == ["total", "previous_period", "camera", "shift", "worst_hour", "episode"]
+    assert lines[2].split(",")[2:6] == ["2026-11-30 00:00", "2026-12-01 00:00", "0.25", "4"]
+    assert lines[5].split(",")[2:4] == ["2026-12-01 08:00", "2026-12-01 09:00"]
+    assert lines[6].endswith("without_mask,5.0")

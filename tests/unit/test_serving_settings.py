@@ -40,6 +40,11 @@ def test_defaults_mirror_tf_serving(tmp_path: Path) -> None:
         ([], "host", "0.0.0.0"),
         (["--host", "127.0.0.1"], "host", "127.0.0.1"),
         (["--max_image_pixels=1000000"], "max_image_pixels", 1_000_000),
+        ([], "runtime", "tensorflow"),
+        (["--runtime", "openvino"], "runtime", "openvino"),
+        ([], "enable_grpc_healthcheck_service", False),
+        (["--enable_grpc_healthcheck_service"], "enable_grpc_healthcheck_service", True),
+        (["--enable_grpc_healthcheck_service=true"], "enable_grpc_healthcheck_service", True),
     ],
 )
 def test_flags(tmp_path: Path, argv: list[str], field: str, value: object) -> None:
@@ -65,6 +70,7 @@ def test_flags(tmp_path: Path, argv: list[str], field: str, value: object) -> No
             "--tensorflow_intra_op_parallelism must not",
         ),
         ({"model_config_file": "/no/such/file"}, "no such file"),
+        ({"model_base_path": "/m", "runtime": "onnx"}, "--runtime must be one of tensorflow, openvino"),
     ],
 )
 def test_refused(kwargs: dict[str, object], message: str) -> None:
