@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from flask import Flask
+from pydantic import ValidationError
+
+from dashboard.app import close_app, create_app
+from dashboard.context import dashboard
+from dashboard.server import ProductionServer
+from dashboard.settings import DashboardSettings
+from dashboard.site import SiteError, load_site_view
+from maskwatch.logs import setup_logging
+from maskwatch.store import Store
 from maskwatch.tfprotos import use_protos_only
-
-use_protos_only()  # before anything imports tensorflow_serving: /check needs TF Serving's protos, not TensorFlow
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import socket  # noqa: E402
-import sys  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from typing import Any  # noqa: E402
-
-from flask import Flask  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
-
-from dashboard.app import close_app, create_app  # noqa: E402
-from dashboard.context import dashboard  # noqa: E402
-from dashboard.server import ProductionServer  # noqa: E402
-from dashboard.settings import DashboardSettings  # noqa: E402
-from dashboard.site import SiteError, load_site_view  # noqa: E402
-from maskwatch.logs import setup_logging  # noqa: E402
-from maskwatch.store import Store  # noqa: E402
 
 logger = logging.getLogger("dashboard")
 
@@ -155,4 +152,5 @@ def url_of(host: str, port: int) -> str:
 
 
 if __name__ == "__main__":
+    use_protos_only()  # /check needs TF Serving's protos, not TensorFlow: nothing imported them yet (predict.py waits)
     sys.exit(main())

@@ -1,8 +1,8 @@
 """Upload check: POST /api/predict sends one image to the model server (Contract 2) and returns the faces, drawn.
 
 The TensorFlow Serving protos are imported on the first check, never at dashboard start; `python -m dashboard`
-loads them without TensorFlow's runtime (`maskwatch.tfprotos`), and the tensors are coded by the worker's
-numpy codec (`worker.model`), so the dashboard process never loads TensorFlow.
+loads them without TensorFlow's runtime (`maskwatch.tfprotos`), and the tensors are coded in numpy by the
+clients' codec (`maskwatch.tfcodec`), so the dashboard process never loads TensorFlow.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class ModelClient:
         stub = self._ensure()
         from tensorflow_serving.apis import predict_pb2
 
-        from worker.model import string_tensor, to_numpy
+        from maskwatch.tfcodec import string_tensor, to_numpy
 
         req = predict_pb2.PredictRequest()
         req.model_spec.name = MODEL_NAME
