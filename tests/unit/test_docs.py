@@ -1,4 +1,4 @@
-"""README and docs/ point only inside the repository, and every path they name exists."""
+"""README, docs/ and every other Markdown file point only inside the repository, and every path they name exists."""
 
 from __future__ import annotations
 
@@ -9,7 +9,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def tracked_files() -> list[str]:
+    """The repository's files: git's list, or (a tree without .git) every file outside ignored build folders."""
+    try:
+        return subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".venv", ".git", "node_modules", "vendor", "models", "__pycache__", ".maskwatch"}
+        return [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.relative_to(ROOT).parts)]
+
+
+TRACKED = tracked_files()
+DOCS = [ROOT / f for f in TRACKED if f.endswith(".md")]
 # A backticked path: names, slashes and dots only (no spaces, placeholders like {id} or <version>, globs).
 PATH_RE = re.compile(r"^[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*/?$")
 FILE_SUFFIXES = (".py", ".md", ".html", ".yaml", ".yml", ".json", ".txt", ".toml", ".config", ".sh", ".js", ".css")
@@ -18,8 +30,7 @@ GENERATED = ("models/", ".venv/", ".maskwatch/", "bench/results/", "dashboard/st
 
 
 def tracked_top_dirs() -> set[str]:
-    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return {line.split("/", 1)[0] for line in out.splitlines() if "/" in line}
+    return {f.split("/", 1)[0] for f in TRACKED if "/" in f}
 
 
 def backticked(text: str) -> list[str]:
@@ -65,7 +76,7 @@ def test_every_top_level_folder_is_on_the_map() -> None:
     assert not (tracked_top_dirs() - {".ci"}) - on_map
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_backticked_repository_paths_exist(doc: Path) -> None:
     tops = tracked_top_dirs() | {"README.md", "Makefile", "pyproject.toml", "docker-compose.yml"}
     missing = [
@@ -77,7 +88,7 @@ def test_backticked_repository_paths_exist(doc: Path) -> None:
     assert not missing, f"{doc.name} names paths that are not in the repository: {missing}"
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_links_stay_inside_the_repository(doc: Path) -> None:
     links = re.findall(r"\]\(([^)\s]+)\)", doc.read_text(encoding="utf-8"))
     outside = []
