@@ -150,7 +150,15 @@ class PeakRss:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def now(self) -> dict[str, float]:
-        return {n: p.memory_info().rss / 2**20 for n, p in self.procs.items()}
+        """RSS of each process with its children (gunicorn serves from a worker process it forks)."""
+        out = {}
+        for n, p in self.procs.items():
+            total = 0
+            for q in [p, *p.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += q.memory_info().rss
+            out[n] = total / 2**20
+        return out
 
     def _run(self) -> None:
         while not self._stop.is_set():

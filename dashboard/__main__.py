@@ -19,6 +19,7 @@ from dashboard.settings import DashboardSettings
 from dashboard.site import SiteError, load_site_view
 from maskwatch.logs import setup_logging
 from maskwatch.store import Store
+from maskwatch.tfprotos import use_protos_only
 
 logger = logging.getLogger("dashboard")
 
@@ -151,4 +152,5 @@ def url_of(host: str, port: int) -> str:
 
 
 if __name__ == "__main__":
+    use_protos_only()  # /check needs TF Serving's protos, not TensorFlow: nothing imported them yet (predict.py waits)
     sys.exit(main())

@@ -1,7 +1,8 @@
 """Upload check: POST /api/predict sends one image to the model server (Contract 2) and returns the faces, drawn.
 
-The TensorFlow Serving protos pull in TensorFlow itself (seconds, hundreds of MB), so they are imported on
-the first check, never at dashboard start.
+The TensorFlow Serving protos are imported on the first check, never at dashboard start; `python -m dashboard`
+loads them without TensorFlow's runtime (`maskwatch.tfprotos`), and the tensors are coded in numpy by the
+clients' codec (`maskwatch.tfcodec`), so the dashboard process never loads TensorFlow.
 """
 
 from __future__ import annotations
@@ -82,25 +83,22 @@ class ModelClient:
     def predict(self, jpeg: bytes) -> Detections:
         """Faces in one JPEG. Raises ModelUnavailable, or ModelOutputError when the answer breaks Contract 2."""
         stub = self._ensure()
-        import tensorflow as tf
-        from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
         from tensorflow_serving.apis import predict_pb2
+
+        from maskwatch.tfcodec import string_tensor, to_numpy
 
         req = predict_pb2.PredictRequest()
         req.model_spec.name = MODEL_NAME
         req.model_spec.signature_name = SIGNATURE_NAME
-        req.inputs[INPUT_IMAGES].CopyFrom(
-            tensor_pb2.TensorProto(
-                dtype=types_pb2.DT_STRING,
-                tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]),
-                string_val=[jpeg],
-            )
-        )
+        req.inputs[INPUT_IMAGES].CopyFrom(string_tensor([jpeg]))
         try:
             resp = stub.Predict(req, timeout=self.timeout_s)
         except grpc.RpcError as exc:
             raise ModelUnavailable(exc.code().name, exc.details() or "") from exc
-        outputs = {k: tf.make_ndarray(resp.outputs[k]) for k in REQUIRED_OUTPUTS if k in resp.outputs}
+        try:
+            outputs = {k: to_numpy(resp.outputs[k]) for k in REQUIRED_OUTPUTS if k in resp.outputs}
+        except ValueError as exc:  # an output dtype Contract 2 does not have
+            raise ModelOutputError(str(exc)) from exc
         return parse_outputs(outputs, 1)[0]
 
     def close(self) -> None:

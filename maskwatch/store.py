@@ -647,20 +647,35 @@ class Store:
             (m, Counts.from_mapping({_s(k): v for k, v in row.items()})) for m, row in zip(minutes, rows, strict=True)
         ]
 
-    def window_keys(self, cid: str, minutes: int, now_minute: int) -> list[str]:
-        """The buckets whose sum is the window of the last `minutes` minutes, the current one included.
+    def window_keys(self, cid: str, minutes: int, now_minute: int) -> list[tuple[str, int]]:
+        """(bucket, +1 or -1): the buckets whose signed sum is the window of the last `minutes` minutes, the
+        current one included.
 
-        Whole hours (the current one so far included) come from hourly buckets, the rest from minute buckets:
-        a 24 h window is at most 25 + 59 reads, not 1440.
+        Whole hours (the current one so far included) come from hourly buckets. The hour the window starts in is
+        its minutes from the start on, or, when fewer reads, its hourly bucket less the minutes before the
+        start: a 24 h window is at most 25 + 30 reads, not 1440.
         """
         start = now_minute - minutes + 1
         hour_now = now_minute // 60
-        if start >= hour_now * 60:
-            return [self.keys.minute(cid, m) for m in range(start, now_minute + 1)]
-        first_full_hour = -(-start // 60)
-        return [self.keys.minute(cid, m) for m in range(start, first_full_hour * 60)] + [
-            self.keys.hour(cid, h) for h in range(first_full_hour, hour_now + 1)
-        ]
+        first_hour, before = divmod(start, 60)
+        if first_hour == hour_now:  # within the current hour, whose bucket holds its minutes up to now
+            if before and before + 1 < minutes:
+                return [(self.keys.hour(cid, hour_now), 1)] + [
+                    (self.keys.minute(cid, m), -1) for m in range(hour_now * 60, start)
+                ]
+            if before:
+                return [(self.keys.minute(cid, m), 1) for m in range(start, now_minute + 1)]
+            return [(self.keys.hour(cid, hour_now), 1)]
+        if before == 0:
+            lead: list[tuple[str, int]] = []
+            full_from = first_hour
+        elif before < 60 - before:  # subtract the few minutes of the first hour before the start
+            lead = [(self.keys.minute(cid, m), -1) for m in range(first_hour * 60, start)]
+            full_from = first_hour
+        else:
+            lead = [(self.keys.minute(cid, m), 1) for m in range(start, (first_hour + 1) * 60)]
+            full_from = first_hour + 1
+        return lead + [(self.keys.hour(cid, h), 1) for h in range(full_from, hour_now + 1)]
 
     def buckets(self, kind: str, subject: str, indexes: Iterable[int]) -> list[Counts]:
         """Counts of one camera's (kind minute/hour/day) or zone's (zone_hour/zone_day) buckets; missing = zero."""
@@ -690,32 +705,34 @@ class Store:
     def window(self, cid: str, minutes: int, now_ms: int | None = None) -> Counts:
         """Counts over the last `minutes` minutes, the current one included."""
         now = epoch_minute(now_ms if now_ms is not None else int(time.time() * 1000))
+        keys = self.window_keys(cid, minutes, now)
         with self.r.pipeline(transaction=False) as p:
-            for key in self.window_keys(cid, minutes, now):
+            for key, _ in keys:
                 p.hgetall(key)
-            return _sum_rows(p.execute())
+            return _sum_rows(p.execute(), [sign for _, sign in keys])
 
     def summaries_data(
         self, cids: list[str], minutes: int, now_ms: int
     ) -> list[tuple[dict[str, str], Counts, Counts]]:
         """(camera info, window counts, totals) of each camera, read in one pipelined round trip."""
         now = epoch_minute(now_ms)
-        spans: list[int] = []
+        signs: list[list[int]] = []
         with self.r.pipeline(transaction=False) as p:
             for cid in cids:
                 p.hgetall(self.keys.camera(cid))
                 p.hgetall(self.keys.totals(cid))
                 keys = self.window_keys(cid, minutes, now)
-                for key in keys:
+                for key, _ in keys:
                     p.hgetall(key)
-                spans.append(len(keys))
+                signs.append([sign for _, sign in keys])
             rows = p.execute()
         out = []
         i = 0
-        for n in spans:
+        for sign in signs:
+            n = len(sign)
             info = {_s(k): _s(v) for k, v in rows[i].items()}
             totals = Counts.from_mapping({_s(k): v for k, v in rows[i + 1].items()})
-            out.append((info, _sum_rows(rows[i + 2 : i + 2 + n]), totals))
+            out.append((info, _sum_rows(rows[i + 2 : i + 2 + n], sign), totals))
             i += 2 + n
         return out
 
@@ -1010,17 +1027,17 @@ def camera_summaries(store: Store, window_minutes: int, now_ms: int | None = Non
     return [summarise(cid, info, win, totals, window_minutes, now) for cid, (info, win, totals) in zip(cids, rows, strict=True)]
 
 
-def _sum_rows(rows: Iterable[Mapping[Any, Any]]) -> Counts:
-    """The field-wise sum of bucket hashes as Redis returns them (bytes keys and values)."""
+def _sum_rows(rows: list[Any], signs: list[int]) -> Counts:
+    """The field-wise signed sum of bucket hashes as Redis returns them (bytes keys and values), never below 0."""
     total: dict[str, int] = {}
-    for row in rows:
+    for row, sign in zip(rows, signs, strict=True):
         for k, v in row.items():
             name = _s(k)
             try:
-                total[name] = total.get(name, 0) + int(v)
+                total[name] = total.get(name, 0) + sign * int(v)
             except ValueError:
                 continue  # not a counter
-    return Counts.from_mapping(total)
+    return Counts.from_mapping({k: max(0, v) for k, v in total.items()})
 
 
 def all_fields() -> Iterable[str]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
+import psutil
 import pytest
 import skimage.data
 from flask import Flask
@@ -21,9 +24,14 @@ from maskwatch.stack import free_port
 from maskwatch.store import Store
 from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are fixtures)
     FACE_SCORE_TH,
+    DashboardProcess,
     dashboard_settings,
     fixture_dashboard_store,
+    fixture_production_serve,
 )
+
+# Shared libraries that only TensorFlow's runtime loads (`import tensorflow` maps both; its protos map neither).
+TF_RUNTIME_LIBRARIES = ("_pywrap_tensorflow_internal", "libtensorflow_framework")
 
 
 def astronaut(ext: str = ".jpg") -> bytes:
@@ -128,3 +136,22 @@ def test_predict_errors(app_for) -> None:  # type: ignore[no-untyped-def]
     assert page.status_code == 200
     # the score column says what the score is (one template piece for this page and the camera page's violations)
     assert FACE_SCORE_TH in page.get_data(as_text=True)
+
+
+@pytest.mark.timeout(300)
+def test_the_dashboard_process_checks_without_loading_tensorflow(
+    dashboard_serve: Callable[..., DashboardProcess], serving: str
+) -> None:
+    d = dashboard_serve(serving=serving, predict_timeout_s=60)
+    req = urllib.request.Request(
+        f"{d.url}/api/predict?min_score=0.3", data=astronaut(), headers={"Content-Type": "image/jpeg"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=120) as r:
+        body = json.load(r)
+    assert body["detections"], "the astronaut's face is found"
+    server = psutil.Process(d.proc.pid)
+    processes = [server, *server.children(recursive=True)]  # gunicorn's arbiter and the worker that answered
+    assert len(processes) >= 2
+    maps = "".join(m.path for p in processes for m in p.memory_maps(grouped=True))
+    loaded = [lib for lib in TF_RUNTIME_LIBRARIES if lib in maps]
+    assert not loaded, f"the dashboard loaded TensorFlow's runtime ({loaded}) to check an image"

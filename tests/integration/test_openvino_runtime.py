@@ -18,14 +18,14 @@ import pytest
 import skimage.data
 import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tensorflow_serving.apis import classification_pb2, regression_pb2
+from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc, regression_pb2
 
 from bench.frames import frame_set
 from maskwatch.detections import OUT_NUM, OUT_SCORES
 from maskwatch.stack import free_port
 from serving.ovmodel import OpenVinoMaskDetector, has_openvino
 from serving.parity import compare
-from tests.integration.serving_fixtures import ENV, ROOT, ServerProcess, predict_request
+from tests.integration.serving_fixtures import ENV, ROOT, ServerProcess, build_model, predict_request, start_server
 
 F32 = {"detector": "f32", "classifier": "f32"}
 
@@ -174,3 +174,21 @@ def test_sigterm_stops_it_cleanly(version_dir: Path, tmp_path: Path) -> None:
         assert proc.terminate() == 0
     finally:
         proc.stop()
+
+
+def test_a_version_without_openvino_networks_is_served_by_tensorflow(tmp_path: Path) -> None:
+    """Another exporter's SavedModel under --runtime openvino: TensorFlow runs it, the answers are its own."""
+    base = tmp_path / "mask_detector"
+    build_model(base, 1)
+    server = start_server("--model_base_path", str(base), "--runtime", "openvino")
+    try:
+        assert server.manager is not None
+        with server.manager.acquire("mask_detector") as servable:
+            assert servable.runtime == "tensorflow"
+        with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+            response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+                predict_request([b"ab", b"abcde"]), timeout=30
+            )
+        assert tf.make_ndarray(response.outputs["num_detections"]).tolist() == [2.0, 5.0]
+    finally:
+        server.stop(0)

@@ -10,7 +10,7 @@ import pytest
 PROBE = """
 import sys
 import worker.__main__  # the worker's entry point installs the protos-only import
-from worker.model import string_tensor, to_numpy
+from maskwatch.tfcodec import string_tensor, to_numpy
 t = string_tensor([b"a", b"bc"])
 assert list(t.string_val) == [b"a", b"bc"] and t.tensor_shape.dim[0].size == 2
 loaded = sorted(m for m in sys.modules if m.startswith("tensorflow.python"))
