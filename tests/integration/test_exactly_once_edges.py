@@ -215,7 +215,6 @@ def test_rotating_topics_count_exactly_and_are_deleted(
         gone = set(janitor.stats.gone)
         wait_for(lambda: janitor.stats.deleted >= len(gone) + 2, 60, "more topics retired and deleted")
         assert not gone & janitor.existing(), gone & janitor.existing()
-        assert all((scheme.bucket_of(t) or 0) + rotate_s >= time.time() - 10 for t in live), live
         wait_for(lambda: set(store.offset_topics(names["group"])) <= janitor.existing(), 30, "offsets of deleted topics dropped")
     finally:
         stop.set()
