@@ -109,6 +109,10 @@ class Janitor:
                 c.close()
         self._admin = self._probe = None
 
+    @property
+    def reset_requested(self) -> bool:
+        return self._reset.is_set()
+
     def request_reset(self) -> None:
         """Ask the janitor's thread to `reset()` before its next pass (after a broker restart)."""
         self._reset.set()
@@ -233,5 +237,5 @@ def run_janitor(janitor: Janitor, stop: threading.Event, interval_s: float = 5.0
                 logger.warning("janitor pass failed, retrying error=%s", e)
             last_error = str(e)
         deadline = time.monotonic() + interval_s
-        while not (stop.is_set() or janitor._reset.is_set()) and time.monotonic() < deadline:  # noqa: SLF001
+        while not (stop.is_set() or janitor.reset_requested) and time.monotonic() < deadline:
             stop.wait(0.2)
