@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 
+from maskwatch.model_api import MODEL_NAME
 from maskwatch.stack import (
     BATCHING_ARGS,
     SERVING_ARGS,
@@ -158,7 +159,7 @@ class Server:
         return total_us / 1e6, runs
 
 
-def model_available(target: str, name: str = "mask_detector") -> bool:
+def model_available(target: str, name: str = MODEL_NAME) -> bool:
     import grpc
     from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
@@ -182,7 +183,7 @@ def start_serving(procs: Procs, model_base_path: Path, name: str = "serving", *e
         "--rest_api_port",
         str(rest),
         "--model_name",
-        "mask_detector",
+        MODEL_NAME,
         "--model_base_path",
         str(model_base_path),
         "--file_system_poll_wait_seconds",

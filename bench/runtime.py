@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from bench.stats import Summary
+from maskwatch.model_api import INPUT_IMAGES, OUT_NUM, SIGNATURE_NAME, to_ndarray, to_proto
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ def profile(version_dir: Path, jpegs: Sequence[bytes], rounds: int = 3) -> dict[
     from tensorflow_serving.apis import predict_pb2
 
     from serving.ovmodel import OpenVinoMaskDetector
-    from serving.tensors import to_ndarray, to_proto
 
     model = OpenVinoMaskDetector(version_dir)
     model.predict(list(jpegs[:1]))
@@ -48,10 +48,10 @@ def profile(version_dir: Path, jpegs: Sequence[bytes], rounds: int = 3) -> dict[
             times: dict[str, float] = {}
             request = predict_pb2.PredictRequest()
             t = time.process_time()
-            request.inputs["images"].CopyFrom(to_proto(np.array([jpeg], dtype=object)))
+            request.inputs[INPUT_IMAGES].CopyFrom(to_proto(np.array([jpeg], dtype=object)))
             wire = request.SerializeToString()
             parsed = predict_pb2.PredictRequest.FromString(wire)
-            images = to_ndarray(parsed.inputs["images"])
+            images = to_ndarray(parsed.inputs[INPUT_IMAGES])
             times["request: parse + tensor"] = time.process_time() - t
             out = model.predict([bytes(x) for x in images], stage=times.__setitem__, clock=time.process_time)
             t = time.process_time()
@@ -60,7 +60,7 @@ def profile(version_dir: Path, jpegs: Sequence[bytes], rounds: int = 3) -> dict[
                 response.outputs[alias].CopyFrom(to_proto(value))
             response.SerializeToString()
             times["response: serialise"] = time.process_time() - t
-            faces = int(out["num_detections"][0])
+            faces = int(out[OUT_NUM][0])
             crops_seen.append(faces)
             for name, s in times.items():
                 per[name].append(s * 1000)
@@ -106,11 +106,11 @@ def accuracy(version_dir: Path, data: Path, limit: int = 0) -> dict[str, Any]:
     `maskwatch eval` uses: mAP, faces found at the operating point, and the row-for-row parity (serving.parity)."""
     import tensorflow as tf
 
-    from maskwatch.detections import parse_outputs
     from maskwatch.eval import dataset, split
     from maskwatch.eval.cli import truth_of
     from maskwatch.eval.metrics import evaluate
     from maskwatch.eval.runner import to_predicted
+    from maskwatch.model_api import parse_outputs
     from serving.ovmodel import OpenVinoMaskDetector
     from serving.parity import compare
 
@@ -119,9 +119,9 @@ def accuracy(version_dir: Path, data: Path, limit: int = 0) -> dict[str, Any]:
         samples = samples[:limit]
     jpegs = [s.read_jpeg() for s in samples]
     truths = [truth_of(s) for s in samples]
-    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    serve = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE_NAME]
     runs: dict[str, list[dict[str, np.ndarray]]] = {
-        "tensorflow": [{k: v.numpy() for k, v in serve(images=tf.constant([j])).items()} for j in jpegs]
+        "tensorflow": [{k: v.numpy() for k, v in serve(**{INPUT_IMAGES: tf.constant([j])}).items()} for j in jpegs]
     }
     shipped = OpenVinoMaskDetector(version_dir)
     runs["openvino"] = [shipped.predict([j]) for j in jpegs]

@@ -34,6 +34,7 @@ import numpy as np
 import psutil
 
 from maskwatch.detections import Counts
+from maskwatch.model_api import MODEL_NAME
 from maskwatch.stack import free_port, port_open, redis_answers, redis_command, wait_for
 from maskwatch.store import BatchWrite, Store, epoch_minute, summarise
 
@@ -179,7 +180,7 @@ def bomb_run(code: Path, label: str, redis_url: str, n: int, width: int, height:
     env = {**os.environ, "PYTHONPATH": str(code), "TF_CPP_MIN_LOG_LEVEL": "2", "MW_REDIS_URL": redis_url}
     env = {k: v for k, v in env.items() if not k.startswith("MW_DASHBOARD")}
     gport, dport = free_port(), free_port()
-    model = ROOT / "models" / "mask_detector"
+    model = ROOT / "models" / MODEL_NAME
     serving = subprocess.Popen(
         [sys.executable, "-m", "serving", "--port", str(gport), "--model_base_path", str(model),
          "--file_system_poll_wait_seconds", "0"],

@@ -26,6 +26,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from maskwatch.buckets import TopicScheme
+from maskwatch.model_api import MODEL_NAME
 from maskwatch.rotation import Janitor, run_janitor
 from maskwatch.settings import CommonSettings
 from maskwatch.site import SiteConfig, SiteError, demo_site, load_site
@@ -353,7 +354,7 @@ class StackConfig:
     settings: StackSettings = field(default_factory=StackSettings)
     workers: int = 2
     partitions: int = 12
-    model_base_path: str = "models/mask_detector"
+    model_base_path: str = f"models/{MODEL_NAME}"
     site_file: str | None = None
     demo_cameras: int = 3
     demo_fps: float = 2.0
@@ -634,7 +635,7 @@ class Stack:
             "--rest_api_port",
             str(rest),
             "--model_name",
-            "mask_detector",
+            MODEL_NAME,
             "--model_base_path",
             str(model_dir.resolve()),
             *BATCHING_ARGS,

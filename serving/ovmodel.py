@@ -25,8 +25,16 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from maskwatch.detections import CLASS_IDS, OUT_BOXES, OUT_CLASSES, OUT_MULTICLASS_SCORES, OUT_NUM, OUT_SCORES
-from serving.signature import ASSETS_EXTRA, OUT_FACE_SCORES
+from maskwatch.detections import CLASS_IDS
+from maskwatch.model_api import (
+    ASSETS_EXTRA,
+    OUT_BOXES,
+    OUT_CLASSES,
+    OUT_FACE_SCORES,
+    OUT_MULTICLASS_SCORES,
+    OUT_NUM,
+    OUT_SCORES,
+)
 
 OPENVINO_DIR = "openvino"
 CONFIG_FILE = "pipeline.json"

@@ -19,7 +19,7 @@ from serving.status import ServingError, code_from_number, failed_precondition, 
 logger = logging.getLogger(__name__)
 
 SERVE_TAG = "serve"
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 SAVED_MODEL_FILENAMES = ("saved_model.pb", "saved_model.pbtxt")
 
 

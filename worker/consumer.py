@@ -19,7 +19,8 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from maskwatch.detections import Counts, Detections, ModelOutputError, parse_outputs
+from maskwatch.annotate import decode, draw, encode
+from maskwatch.detections import Counts, Detections, ModelOutputError
 from maskwatch.frames import (
     ERR_MODEL_OUTPUT,
     ERR_UNDECODABLE,
@@ -31,11 +32,11 @@ from maskwatch.frames import (
     parse_message,
     seq_of,
 )
+from maskwatch.model_api import RETRYABLE, ModelClient, outputs_of, parse_outputs
 from maskwatch.store import TP, BatchWrite, Episode, Store, episode_notice
-from worker import annotate, metrics
+from worker import metrics, snapshots
 from worker.cameras import CameraRegistry
 from worker.episodes import Announcer, EpisodeBooks, face_quality
-from worker.model import RETRYABLE, ModelClient, outputs_of
 from worker.settings import WorkerSettings
 from worker.tracker import Trackers
 
@@ -385,9 +386,9 @@ class Worker:
             p.batch.episodes.extend((part, ep) for ep in self.episodes.book(cid).drain())
         p.batch.zones = self._camera_zones(p.batch.cameras())
         for cid, (frame, d) in latest.items():
-            img = annotate.decode(frame.jpeg)
+            img = decode(frame.jpeg)
             if img is not None:
-                p.batch.latest_jpeg[cid] = annotate.encode(annotate.annotate(img, d))
+                p.batch.latest_jpeg[cid] = encode(draw(img, d))
 
     def forget_cameras(self, partitions: set[TP]) -> None:
         """Drop the tracks and episodes of cameras on revoked partitions: their new owner continues the episodes
@@ -408,12 +409,12 @@ class Worker:
         candidates = book.observe(frame.ts_ms, seen, frame.width, frame.height)
         if not candidates:
             return
-        img = annotate.decode(frame.jpeg)
+        img = decode(frame.jpeg)
         if img is None:
             return
         for c in candidates:
-            quality = face_quality(c.area_px, annotate.sharpness(img, c.detection))
-            book.offer(c, quality, annotate.crop(img, c.detection, self.s.blur_faces))
+            quality = face_quality(c.area_px, snapshots.sharpness(img, c.detection))
+            book.offer(c, quality, snapshots.crop(img, c.detection, self.s.blur_faces))
 
     def _close_idle_episodes(self) -> None:
         """Close the episodes of cameras whose frames stopped (no batch will come to close them)."""

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc, regression_pb2
 
 from bench.frames import frame_set
-from maskwatch.detections import OUT_NUM, OUT_SCORES
+from maskwatch.model_api import OUT_NUM, OUT_SCORES
 from maskwatch.stack import free_port
 from serving.ovmodel import OpenVinoMaskDetector, has_openvino
 from serving.parity import compare

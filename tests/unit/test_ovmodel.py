@@ -9,7 +9,7 @@ import pytest
 import simplejpeg
 import tensorflow as tf
 
-from maskwatch.detections import OUT_BOXES, OUT_CLASSES, OUT_MULTICLASS_SCORES, OUT_NUM, OUT_SCORES
+from maskwatch.model_api import OUT_BOXES, OUT_CLASSES, OUT_MULTICLASS_SCORES, OUT_NUM, OUT_SCORES
 from serving import graph
 from serving.ovmodel import (
     ModelFormatError,
