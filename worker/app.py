@@ -67,5 +67,5 @@ def run(settings: WorkerSettings, stop: threading.Event) -> int:
         worker = Worker(settings, consumer, dlq, model, store, stop)
         stack.callback(store.drop_heartbeat, "worker", settings.worker_id)
         run_worker(worker)
-        logger.info("worker stopped worker=%s frames=%d batches=%d", settings.worker_id, worker.processed, worker.batches)
+        logger.info("worker stopped worker=%s frames=%d batches=%d", settings.worker_id, worker.health.processed, worker.health.batches)
     return 0
