@@ -14,7 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import report  # noqa: E402
 from bench.logs import setup_logging  # noqa: E402
-from bench.procs import ROOT  # noqa: E402
+from bench.stack import ROOT  # noqa: E402
+from maskwatch.procs import Children  # noqa: E402
 
 logger = logging.getLogger("bench")
 
@@ -40,12 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     stamp = report.stamp()
     latest = args.results / "latest.json"
     if args.soak:
-        from bench.procs import Procs
         from bench.soak import SoakConfig, run_soak
 
         cfg = SoakConfig(minutes=args.hours * 60 if args.hours else args.minutes)
         logger.info("soak: %s minutes, %d cameras at %s fps; logs in %s", cfg.minutes, cfg.cameras, cfg.fps, log_dir)
-        with Procs(log_dir) as procs:
+        with Children(log_dir, cwd=ROOT) as procs:
             soak = run_soak(procs, args.model_base_path.resolve(), cfg)
         samples = soak["samples"]
         report.chart_soak(samples, args.results / "soak_memory.png", f"soak: {cfg.cameras} cameras × {cfg.fps} fps, {cfg.minutes:g} min")

@@ -15,21 +15,11 @@ from typing import Any
 import redis
 
 from bench.feeder import accounted
-from bench.procs import (
-    Names,
-    Procs,
-    py,
-    start_kafka,
-    start_redis,
-    start_serving,
-    start_workers,
-    wait_group_stable,
-    worker_env,
-)
+from bench.stack import Names, start_server, start_workers, wait_group_stable, worker_env
 from bench.stats import growth_pct, percentile, window_peaks
 from maskwatch.buckets import TopicScheme
+from maskwatch.procs import Children, py, wait_for
 from maskwatch.rotation import Janitor, run_janitor
-from maskwatch.stack import wait_for
 from maskwatch.store import Store
 from maskwatch.topics import ensure_topics
 
@@ -56,10 +46,10 @@ class SoakConfig:
         return min(600.0, self.minutes * 60 / 6)
 
 
-def run_soak(procs: Procs, model_base_path: Path, cfg: SoakConfig) -> dict[str, Any]:
-    kafka = start_kafka(procs)
-    redis_url = start_redis(procs, persist=True)
-    server = start_serving(procs, model_base_path)
+def run_soak(procs: Children, model_base_path: Path, cfg: SoakConfig) -> dict[str, Any]:
+    kafka = procs.start_broker()
+    redis_url = procs.start_redis(persist=True)
+    server = start_server(procs, model_base_path)
     names = Names.fresh("soak")
     ensure_topics([kafka], None, cfg.partitions, names.dlq_topic)
     store = Store.from_url(redis_url, names.prefix)
@@ -117,7 +107,7 @@ def run_soak(procs: Procs, model_base_path: Path, cfg: SoakConfig) -> dict[str, 
         samples.append(
             {
                 "t_s": round(time.monotonic() - t0, 1),
-                "rss_mb": {p: round(procs.rss_mb(p), 1) for p in watched},
+                "rss_mb": {p: round(procs[p].rss_mb(), 1) for p in watched},
                 "cpu_s": {p: round(procs.cpu_seconds([p]), 2) for p in watched},
                 "redis_used_mb": round(int(store.r.info("memory")["used_memory"]) / 2**20, 1),
                 "redis_disk_mb": round(sum(f.stat().st_size for f in redis_dir.rglob("*") if f.is_file()) / 2**20, 1),

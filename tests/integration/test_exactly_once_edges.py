@@ -20,8 +20,8 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from maskwatch import frames as F
 from maskwatch.buckets import TopicScheme
+from maskwatch.procs import free_port, port_open, tansu_command, wait_for
 from maskwatch.rotation import Janitor, run_janitor
-from maskwatch.stack import free_port, port_open, tansu_command, wait_for
 from maskwatch.store import Store
 from maskwatch.topics import ensure_topics
 from tests.integration.cheap_model import export_cheap_model

@@ -15,7 +15,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from maskwatch import frames as F
 from maskwatch.detections import Counts
-from maskwatch.stack import free_port, redis_answers, redis_command, wait_for
+from maskwatch.procs import free_port, redis_answers, redis_command, wait_for
 from maskwatch.store import Store
 from maskwatch.topics import ensure_topics
 from tests.integration.cheap_model import export_cheap_model

@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 
 from maskwatch.detections import Counts
 from maskwatch.frames import Frame
-from maskwatch.stack import port_open, wait_for
+from maskwatch.procs import port_open, wait_for
 from maskwatch.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
