@@ -1,5 +1,5 @@
-"""The worker's batch logic, with no Kafka, Redis or gRPC: polled records → frames for the model, dead letters and
-the counts of rejected and stale frames; detections → counts, tracked persons, episodes and each camera's latest
+"""The worker's batch logic, with no Kafka, Redis or gRPC: polled records → frames for the model, dead letters, the
+counts of rejected and stale frames, copies skipped; detections → counts, tracked persons, episodes and each camera's latest
 frame; the live notice. The loop (worker/consumer.py) makes the calls around them."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from maskwatch.frames import (
     parse_message,
     seq_of,
 )
-from maskwatch.store import TP, BatchWrite, Episode, episode_notice
+from maskwatch.store import TP, BatchWrite, Episode, Seen, episode_notice
 from worker import annotate
 from worker.episodes import Announcer, EpisodeBook, EpisodeBooks, face_quality
 from worker.settings import WorkerSettings
@@ -90,6 +90,16 @@ class Rejection:
     error: str
 
 
+@dataclass(frozen=True)
+class Copy:
+    """A second copy of a frame already read (a producer retry wrote it twice): skipped, counted nowhere."""
+
+    camera: str
+    tp: TP
+    offset: int
+    seq: int
+
+
 @dataclass
 class Intake:
     """A polled batch sorted: what its transaction writes so far, the frames for the model, the dead letters."""
@@ -98,18 +108,24 @@ class Intake:
     frames: list[tuple[TP, Frame]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    copies: list[Copy] = field(default_factory=list)
     records: int = 0
 
 
 def intake(
-    polled: Mapping[TP, Sequence[Record]], now_ms: int, limits: FrameLimits, counts_camera: Callable[[str], bool]
+    polled: Mapping[TP, Sequence[Record]],
+    seen: Mapping[TP, Seen],
+    now_ms: int,
+    limits: FrameLimits,
+    counts_camera: Callable[[str], bool],
 ) -> Intake:
     """Sort a poll's records (by topic partition, in offset order) into frames to count and what is not asked about.
 
-    A message breaking Contract 1 is dead-lettered with its reason; when its key names a camera that is counted it
-    is counted `invalid` (its `mw-seq` still shows frames lost before it). A valid frame of a camera the site does
-    not list is dead-lettered `unknown_camera` and counted nowhere. A frame older than `max_age_ms` is counted
-    `dropped_stale`. Each partition's offsets span all its records, whatever became of them.
+    A copy of a frame `seen` in its partition already is skipped. A message breaking Contract 1 is dead-lettered
+    with its reason; when its key names a camera that is counted it is counted `invalid` (its `mw-seq` still shows
+    frames lost before it). A valid frame of a camera the site does not list is dead-lettered `unknown_camera` and
+    counted nowhere. A frame older than `max_age_ms` is counted `dropped_stale`. Each partition's offsets span all
+    its records, whatever became of them, and what `seen` learnt goes with them.
     """
     out = Intake(BatchWrite())
     for tp, recs in polled.items():
@@ -119,6 +135,10 @@ def intake(
         out.batch.next_offsets[tp] = recs[-1].offset + 1
         for rec in recs:
             out.records += 1
+            cid, run_seq = camera_of(rec.key), seq_of(rec.headers)
+            if cid is not None and run_seq is not None and not seen[tp].first_time(cid, *run_seq):
+                out.copies.append(Copy(cid, tp, rec.offset, run_seq[1]))
+                continue
             try:
                 frame = parse_message(rec.key, rec.value, rec.headers, limits.max_bytes, limits.max_pixels)
             except FrameError as e:
@@ -133,6 +153,7 @@ def intake(
                 out.batch.add(tp, frame.camera_id, frame.ts_ms, Counts(dropped_stale=1))
                 continue
             out.frames.append((tp, frame))
+        out.batch.seen[tp] = seen[tp].take_changes()
     return out
 
 
@@ -149,14 +170,18 @@ def _reject(out: Intake, tp: TP, rec: Record, reason: str, error: str, counts_ca
 
 
 class RejectionLog:
-    """Logs rejected records at WARNING; an unknown camera's only the first time (for up to UNKNOWN_IDS_LOGGED ids),
-    then at DEBUG."""
+    """Logs what a batch skipped: copies at INFO, rejected records at WARNING, an unknown camera's only the first
+    time (for up to UNKNOWN_IDS_LOGGED ids), then at DEBUG."""
 
     def __init__(self) -> None:
         self.unknown_logged: set[str] = set()
 
-    def log(self, rejected: Iterable[Rejection]) -> None:
-        for r in rejected:
+    def log(self, got: Intake) -> None:
+        for c in got.copies:
+            logger.info(
+                "duplicate frame skipped camera=%s topic=%s partition=%d offset=%d seq=%d", c.camera, c.tp[0], c.tp[1], c.offset, c.seq
+            )
+        for r in got.rejected:
             if r.reason != ERR_UNKNOWN_CAMERA:
                 logger.warning(
                     "frame rejected camera=%s topic=%s partition=%d offset=%d reason=%s", r.camera, r.tp[0], r.tp[1], r.offset, r.error
@@ -184,6 +209,8 @@ class Books:
     episodes: EpisodeBooks
     announcer: Announcer = field(default_factory=Announcer)
     partition_of: dict[str, TP] = field(default_factory=dict)
+    # the frames read per owned partition (loaded from Redis when first needed): a producer retry's copy is skipped
+    seen: dict[TP, Seen] = field(default_factory=dict)
 
     @classmethod
     def of(cls, s: WorkerSettings) -> Books:
@@ -191,18 +218,26 @@ class Books:
         # a track lives as long as its episode's grace, so a person briefly missed stays one episode
         return cls(Trackers(ttl_ms=grace_ms), EpisodeBooks(s.episode_min_frames, grace_ms))
 
-    def unresumed(self, frames: Sequence[tuple[TP, Frame]], dets: Sequence[Detections | None]) -> list[str]:
-        """Cameras of answered frames that have no episode book yet: their previous worker's open episodes may go
-        on (a restart, a rebalance), so the loop resumes them before counting."""
-        out: list[str] = []
+    def load_seen(self, tps: Iterable[TP], load: Callable[[TP], Seen]) -> None:
+        """What was read of each partition new to this worker, as `load` (Redis) has it from the last batch stored."""
+        for tp in tps:
+            if tp not in self.seen:
+                self.seen[(tp[0], tp[1])] = load(tp)
+
+    def resume(
+        self, frames: Sequence[tuple[TP, Frame]], dets: Sequence[Detections | None], load: Callable[[str], list[Episode]]
+    ) -> None:
+        """Before counting: a camera of answered frames that is new to this worker (a restart, a rebalance) continues
+        the open episodes its previous worker stored (`load`)."""
         for (_, frame), d in zip(frames, dets, strict=True):
-            if d is not None and frame.camera_id not in self.episodes.by_camera and frame.camera_id not in out:
-                out.append(frame.camera_id)
-        return out
+            if d is not None and frame.camera_id not in self.episodes.by_camera:
+                self.episodes.book(frame.camera_id).resume(load(frame.camera_id))
 
     def forget(self, partitions: set[TP]) -> None:
-        """Drop the tracks and episodes of cameras on revoked partitions: their new owner continues the episodes
-        stored open (nothing is closed here, so a person still in view stays one episode)."""
+        """Drop what was read of revoked partitions, and the tracks and episodes of their cameras: their new owner
+        continues the episodes stored open (nothing is closed here, so a person still in view stays one episode)."""
+        for tp in partitions:
+            self.seen.pop(tp, None)
         for cid, part in list(self.partition_of.items()):
             if part in partitions:
                 self.episodes.by_camera.pop(cid, None)

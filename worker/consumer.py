@@ -19,7 +19,7 @@ from maskwatch.store import TP, Store
 from worker import metrics
 from worker.batch import Books, FrameLimits, RejectionLog, applied_totals, batch_notice, count, intake, live_notice
 from worker.cameras import CameraRegistry, CameraZones
-from worker.health import STATUS_DEGRADED, Abandon, Health
+from worker.health import STATUS_DEGRADED, Health
 from worker.inference import Inference, InFlight
 from worker.model import ModelClient
 from worker.settings import WorkerSettings
@@ -89,6 +89,8 @@ class Worker:
         """
         if not assigned:
             return
+        for tp in assigned:
+            self.books.seen.pop((tp.topic, tp.partition), None)
         stored: dict[TopicPartition, int] = {}
         for topic in sorted({tp.topic for tp in assigned}):
             offsets = self.health.retry("redis", partial(self.store.stored_offsets, self.s.group, topic))
@@ -174,8 +176,12 @@ class Worker:
         return records
 
     def _start(self, polled: dict[Any, list[Any]]) -> InFlight:
-        got = intake(polled, int(time.time() * 1000), self.limits, lambda cid: self.health.retry("redis", partial(self.cameras.counts, cid)))
-        self.rejections.log(got.rejected)
+        seen_in, known = partial(self.store.seen_in, self.s.group), self.cameras.counts
+        self.books.load_seen([tp for tp, recs in polled.items() if recs], lambda tp: self.health.retry("redis", partial(seen_in, *tp)))
+        got = intake(polled, self.books.seen, int(time.time() * 1000), self.limits, lambda cid: self.health.retry("redis", partial(known, cid)))
+        self.rejections.log(got)
+        for copy in got.copies:
+            metrics.FRAMES.labels(copy.camera, "duplicate").inc()
         metrics.BATCH.observe(got.records)
         inflight = InFlight(batch=got.batch, frames=got.frames, records=got.records, dead=got.dead)
         if got.frames:
@@ -185,9 +191,7 @@ class Worker:
     def _finish(self, p: InFlight) -> None:
         if p.frames:
             dets = self.inference.detections(p)
-            for cid in self.books.unresumed(p.frames, dets):
-                stored = self.health.retry("redis", partial(self.store.open_episodes, cid, 0))
-                self.books.episodes.book(cid).resume(stored)
+            self.books.resume(p.frames, dets, lambda cid: self.health.retry("redis", partial(self.store.open_episodes, cid, 0)))
             count(p.batch, p.frames, dets, self.books, self.s.min_score, self.s.blur_faces)
             p.batch.zones = self.zones.of(p.batch.cameras())
         # dead letters are acknowledged by the broker before the counts that name them are stored
@@ -197,6 +201,7 @@ class Worker:
             tp = TopicPartition(*conflict)
             if tp in self.consumer.assignment():
                 logger.warning("offset conflict, re-reading topic=%s partition=%d from=%d", tp.topic, tp.partition, stored_at)
+                self.books.seen.pop(conflict, None)
                 self.consumer.seek(tp, stored_at)
         if result.applied:
             notice = batch_notice(self.s.worker_id, int(time.time() * 1000), p.batch, result.applied, self.books.announcer)
@@ -241,9 +246,3 @@ class Worker:
         except KafkaError as e:
             logger.warning("kafka commit failed error=%s", e)
 
-
-def run_worker(worker: Worker) -> None:
-    try:
-        worker.run()
-    except Abandon:
-        logger.info("stopped while a dependency was down; the held batch will be redone by the next owner")

@@ -12,10 +12,11 @@ import pytest
 
 from maskwatch.detections import INCORRECT, WITH_MASK, WITHOUT_MASK, Counts, Detection, Detections
 from maskwatch.frames import H_CAMERA, H_ERROR, H_HEIGHT, H_SEQ, H_TRUNCATED, H_VERSION, H_WIDTH, Frame, header_map
-from maskwatch.store import EPISODE_CLOSED, EPISODE_OPEN, TP, BatchWrite, Episode
+from maskwatch.store import EPISODE_CLOSED, EPISODE_OPEN, TP, BatchWrite, Episode, Seen
 from worker.batch import (
     Books,
     FrameLimits,
+    Intake,
     Rejection,
     RejectionLog,
     batch_notice,
@@ -87,6 +88,11 @@ def mw(name: str) -> str:
     return name.replace("-", "_")
 
 
+def sort(polled: dict[TP, list[Rec]], seen: dict[TP, Seen] | None = None, limits: FrameLimits = LIMITS) -> Intake:
+    """`intake` for the site's cameras, with nothing read before unless `seen` says so."""
+    return intake(polled, {tp: Seen() for tp in polled} | (seen or {}), NOW, limits, SITE.__contains__)
+
+
 # ---- records → frames and dead letters ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("record", "asked", "dead", "counted"),
@@ -121,7 +127,7 @@ def mw(name: str) -> str:
     ],
 )
 def test_what_each_record_becomes(record: Rec, asked: list[str], dead: list[str], counted: dict[str, Counts]) -> None:
-    got = intake({P0: [record]}, NOW, LIMITS, SITE.__contains__)
+    got = sort({P0: [record]})
     assert [f.camera_id for _, f in got.frames] == asked
     assert [d.reason for d in got.dead] == dead
     assert [header_map(d.headers)[H_ERROR] for d in got.dead] == dead
@@ -132,7 +138,7 @@ def test_what_each_record_becomes(record: Rec, asked: list[str], dead: list[str]
 
 def test_a_dead_letter_keeps_the_message_and_cuts_a_huge_value() -> None:
     huge = jpeg() + bytes(600 * 1024)
-    got = intake({P0: [rec(frame(), value=huge), rec(frame("lab"), offset=1)]}, NOW, LIMITS, SITE.__contains__)
+    got = sort({P0: [rec(frame(), value=huge), rec(frame("lab"), offset=1)]})
     too_big, unknown = got.dead
     assert (too_big.key, too_big.reason, header_map(too_big.headers)[H_TRUNCATED]) == (b"gate", "too_large", str(len(huge)))
     assert too_big.value == huge[: len(too_big.value or b"")] and len(too_big.value or b"") < len(huge)
@@ -151,7 +157,7 @@ def test_a_dead_letter_keeps_the_message_and_cuts_a_huge_value() -> None:
 )
 def test_sequence_gaps_in_a_batch(seqs: list[int], invalid_at: set[int], gaps: int) -> None:
     recs = [rec(frame(seq=s), offset=10 + i, **({mw(H_VERSION): b"9"} if i in invalid_at else {})) for i, s in enumerate(seqs)]
-    got = intake({P0: recs}, NOW, LIMITS, SITE.__contains__)
+    got = sort({P0: recs})
     span = got.batch.seqs[(P0, "gate")]
     assert (span.first, span.last, span.gaps) == (seqs[0], seqs[-1], gaps)
     assert (got.batch.start_offsets, got.batch.next_offsets) == ({P0: 10}, {P0: 10 + len(seqs)})
@@ -159,18 +165,41 @@ def test_sequence_gaps_in_a_batch(seqs: list[int], invalid_at: set[int], gaps: i
 
 def test_offsets_span_each_partition_and_empty_partitions_are_skipped() -> None:
     polled = {P0: [rec(frame(seq=1), offset=4), rec(frame(seq=2, age_ms=9000), offset=5)], P1: [rec(frame("hall"), offset=7)], ("frames", 2): []}
-    got = intake(polled, NOW, LIMITS, SITE.__contains__)
+    got = sort(polled)
     assert got.batch.start_offsets == {P0: 4, P1: 7}
     assert got.batch.next_offsets == {P0: 6, P1: 8}
     assert [(tp, f.camera_id) for tp, f in got.frames] == [(P0, "gate"), (P1, "hall")]
     assert got.records == 3
 
 
+@pytest.mark.parametrize(
+    ("batch", "before", "asked", "copies", "learnt"),
+    [
+        pytest.param([("run-1", 1), ("run-1", 2)], None, [1, 2], [], ("run-1", 3), id="frames in order are all new"),
+        pytest.param([("run-1", 1), ("run-1", 1), ("run-1", 2)], None, [1, 2], [1], ("run-1", 3), id="a retry's copy right behind"),
+        pytest.param([("run-1", 1), ("run-1", 2), ("run-1", 1)], None, [1, 2], [2], ("run-1", 3), id="a copy after a later frame"),
+        pytest.param([("run-1", 4), ("run-1", 5)], ("run-1", 5), [5], [0], ("run-1", 6), id="a copy of a frame stored before"),
+        pytest.param([("run-2", 1)], ("run-1", 9), [1], [], ("run-2", 2), id="a restarted producer starts anew"),
+    ],
+)
+def test_copies_a_producer_retry_wrote_are_skipped(
+    batch: list[tuple[str, int]], before: tuple[str, int] | None, asked: list[int], copies: list[int], learnt: tuple[str, int]
+) -> None:
+    recs = [rec(frame(seq=seq), offset=i, mw_producer=run.encode()) for i, (run, seq) in enumerate(batch)]
+    seen = Seen({} if before is None else {"gate": before})
+    got = sort({P0: recs}, {P0: seen})
+    assert [f.seq for _, f in got.frames] == asked
+    assert [c.offset for c in got.copies] == copies
+    assert got.batch.totals_by_camera() == {}  # a copy is counted nowhere, not even lost
+    assert got.batch.seen == {P0: {"gate": learnt}}  # stored with the offsets
+    assert (got.records, got.batch.next_offsets) == (len(batch), {P0: len(batch)})
+
+
 def test_an_unknown_camera_is_logged_once_then_quietly(caplog: pytest.LogCaptureFixture) -> None:
     log = RejectionLog()
     with caplog.at_level(logging.DEBUG, logger="worker.batch"):
-        log.log([Rejection("lab", P0, n, "unknown_camera", "unknown_camera") for n in range(3)])
-        log.log([Rejection("gate", P0, 9, "not_jpeg", "not_jpeg"), Rejection("gate", P0, 10, "not_jpeg", "not_jpeg")])
+        log.log(Intake(BatchWrite(), rejected=[Rejection("lab", P0, n, "unknown_camera", "unknown_camera") for n in range(3)]))
+        log.log(Intake(BatchWrite(), rejected=[Rejection("gate", P0, n, "not_jpeg", "not_jpeg") for n in (9, 10)]))
     levels = [(r.levelno, r.getMessage().split(" offset=")[1]) for r in caplog.records]
     assert levels == [
         (logging.WARNING, "0 reason=unknown_camera"),
@@ -289,17 +318,27 @@ def test_each_camera_keeps_its_own_latest_frame_and_tracks() -> None:
     assert set(b.trackers.by_camera) == {"gate", "hall"}
 
 
-def test_cameras_new_to_the_worker_are_resumed_once_and_revoked_ones_forgotten() -> None:
+def test_cameras_new_to_the_worker_resume_their_stored_episodes_and_revoked_ones_are_forgotten() -> None:
     b = books()
     frames = [(P0, frame("gate", seq=1)), (P0, frame("gate", seq=2)), (P1, frame("hall", seq=1)), (P1, frame("hall", seq=2))]
     answers: list[Detections | None] = [Detections.empty(), Detections.empty(), None, None]
-    assert b.unresumed(frames, answers) == ["gate"]  # hall's frames were all refused: nothing to resume for
+    loads: list[str] = []
+
+    def load(cid: str) -> list[Episode]:
+        loads.append(cid)
+        return [episode()]
+
+    b.resume(frames, answers, load)
+    assert loads == ["gate"]  # once per camera; hall's frames were all refused: nothing to resume for
+    assert [ep.id for ep in b.episodes.book("gate").adoptable] == ["e1"]
     count(BatchWrite(), frames, answers, b, min_score=0.5, blur_faces=True)
-    assert b.unresumed(frames, answers) == []
+    b.resume(frames, answers, load)
+    assert loads == ["gate"]
+    b.load_seen([P0, P1], lambda tp: Seen({"gate": ("run-1", 3)}))
     b.forget({P1})
-    assert set(b.episodes.by_camera) == {"gate"}
+    assert (set(b.episodes.by_camera), set(b.seen)) == ({"gate"}, {P0})
     b.forget({P0})
-    assert (b.episodes.by_camera, b.trackers.by_camera, b.partition_of) == ({}, {}, {})
+    assert (b.episodes.by_camera, b.trackers.by_camera, b.partition_of, b.seen) == ({}, {}, {}, {})
 
 
 # ---- the live notice -------------------------------------------------------------------------------------------
