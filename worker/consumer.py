@@ -31,7 +31,7 @@ from maskwatch.frames import (
     parse_message,
     seq_of,
 )
-from maskwatch.store import TP, BatchWrite, Episode, Store, episode_notice
+from maskwatch.store import TP, BatchWrite, Episode, Seen, Store, episode_notice
 from worker import annotate, metrics
 from worker.cameras import CameraRegistry
 from worker.episodes import Announcer, EpisodeBooks, face_quality
@@ -74,6 +74,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in revoked:
             self.worker._carry.pop(tp, None)
             self.worker._unpositioned.discard(tp)
+            self.worker._seen.pop((tp.topic, tp.partition), None)
         self.worker.forget_cameras({(tp.topic, tp.partition) for tp in revoked})
 
     def on_partitions_assigned(self, assigned: Any) -> None:
@@ -123,6 +124,8 @@ class Worker:
         self._topics_checked = 0.0
         self.cameras = CameraRegistry(lambda: self.store.camera_ids(), settings.open_registration)
         self._unknown_logged: set[str] = set()
+        # frames read per owned partition (loaded from Redis when first needed): a copy written by a producer retry
+        self._seen: dict[TP, Seen] = {}
 
     # ---- assignment ----------------------------------------------------------------------
     def seek_to_stored(self, assigned: list[TopicPartition]) -> None:
@@ -133,6 +136,8 @@ class Worker:
         """
         if not assigned:
             return
+        for tp in assigned:
+            self._seen.pop((tp.topic, tp.partition), None)
         stored: dict[TopicPartition, int] = {}
         for topic in sorted({tp.topic for tp in assigned}):
             offsets = self._retry("redis", partial(self.store.stored_offsets, self.s.group, topic))
@@ -239,8 +244,11 @@ class Worker:
                 continue
             batch.start_offsets[tp] = recs[0].offset
             batch.next_offsets[tp] = recs[-1].offset + 1
+            read = self._seen_in(tp)
             for rec in recs:
                 n += 1
+                if self._copy(read, tp, rec):
+                    continue
                 try:
                     frame = parse_message(rec.key, rec.value, rec.headers, self.s.max_frame_bytes, self.s.max_frame_pixels)
                 except FrameError as e:
@@ -264,11 +272,29 @@ class Worker:
                     batch.add(tp, frame.camera_id, frame.ts_ms, Counts(dropped_stale=1))
                     continue
                 frames.append((tp, frame))
+            batch.seen[tp] = read.take_changes()
         metrics.BATCH.observe(n)
         inflight = InFlight(batch=batch, frames=frames, records=n, dead=dead)
         if frames:
             inflight.future = self._submit([f.jpeg for _, f in frames])
         return inflight
+
+    def _seen_in(self, tp: TP) -> Seen:
+        key = (tp[0], tp[1])
+        if key not in self._seen:
+            self._seen[key] = self._retry("redis", partial(self.store.seen_in, self.s.group, *key))
+        return self._seen[key]
+
+    def _copy(self, seen: Seen, tp: Any, rec: Any) -> bool:
+        """A second copy of a frame already read (a producer retry wrote it twice): skipped, counted nowhere."""
+        cid, run_seq = camera_of(rec.key), seq_of(rec.headers)
+        if cid is None or run_seq is None or seen.first_time(cid, *run_seq):
+            return False
+        metrics.FRAMES.labels(cid, "duplicate").inc()
+        logger.info(
+            "duplicate frame skipped camera=%s topic=%s partition=%d offset=%d seq=%d", cid, tp.topic, tp.partition, rec.offset, run_seq[1]
+        )
+        return True
 
     def _counts_camera(self, cid: str) -> bool:
         return self._retry("redis", lambda: self.cameras.counts(cid))
@@ -304,6 +330,7 @@ class Worker:
             tp = TopicPartition(*conflict)
             if tp in self.consumer.assignment():
                 logger.warning("offset conflict, re-reading topic=%s partition=%d from=%d", tp.topic, tp.partition, stored)
+                self._seen.pop(conflict, None)
                 self.consumer.seek(tp, stored)
         if result.applied:
             self._publish(p, result.applied)
