@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from maskwatch.stack import free_port, port_open, redis_answers, redis_command, tansu_command, wait_for
+from maskwatch.procs import free_port, port_open, redis_answers, redis_command, tansu_command, wait_for
 from maskwatch.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,7 +26,7 @@ from dashboard.app import close_app, create_app
 from dashboard.server import Server
 from dashboard.settings import DashboardSettings
 from maskwatch.detections import Counts
-from maskwatch.stack import free_port, port_open
+from maskwatch.procs import free_port, port_open
 from maskwatch.store import EPISODE_CLOSED, BatchWrite, Episode, Store, episode_notice
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from maskwatch.stack import free_port
+from maskwatch.procs import free_port
 from serving.server import ModelServer
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from dashboard.app import close_app, create_app
 from dashboard.context import dashboard
 from dashboard.predict import predict_slots
-from maskwatch.stack import free_port
+from maskwatch.procs import free_port
 from maskwatch.store import Store
 from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are fixtures)
     FACE_SCORE_TH,

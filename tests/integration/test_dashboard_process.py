@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from maskwatch.stack import free_port
+from maskwatch.procs import free_port
 from tests.integration.dashboard_fixtures import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

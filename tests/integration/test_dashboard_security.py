@@ -366,7 +366,7 @@ def test_open_to_the_network_only_with_a_token(redis_url: str, args: list[str], 
     import subprocess
     import sys
 
-    from maskwatch.stack import free_port
+    from maskwatch.procs import free_port
     from tests.integration.dashboard_fixtures import wait_until
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("MW_")}
@@ -384,7 +384,7 @@ def test_open_to_the_network_only_with_a_token(redis_url: str, args: list[str], 
             out = proc.stdout.read().decode() if proc.stdout else ""
             assert "refusing to start" in out and "MW_DASHBOARD_TOKEN" in out and "--insecure" in out
             return
-        from maskwatch.stack import port_open
+        from maskwatch.procs import port_open
 
         wait_until(lambda: proc.poll() is not None or port_open("127.0.0.1", port), 30, what="the dashboard")
         assert proc.poll() is None

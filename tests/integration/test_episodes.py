@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaProducer
 
 from maskwatch.frames import Frame
-from maskwatch.stack import wait_for
+from maskwatch.procs import wait_for
 from maskwatch.store import Store
 from producer.scene import compose
 from tests.integration.worker_fixtures import Procs, env_for

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from maskwatch.stack import wait_for
+from maskwatch.procs import wait_for
 from maskwatch.store import Store
 from producer.scene import compose
 from tests.integration.worker_fixtures import env_for

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import requests
 
-from maskwatch.stack import free_port, port_open, tansu_command, wait_for
+from maskwatch.procs import free_port, port_open, tansu_command, wait_for
 from maskwatch.store import Store
 from maskwatch.topics import ensure_topics
 from producer.settings import ProducerSettings

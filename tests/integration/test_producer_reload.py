@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from maskwatch.frames import parse_message
-from maskwatch.stack import wait_for
+from maskwatch.procs import wait_for
 from maskwatch.store import Store
 from producer.reload import cameras_reload, request_reload
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from maskwatch.stack import free_port, wait_for
+from maskwatch.procs import free_port, wait_for
 from maskwatch.store import Store
 from producer.scene import compose
 from tests.integration.worker_fixtures import ROOT, Procs, env_for

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from maskwatch.stack import free_port, wait_for
+from maskwatch.procs import free_port, wait_for
 from maskwatch.store import Store
 from tests.integration.test_producer_mjpeg import MjpegServer
 

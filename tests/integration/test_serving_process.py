@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from maskwatch.stack import free_port
+from maskwatch.procs import free_port
 from tests.integration.serving_fixtures import (
     ENV,
     ROOT,
