@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         new = {
             "soak_rss_growth_pct": soak["soak_rss_growth_pct"],
             "soak_frames_lost": soak["soak_frames_lost"],
+            "soak_frames_double_counted": soak["soak_frames_double_counted"],
+            "soak_rss_peak_growth_pct": soak["soak_rss_peak_growth_pct"],
             "details": {"soak": soak},
             "soak_rotations": soak["soak_rotations"],
             "stamp": {**stamp, "quick": cfg.minutes < 60},
@@ -106,6 +108,12 @@ def goals(data: dict[str, object], results: Path) -> list[dict[str, object]]:
     lost = data.get("soak_frames_lost")
     if lost is not None:
         out.append({"what": "soak: no frame lost", "value": lost, "met": lost == 0})
+    double = data.get("soak_frames_double_counted")
+    if double is not None:
+        out.append({"what": "soak: no frame counted twice", "value": double, "met": double == 0})
+    peak = data.get("soak_rss_peak_growth_pct")
+    if isinstance(peak, (int, float)):
+        out.append({"what": "soak: every process's 5-min RSS peak within 10 % after 10 min", "value": peak, "met": peak <= 10.0})
     srv = report.load_previous(results / "serving.json")
     if srv:
         out.append(

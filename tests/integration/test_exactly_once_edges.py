@@ -64,7 +64,8 @@ def _wait_exact(store: Store, want: dict[str, dict[str, int]]) -> None:
 def _malformed() -> list[tuple[bytes, bytes, list[tuple[str, bytes]], str]]:
     """Five bad messages, one per rejection reason; the bad camera id one counts for no camera."""
     good = frame("cam-a", 0)
-    hdr = dict(good.headers())
+    # a client that is not our producer: no `mw-producer` run, so its messages are nobody's copies or gaps
+    hdr = {k: v for k, v in good.headers() if k != F.H_PRODUCER}
 
     def as_cam(cam: str) -> list[tuple[str, bytes]]:
         return [(k, cam.encode() if k == F.H_CAMERA else v) for k, v in hdr.items()]
@@ -270,3 +271,42 @@ def test_frames_a_broker_restart_loses_are_counted_lost(
         store.close()
         tansu.stop_all(10)
     assert set(rcs.values()) == {0}, rcs
+
+
+@pytest.mark.timeout(300)
+def test_a_frame_written_twice_is_counted_once(
+    kafka: str, redis_url: str, cheap_serving: str, names: dict[str, str], logs_dir: Path
+) -> None:
+    """A producer retry after an unanswered request writes frames a second time: right behind the first copy, or
+    read by another worker after a SIGKILL. Each frame is counted once, and no copy is taken for a gap (`lost` 0)."""
+    ensure_topics([kafka], names["topic"], 4, names["dlq_topic"])
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names))
+    store = Store.from_url(redis_url, names["redis_prefix"])
+
+    def send(seqs: list[int]) -> None:
+        p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5, allow_auto_create_topics=False)
+        futs = []
+        for seq in seqs:
+            for cam in CAMS:
+                f = frame(cam, seq)
+                futs.append(p.send(names["topic"], key=f.key, value=f.jpeg, headers=f.headers()))
+        p.flush(timeout=30)
+        for fut in futs:
+            fut.get(timeout=1)
+        p.close()
+
+    frames_of = lambda: sum(store.totals(c).frames for c in CAMS)  # noqa: E731
+    try:
+        procs.worker("w-dup")
+        send(list(range(20)))
+        wait_for(lambda: frames_of() >= 20 * len(CAMS), 120, "the first frames counted")
+        procs.kill("w-dup", signal.SIGKILL)  # the next reader knows what was read from Redis alone
+        # copies of frames read before the kill, new frames, and copies right behind their originals
+        send([*range(10, 30), *range(25, 40)])
+        procs.worker("w-dup")
+        wait_for(lambda: frames_of() >= 40 * len(CAMS), 120, "the new frames counted")
+        assert {c: (store.totals(c).frames, store.totals(c).lost) for c in CAMS} == dict.fromkeys(CAMS, (40, 0))
+    finally:
+        rcs = procs.stop_all()
+        store.close()
+    assert rcs.get("w-dup") == 0, rcs

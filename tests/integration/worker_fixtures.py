@@ -29,9 +29,11 @@ def tiny_jpeg(width: int, height: int = 48) -> bytes:
 JPEGS = {w: tiny_jpeg(w) for w in (64, 65)}
 
 
-def frame(camera: str, seq: int, ts_ms: int | None = None) -> Frame:
+def frame(camera: str, seq: int, ts_ms: int | None = None, run: str = "test") -> Frame:
+    """Frame `seq` of `camera` from producer run `run` (a run's (camera, seq) is one frame: a second message with
+    both the same is a copy, which workers skip)."""
     w = 64 + (seq % 3 == 0)  # a third of frames odd width → without_mask in the cheap model
-    return Frame(camera, JPEGS[w], seq, int(time.time() * 1000) if ts_ms is None else ts_ms, w, 48, "test")
+    return Frame(camera, JPEGS[w], seq, int(time.time() * 1000) if ts_ms is None else ts_ms, w, 48, run)
 
 
 def expected(cameras: list[str], n: int) -> dict[str, Counts]:
@@ -44,14 +46,17 @@ def expected(cameras: list[str], n: int) -> dict[str, Counts]:
     return out
 
 
-def produce(kafka: str, topic: str, cameras: list[str], n: int, per_s: float = 0.0, ts_ms: int | None = None) -> None:
-    """Send `n` frames round-robin over `cameras` (frame i of a camera has seq i), optionally paced."""
+def produce(
+    kafka: str, topic: str, cameras: list[str], n: int, per_s: float = 0.0, ts_ms: int | None = None, run: str = "test"
+) -> None:
+    """Send `n` frames round-robin over `cameras` (frame i of a camera has seq i in producer run `run`), optionally
+    paced."""
     p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5)
     start = time.monotonic()
     try:
         for i in range(n):
             cam = cameras[i % len(cameras)]
-            f = frame(cam, i // len(cameras), ts_ms)
+            f = frame(cam, i // len(cameras), ts_ms, run)
             p.send(topic, key=f.key, value=f.jpeg, headers=f.headers())
             if per_s:
                 ahead = start + (i + 1) / per_s - time.monotonic()
