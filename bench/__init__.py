@@ -7,7 +7,7 @@
 `python -m bench.sleep_model` a SavedModel that sleeps a fixed wall time per call (for scaling runs)
 
 frames.py     the 640×480 frames with 1–4 faces      stats.py    percentiles, medians, rates, latency matching
-procs.py      child processes on free ports            feeder.py   frames into Kafka, accounting out of Redis
+stack.py      names, model servers, workers (procs)    feeder.py   frames into Kafka, accounting out of Redis
 inprocess.py  the model and the naive baseline in process   load.py  closed-loop gRPC clients
 pipeline.py   saturation drains and latency            scaling.py  1/2/4/8 workers on the sleep model
 soak.py       the long run                             suite.py    the order of the suite, headline figures

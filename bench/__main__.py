@@ -14,7 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench import report  # noqa: E402
 from bench.logs import setup_logging  # noqa: E402
-from bench.procs import ROOT  # noqa: E402
+from bench.stack import ROOT  # noqa: E402
+from maskwatch.procs import Children  # noqa: E402
 
 logger = logging.getLogger("bench")
 
@@ -40,12 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     stamp = report.stamp()
     latest = args.results / "latest.json"
     if args.soak:
-        from bench.procs import Procs
         from bench.soak import SoakConfig, run_soak
 
         cfg = SoakConfig(minutes=args.hours * 60 if args.hours else args.minutes)
         logger.info("soak: %s minutes, %d cameras at %s fps; logs in %s", cfg.minutes, cfg.cameras, cfg.fps, log_dir)
-        with Procs(log_dir) as procs:
+        with Children(log_dir, cwd=ROOT) as procs:
             soak = run_soak(procs, args.model_base_path.resolve(), cfg)
         samples = soak["samples"]
         report.chart_soak(samples, args.results / "soak_memory.png", f"soak: {cfg.cameras} cameras × {cfg.fps} fps, {cfg.minutes:g} min")
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         new = {
             "soak_rss_growth_pct": soak["soak_rss_growth_pct"],
             "soak_frames_lost": soak["soak_frames_lost"],
+            "soak_frames_double_counted": soak["soak_frames_double_counted"],
+            "soak_rss_peak_growth_pct": soak["soak_rss_peak_growth_pct"],
             "details": {"soak": soak},
             "soak_rotations": soak["soak_rotations"],
             "stamp": {**stamp, "quick": cfg.minutes < 60},
@@ -106,6 +108,12 @@ def goals(data: dict[str, object], results: Path) -> list[dict[str, object]]:
     lost = data.get("soak_frames_lost")
     if lost is not None:
         out.append({"what": "soak: no frame lost", "value": lost, "met": lost == 0})
+    double = data.get("soak_frames_double_counted")
+    if double is not None:
+        out.append({"what": "soak: no frame counted twice", "value": double, "met": double == 0})
+    peak = data.get("soak_rss_peak_growth_pct")
+    if isinstance(peak, (int, float)):
+        out.append({"what": "soak: every process's 5-min RSS peak within 10 % after 10 min", "value": peak, "met": peak <= 10.0})
     srv = report.load_previous(results / "serving.json")
     if srv:
         out.append(

@@ -78,13 +78,14 @@ class Feeder:
 
 
 def accounted(store: Store, cameras: Sequence[str]) -> dict[str, int]:
-    """frames, dropped_stale and invalid summed over `cameras` (what Contract 3 says every frame ends up as)."""
-    out = {"frames": 0, "dropped_stale": 0, "invalid": 0, "faces": 0}
+    """frames, dropped_stale, invalid and lost summed over `cameras` (what Contract 3 says every frame ends up as)."""
+    out = {"frames": 0, "dropped_stale": 0, "invalid": 0, "lost": 0, "faces": 0}
     for cam in cameras:
         c = store.totals(cam)
         out["frames"] += c.frames
         out["dropped_stale"] += c.dropped_stale
         out["invalid"] += c.invalid
+        out["lost"] += c.lost
         out["faces"] += c.faces
     return out
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,7 +15,7 @@ import redis
 
 from maskwatch import report
 from maskwatch.detections import Counts
-from maskwatch.stack import free_port, redis_answers, wait_for
+from maskwatch.procs import Children
 from maskwatch.store import (
     EPISODE_CLOSED,
     EPISODE_TTL_S,
@@ -143,47 +143,37 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     snap = _snapshot()
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", tmp],
-            stdout=subprocess.DEVNULL,
+    with tempfile.TemporaryDirectory() as tmp, Children(Path(tmp)) as children:
+        url = children.start_redis()
+        store = Store(redis.Redis.from_url(url))
+        mem = memory_per_camera_day(store, args.episodes_per_day, snap)
+        per_day = {
+            "minute buckets (kept 7 days)": mem["minute"],
+            "hour + day buckets (kept 400 days)": mem["hour"] + mem["day"],
+            "zone hour + day buckets (kept 400 days, shared by a zone's cameras)": mem["zone_hour"] + mem["zone_day"],
+            f"{args.episodes_per_day} episodes + snapshots (kept 30 days)": mem["episode"] + mem["snapshot"],
+        }
+        print(f"snapshot JPEG: {len(snap)} bytes")
+        print("Redis memory one camera's day adds (MEMORY USAGE of the keys written):")
+        for name, b in per_day.items():
+            print(f"  {name:<70} {b / 1024:8.1f} KiB")
+        steady = (
+            mem["minute"] * MINUTE_TTL_S / 86_400
+            + (mem["hour"] + mem["day"] + mem["zone_hour"] + mem["zone_day"]) * HISTORY_TTL_S / 86_400
+            + (mem["episode"] + mem["snapshot"]) * EPISODE_TTL_S / 86_400
         )
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            wait_for(lambda: redis_answers(url), 20, "redis-server")
-            store = Store(redis.Redis.from_url(url))
-            mem = memory_per_camera_day(store, args.episodes_per_day, snap)
-            per_day = {
-                "minute buckets (kept 7 days)": mem["minute"],
-                "hour + day buckets (kept 400 days)": mem["hour"] + mem["day"],
-                "zone hour + day buckets (kept 400 days, shared by a zone's cameras)": mem["zone_hour"] + mem["zone_day"],
-                f"{args.episodes_per_day} episodes + snapshots (kept 30 days)": mem["episode"] + mem["snapshot"],
-            }
-            print(f"snapshot JPEG: {len(snap)} bytes")
-            print("Redis memory one camera's day adds (MEMORY USAGE of the keys written):")
-            for name, b in per_day.items():
-                print(f"  {name:<70} {b / 1024:8.1f} KiB")
-            steady = (
-                mem["minute"] * MINUTE_TTL_S / 86_400
-                + (mem["hour"] + mem["day"] + mem["zone_hour"] + mem["zone_day"]) * HISTORY_TTL_S / 86_400
-                + (mem["episode"] + mem["snapshot"]) * EPISODE_TTL_S / 86_400
-            )
-            print(f"steady state per camera at the default TTLs: {steady / 2**20:.1f} MiB")
-            store.r.flushdb()
-            t0 = time.perf_counter()
-            start, end = fill_month(store, args.cameras, args.days, args.episodes_per_day, snap)
-            print(f"filled {args.cameras} cameras x {args.days} days in {time.perf_counter() - t0:.1f} s")
-            for parser, times in time_reports(url, start, end, args.runs).items():
-                for part, xs in times.items():
-                    print(
-                        f"report {part:<5} ({parser:<11}) median {statistics.median(xs) * 1000:7.1f} ms  "
-                        f"min {min(xs) * 1000:7.1f}  max {max(xs) * 1000:7.1f}  (n={len(xs)})"
-                    )
-            store.close()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+        print(f"steady state per camera at the default TTLs: {steady / 2**20:.1f} MiB")
+        store.r.flushdb()
+        t0 = time.perf_counter()
+        start, end = fill_month(store, args.cameras, args.days, args.episodes_per_day, snap)
+        print(f"filled {args.cameras} cameras x {args.days} days in {time.perf_counter() - t0:.1f} s")
+        for parser, times in time_reports(url, start, end, args.runs).items():
+            for part, xs in times.items():
+                print(
+                    f"report {part:<5} ({parser:<11}) median {statistics.median(xs) * 1000:7.1f} ms  "
+                    f"min {min(xs) * 1000:7.1f}  max {max(xs) * 1000:7.1f}  (n={len(xs)})"
+                )
+        store.close()
     return 0
 
 

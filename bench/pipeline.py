@@ -11,18 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.feeder import Feeder, accounted, total_accounted
-from bench.procs import (
-    Names,
-    Procs,
-    Server,
-    start_kafka,
-    start_redis,
-    start_serving,
-    start_workers,
-    wait_group_stable,
-    worker_env,
-)
+from bench.stack import Names, Server, start_server, start_workers, wait_group_stable, worker_env
 from bench.stats import frame_latencies, rate_in_window
+from maskwatch.procs import Children
 from maskwatch.store import Store
 from maskwatch.topics import ensure_topics
 
@@ -69,7 +60,7 @@ class Pipeline:
 
     def __init__(
         self,
-        procs: Procs,
+        procs: Children,
         model_base_path: Path,
         jpegs: list[bytes],
         workers: int = 2,
@@ -83,9 +74,9 @@ class Pipeline:
         tag: str = "pipe",
     ) -> None:
         self.procs = procs
-        self.kafka = kafka or start_kafka(procs)
-        self.redis_url = redis_url or start_redis(procs)
-        self.server = server or start_serving(procs, model_base_path, "serving", *serving_args)
+        self.kafka = kafka or procs.start_broker()
+        self.redis_url = redis_url or procs.start_redis()
+        self.server = server or start_server(procs, model_base_path, "serving", *serving_args)
         self.names = Names.fresh(tag)
         self.partitions = partitions
         ensure_topics([self.kafka], self.names.topic, partitions, self.names.dlq_topic)
@@ -102,7 +93,7 @@ class Pipeline:
         self.workers = start_workers(procs, workers, env, tag=f"{tag}-w")
         wait_group_stable(procs, self.store, self.workers, partitions)
         self.feeder = Feeder(self.kafka, self.names.topic, partitions, cameras, jpegs)
-        self.stack = [n for n in ("tansu", "redis", self.server.name) if n in procs.procs] + self.workers
+        self.stack = [n for n in ("tansu", "redis", self.server.name) if n in procs] + self.workers
 
     def close(self) -> None:
         self.feeder.close()

@@ -16,20 +16,21 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 import psutil
 
 from maskwatch.logs import setup_logging
+from maskwatch.procs import Children
 from maskwatch.site import CameraConfig
-from maskwatch.stack import free_port, port_open, tansu_command, wait_for
 from maskwatch.topics import ensure_topics
 from producer.camera import CameraOptions
 from producer.encoder import encode
@@ -153,12 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setup_logging("ERROR")  # the tables are the output; drops are counted in them
 
-    port = free_port()
-    broker = subprocess.Popen(tansu_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: port_open("127.0.0.1", port), 30, "tansu")
-        bootstrap = f"127.0.0.1:{port}"
-        tansu = psutil.Process(broker.pid)
+    with tempfile.TemporaryDirectory() as tmp, Children(Path(tmp)) as children:
+        bootstrap = children.start_broker()
+        tansu = psutil.Process(children["tansu"].pid)
         print(
             f"producer benchmark: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}, OpenCV {cv2.__version__}, Tansu at {bootstrap}"
@@ -209,12 +207,6 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {label:<34} {run.sent_per_s:>8.1f} {5 * args.cameras:>9} {run.cpu_cores:>10.2f} {per_cam:>10.1f}%"
             )
-    finally:
-        broker.terminate()
-        try:
-            broker.wait(10)
-        except subprocess.TimeoutExpired:
-            broker.kill()
     return 0
 
 

@@ -31,7 +31,7 @@ MAIN_KEYS = (
     "scaling_fps",
     "scaling_efficiency_8",
 )
-SOAK_KEYS = ("soak_rss_growth_pct", "soak_frames_lost", "soak_rotations")
+SOAK_KEYS = ("soak_rss_growth_pct", "soak_rss_peak_growth_pct", "soak_frames_lost", "soak_frames_double_counted", "soak_rotations")
 
 
 def cpu_model() -> str:
@@ -171,7 +171,9 @@ def markdown(data: dict[str, Any]) -> str:
         ("scaling_fps", f"1/2/4/8 workers, sleep model {sc.get('config', {}).get('sleep_ms_per_call')} ms/call", ""),
         ("scaling_efficiency_8", "fps(8) / (8 × fps(1))", ""),
         ("soak_rss_growth_pct", "max over every process (broker and Redis included), from the 10th minute to the end", f"{sk.get('config', {}).get('minutes', '')} min"),
-        ("soak_frames_lost", "frames the broker acknowledged − (frames + dropped_stale + invalid)", ""),
+        ("soak_rss_peak_growth_pct", "max over every process: its highest RSS in the last 5-min window over the first after the 10th minute", ""),
+        ("soak_frames_lost", "frames handed to the broker (producer `seq`) − (frames + dropped_stale + invalid + lost), when > 0", ""),
+        ("soak_frames_double_counted", "the same difference when < 0: frames counted twice", ""),
         ("soak_rotations", "bucket topics deleted once consumed", ""),
     ]
     for key, what, note in rows:

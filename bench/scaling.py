@@ -11,8 +11,9 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from bench.pipeline import Drain, Pipeline
-from bench.procs import Procs, Server
+from bench.stack import Server
 from bench.stats import Summary, scaling_efficiency
+from maskwatch.procs import Children
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def delete_topics(kafka: str, topics: list[str]) -> None:
         admin.close()
 
 
-def run_scaling(procs: Procs, kafka: str, redis_url: str, server: Server, jpegs: list[bytes], cfg: ScalingConfig) -> dict[str, object]:
+def run_scaling(procs: Children, kafka: str, redis_url: str, server: Server, jpegs: list[bytes], cfg: ScalingConfig) -> dict[str, object]:
     by_n: dict[int, list[Drain]] = {}
     for n in cfg.worker_counts:
         logger.info("scaling: %d worker(s)", n)

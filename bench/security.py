@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,24 +35,17 @@ import numpy as np
 import psutil
 
 from maskwatch.detections import Counts
-from maskwatch.stack import free_port, port_open, redis_answers, redis_command, wait_for
+from maskwatch.procs import Children, free_port, port_open, py, serving_command, wait_for
 from maskwatch.store import BatchWrite, Store, epoch_minute, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    port = free_port()
-    with tempfile.TemporaryDirectory() as d:
-        proc = subprocess.Popen(redis_command(port, d), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            wait_for(lambda: redis_answers(url), 20, "redis-server")
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(10)
+def children() -> Iterator[Children]:
+    """Child processes logging to a temporary directory, stopped on the way out."""
+    with tempfile.TemporaryDirectory() as d, Children(Path(d)) as group:
+        yield group
 
 
 # ---- cameras ------------------------------------------------------------------------------------------------
@@ -120,7 +113,8 @@ def bench_cameras(cameras: int, rounds: int) -> None:
     from dashboard.app import close_app, create_app
     from dashboard.settings import DashboardSettings
 
-    with redis_server() as url:
+    with children() as group:
+        url = group.start_redis()
         store = Store.from_url(url, "bench:")
         now_ms = int(time.time() * 1000)
         t0 = time.perf_counter()
@@ -211,17 +205,16 @@ def bomb_run(code: Path, label: str, redis_url: str, n: int, width: int, height:
     env = {k: v for k, v in env.items() if not k.startswith("MW_DASHBOARD")}
     gport, dport = free_port(), free_port()
     model = ROOT / "models" / "mask_detector"
-    serving = subprocess.Popen(
-        [sys.executable, "-m", "serving", "--port", str(gport), "--model_base_path", str(model),
-         "--file_system_poll_wait_seconds", "0"],
-        cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    dash = subprocess.Popen(
-        [sys.executable, "-m", "dashboard", "--port", str(dport), "--serving", f"127.0.0.1:{gport}",
-         "--redis-prefix", "bench:"],
-        cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    try:
+    with children() as group:
+        serving = group.start(
+            "serving", serving_command(gport, model, "--file_system_poll_wait_seconds", "0"), base_env=env, cwd=code
+        )
+        dash = group.start(
+            "dashboard",
+            py("dashboard", "--port", str(dport), "--serving", f"127.0.0.1:{gport}", "--redis-prefix", "bench:"),
+            base_env=env,
+            cwd=code,
+        )
         wait_for(lambda: port_open("127.0.0.1", gport) and port_open("127.0.0.1", dport), 300, "model server + dashboard")
         url = f"http://127.0.0.1:{dport}/api/predict"
         body, ctype = multipart(header_bomb(width, height))
@@ -249,17 +242,11 @@ def bomb_run(code: Path, label: str, redis_url: str, n: int, width: int, height:
         for name in ("dashboard", "model server"):
             print(f"{label}: {name} RSS {before[name]:.0f} MB -> peak {rss.peak[name]:.0f} MB -> {after[name]:.0f} MB after"
                   f" ({n} parallel {width}x{height} header bombs, answers {statuses}, {took:.1f}s)")
-    finally:
-        for p in (dash, serving):
-            p.terminate()
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def bench_bombs(before: Path | None, n: int, width: int, height: int) -> None:
-    with redis_server() as url:
+    with children() as group:
+        url = group.start_redis()
         if before is not None:
             bomb_run(before, f"before ({before})", url, n, width, height)
         bomb_run(ROOT, "now", url, n, width, height)
@@ -283,40 +270,28 @@ def rps(url: str, threads: int, seconds: float) -> float:
     return sum(done) / seconds
 
 
-def _dashboard_process(code: Path, port: int, redis_url: str) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MW_")}
-    env.update({"PYTHONPATH": str(code), "MW_REDIS_URL": redis_url, "MW_LOG_LEVEL": "WARNING"})
-    return subprocess.Popen(
-        [sys.executable, "-m", "dashboard", "--port", str(port), "--redis-prefix", "bench:"],
-        cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-
-
 def bench_rps(before: Path, cameras: int, threads: int, seconds: float, rounds: int, paths: list[str]) -> None:
-    with redis_server() as url:
+    with children() as group:
+        url = group.start_redis()
         store = Store.from_url(url, "bench:")
         seed_site(store, cameras, int(time.time() * 1000))
         store.close()
         ports = {"before (Werkzeug development server)": free_port(), "now (gunicorn threaded worker)": free_port()}
-        procs = {
-            label: _dashboard_process(before if label.startswith("before") else ROOT, port, url)
-            for label, port in ports.items()
-        }
-        try:
-            for port in ports.values():
-                wait_for(lambda port=port: port_open("127.0.0.1", port), 60, "the dashboards")
-            for path in paths:
-                got: dict[str, list[float]] = {label: [] for label in ports}
-                for _ in range(rounds):
-                    for label, port in ports.items():
-                        got[label].append(rps(f"http://127.0.0.1:{port}{path}", threads, seconds))
-                for label, vs in got.items():
-                    print(f"GET {path} ({cameras} cameras), {threads} client threads, {label}: "
-                          + ", ".join(f"{v:.0f}" for v in vs) + f" req/s (median {statistics.median(vs):.0f})")
-        finally:
-            for p in procs.values():
-                p.terminate()
-                p.wait(30)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MW_")}
+        env.update({"MW_REDIS_URL": url, "MW_LOG_LEVEL": "WARNING"})
+        for n, (label, port) in enumerate(ports.items()):
+            code = before if label.startswith("before") else ROOT
+            argv = py("dashboard", "--port", str(port), "--redis-prefix", "bench:")
+            dash = group.start(f"dashboard-{n}", argv, base_env={**env, "PYTHONPATH": str(code)}, cwd=code)
+            dash.wait_ready(functools.partial(port_open, "127.0.0.1", port), 60, "the dashboards")
+        for path in paths:
+            got: dict[str, list[float]] = {label: [] for label in ports}
+            for _ in range(rounds):
+                for label, port in ports.items():
+                    got[label].append(rps(f"http://127.0.0.1:{port}{path}", threads, seconds))
+            for label, vs in got.items():
+                print(f"GET {path} ({cameras} cameras), {threads} client threads, {label}: "
+                      + ", ".join(f"{v:.0f}" for v in vs) + f" req/s (median {statistics.median(vs):.0f})")
 
 
 def main(argv: list[str] | None = None) -> int:

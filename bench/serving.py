@@ -19,8 +19,9 @@ from bench.frames import jpegs as bench_jpegs  # noqa: E402
 from bench.inprocess import OpenVinoRunner  # noqa: E402
 from bench.load import closed_loop  # noqa: E402
 from bench.logs import setup_logging  # noqa: E402
-from bench.procs import DEPLOYED_SERVING_ARGS, ROOT, Procs, start_serving  # noqa: E402
+from bench.stack import DEPLOYED_SERVING_ARGS, ROOT, start_server  # noqa: E402
 from bench.stats import Summary  # noqa: E402
+from maskwatch.procs import Children  # noqa: E402
 
 logger = logging.getLogger("bench.serving")
 GOAL = 0.9
@@ -47,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     version = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     log_dir = ROOT / ".maskwatch" / "bench-logs" / f"serving-{time.strftime('%Y%m%d-%H%M%S')}"
     results: dict[str, list[dict[str, float]]] = {}
-    with Procs(log_dir) as procs:
+    with Children(log_dir, cwd=ROOT) as procs:
         logger.info("starting two servers (batching off, on) and loading the model in process")
         servers = {
-            "off": start_serving(procs, base, "serving-nobatch", "--runtime", "openvino"),
-            "on": start_serving(procs, base, "serving-batch", *DEPLOYED_SERVING_ARGS),
+            "off": start_server(procs, base, "serving-nobatch", "--runtime", "openvino"),
+            "on": start_server(procs, base, "serving-batch", *DEPLOYED_SERVING_ARGS),
         }
         model = OpenVinoRunner(version)  # the runtime `maskwatch up` serves with (DEPLOYED_SERVING_ARGS)
         threads = sorted({1, os.cpu_count() or 1})  # one caller, and as many concurrent callers as cores

@@ -15,21 +15,11 @@ from typing import Any
 import redis
 
 from bench.feeder import accounted
-from bench.procs import (
-    Names,
-    Procs,
-    py,
-    start_kafka,
-    start_redis,
-    start_serving,
-    start_workers,
-    wait_group_stable,
-    worker_env,
-)
-from bench.stats import frames_lost, growth_pct, percentile
+from bench.stack import Names, start_server, start_workers, wait_group_stable, worker_env
+from bench.stats import growth_pct, percentile, window_peaks
 from maskwatch.buckets import TopicScheme
+from maskwatch.procs import Children, py, wait_for
 from maskwatch.rotation import Janitor, run_janitor
-from maskwatch.stack import wait_for
 from maskwatch.store import Store
 from maskwatch.topics import ensure_topics
 
@@ -56,10 +46,10 @@ class SoakConfig:
         return min(600.0, self.minutes * 60 / 6)
 
 
-def run_soak(procs: Procs, model_base_path: Path, cfg: SoakConfig) -> dict[str, Any]:
-    kafka = start_kafka(procs)
-    redis_url = start_redis(procs, persist=True)
-    server = start_serving(procs, model_base_path)
+def run_soak(procs: Children, model_base_path: Path, cfg: SoakConfig) -> dict[str, Any]:
+    kafka = procs.start_broker()
+    redis_url = procs.start_redis(persist=True)
+    server = start_server(procs, model_base_path)
     names = Names.fresh("soak")
     ensure_topics([kafka], None, cfg.partitions, names.dlq_topic)
     store = Store.from_url(redis_url, names.prefix)
@@ -113,10 +103,11 @@ def run_soak(procs: Procs, model_base_path: Path, cfg: SoakConfig) -> dict[str, 
         hbs = store.heartbeats("worker")
         acc = accounted(store, cameras)
         sent = sum(int(store.camera_info(c).get("sent", 0) or 0) for c in cameras)
+        offered = _offered(store, cameras)
         samples.append(
             {
                 "t_s": round(time.monotonic() - t0, 1),
-                "rss_mb": {p: round(procs.rss_mb(p), 1) for p in watched},
+                "rss_mb": {p: round(procs[p].rss_mb(), 1) for p in watched},
                 "cpu_s": {p: round(procs.cpu_seconds([p]), 2) for p in watched},
                 "redis_used_mb": round(int(store.r.info("memory")["used_memory"]) / 2**20, 1),
                 "redis_disk_mb": round(sum(f.stat().st_size for f in redis_dir.rglob("*") if f.is_file()) / 2**20, 1),
@@ -124,16 +115,19 @@ def run_soak(procs: Procs, model_base_path: Path, cfg: SoakConfig) -> dict[str, 
                 "rotations": janitor.stats.deleted,
                 "lag": sum(int(hbs.get(w, {}).get("lag", 0) or 0) for w in workers),
                 "sent": sent,
-                "accounted": acc["frames"] + acc["dropped_stale"] + acc["invalid"],
+                "offered": offered,
+                "accounted": _sum_accounted(acc),
                 "dropped_stale": acc["dropped_stale"],
             }
         )
         time.sleep(min(cfg.sample_s, max(0.0, end_at - time.monotonic())))
     procs.stop("producer", timeout_s=30)
-    # what the broker took: the producer counts a frame `sent` once the broker acknowledged it
+    # what was offered: every frame the producer handed to the broker carries an `mw-seq` (one per frame and run);
+    # each ends up counted, stale, invalid or lost (a gap in `mw-seq`), once (a retry's second copy is skipped)
+    offered = _offered(store, cameras)
     records = sum(int(store.camera_info(c).get("sent", 0) or 0) for c in cameras)
     try:
-        wait_for(lambda: sum(accounted(store, cameras)[k] for k in ("frames", "dropped_stale", "invalid")) >= records, 180, "the workers to drain the topic", interval_s=1.0)
+        wait_for(lambda: _sum_accounted(accounted(store, cameras)) >= offered, 180, "the workers to drain the topic", interval_s=1.0)
     except TimeoutError as e:
         logger.warning("%s", e)
     stop.set()
@@ -149,7 +143,9 @@ def run_soak(procs: Procs, model_base_path: Path, cfg: SoakConfig) -> dict[str, 
     last = samples[-1]
     rss0, rss1 = base["rss_mb"], last["rss_mb"]
     growth = {p: round(growth_pct(rss0[p], rss1[p]), 2) for p in watched}
-    lost = frames_lost(records, acc["frames"], acc["dropped_stale"], acc["invalid"])
+    unaccounted = offered - _sum_accounted(acc)
+    peaks = window_peaks(samples, watched, cfg.warmup_s, PEAK_WINDOW_S)
+    peak_growth = {p: round(growth_pct(peaks[0][p], peaks[-1][p]), 2) for p in watched} if peaks else {}
     lat = [ms for _, ms in newest]
     return {
         "config": {
@@ -164,7 +160,15 @@ def run_soak(procs: Procs, model_base_path: Path, cfg: SoakConfig) -> dict[str, 
         "soak_rotations": janitor.stats.deleted,
         "redis_used_mb": {"start": base["redis_used_mb"], "end": last["redis_used_mb"]},
         "redis_disk_mb": {"start": base["redis_disk_mb"], "end": last["redis_disk_mb"]},
-        "soak_frames_lost": lost,
+        # offered - accounted: > 0 frames unaccounted, < 0 frames counted twice; 0 is the goal
+        "soak_frames_lost": max(0, unaccounted),
+        "soak_frames_double_counted": max(0, -unaccounted),
+        "frames_offered": offered,
+        # the highest RSS in each 5-min window after the baseline: a sawtooth process (the broker between janitor
+        # steps) is bounded when its peaks stay level, whatever phase the end point falls on
+        "rss_peak_mb_by_window": peaks,
+        "soak_rss_peak_growth_pct": max(peak_growth.values()) if peak_growth else None,
+        "rss_peak_growth_pct": peak_growth,
         "rss_growth_pct": growth,
         "rss_start_mb": rss0,
         "rss_end_mb": rss1,
@@ -191,6 +195,18 @@ def run_soak(procs: Procs, model_base_path: Path, cfg: SoakConfig) -> dict[str, 
         else None,
         "samples": samples,
     }
+
+
+PEAK_WINDOW_S = 300.0
+
+
+def _offered(store: Any, cameras: list[str]) -> int:
+    """Frames the producer handed to the broker (its `seq` per camera: the next `mw-seq` of its run)."""
+    return sum(int(store.camera_info(c).get("seq", 0) or 0) for c in cameras)
+
+
+def _sum_accounted(acc: dict[str, int]) -> int:
+    return acc["frames"] + acc["dropped_stale"] + acc["invalid"] + acc["lost"]
 
 
 def _at(samples: list[dict[str, Any]], t_s: float) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -129,9 +130,20 @@ def growth_pct(start: float, end: float) -> float:
     return 100.0 * ratio(end - start, start)
 
 
-def frames_lost(produced: int, frames: int, dropped_stale: int, invalid: int) -> int:
-    """Frames the broker took but Redis never accounted for (Contract 3: every frame is counted once)."""
-    return produced - (frames + dropped_stale + invalid)
+def window_peaks(samples: list[dict[str, Any]], procs: list[str], after_s: float, window_s: float) -> list[dict[str, float]]:
+    """Per `window_s` window from `after_s` on (whole windows only), each process's highest sampled `rss_mb`.
+
+    A sawtooth process (the broker between janitor steps) is bounded when these peaks stay level, whatever phase of
+    the tooth the run's last sample falls on."""
+    out: list[dict[str, float]] = []
+    start = after_s
+    last_t = float(samples[-1]["t_s"]) if samples else 0.0
+    while last_t >= start + window_s:
+        inside = [x for x in samples if start <= float(x["t_s"]) < start + window_s]
+        if inside:
+            out.append({p: max(float(x["rss_mb"][p]) for x in inside) for p in procs})
+        start += window_s
+    return out
 
 
 def per_core(fps: float, cpu_seconds: float, wall_seconds: float) -> float:

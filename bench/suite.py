@@ -18,11 +18,12 @@ from typing import Any
 from bench.frames import frame_set
 from bench.inprocess import ModelRunner, NaiveRunner, OpenVinoRunner, Window
 from bench.pipeline import Drain, Pipeline
-from bench.procs import DEPLOYED_SERVING_ARGS, Procs, start_kafka, start_redis, start_serving
 from bench.runtime import accuracy, eval_data, profile
 from bench.scaling import ScalingConfig, run_scaling
 from bench.sleep_model import export_sleep_model
+from bench.stack import DEPLOYED_SERVING_ARGS, ROOT, start_server
 from bench.stats import Summary, paired_ratio, percentile
+from maskwatch.procs import Children
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +125,8 @@ def run_main(cfg: SuiteConfig, log_dir: Path) -> dict[str, Any]:
     model_ws: list[Window] = []
     runtime_ws: dict[str, list[Window]] = {rt: [] for rt in runners}
     naive_ws: list[Window] = []
-    with Procs(log_dir) as procs:
-        kafka, redis_url = start_kafka(procs), start_redis(procs)
+    with Children(log_dir, cwd=ROOT) as procs:
+        kafka, redis_url = procs.start_broker(), procs.start_redis()
         logger.info("pipeline: starting model server and %d workers", cfg.workers)
         pipe = Pipeline(
             procs,
@@ -170,7 +171,7 @@ def run_main(cfg: SuiteConfig, log_dir: Path) -> dict[str, Any]:
         if not cfg.skip_scaling:
             with tempfile.TemporaryDirectory(prefix="mw-sleep-model-") as tmp:
                 base = export_sleep_model(Path(tmp), cfg.scaling.sleep_ms)
-                server = start_serving(procs, base, "sleep-serving")
+                server = start_server(procs, base, "sleep-serving")
                 scaling = run_scaling(procs, kafka, redis_url, server, jpegs, cfg.scaling)
                 procs.stop(server.name)
 

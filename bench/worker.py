@@ -24,10 +24,11 @@ from bench.frames import jpegs as bench_jpegs  # noqa: E402
 from bench.load import closed_loop  # noqa: E402
 from bench.logs import setup_logging  # noqa: E402
 from bench.pipeline import Pipeline  # noqa: E402
-from bench.procs import ROOT, Procs, start_kafka, start_redis, start_serving  # noqa: E402
 from bench.profile import phases_of, py_spy  # noqa: E402
 from bench.scaling import delete_topics  # noqa: E402
+from bench.stack import ROOT, start_server  # noqa: E402
 from bench.stats import Summary, paired_ratio  # noqa: E402
+from maskwatch.procs import Children  # noqa: E402
 
 logger = logging.getLogger("bench.worker")
 GOAL = 0.9
@@ -52,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.warning("--profile: py-spy not found (pip install py-spy, or set PY_SPY)")
     log_dir = ROOT / ".maskwatch" / "bench-logs" / f"worker-{time.strftime('%Y%m%d-%H%M%S')}"
     out_rows: dict[str, Any] = {}
-    with Procs(log_dir) as procs:
-        kafka, redis_url = start_kafka(procs), start_redis(procs)
-        server = start_serving(procs, args.model_base_path.resolve())
+    with Children(log_dir, cwd=ROOT) as procs:
+        kafka, redis_url = procs.start_broker(), procs.start_redis()
+        server = start_server(procs, args.model_base_path.resolve())
         est = closed_loop(server.target, jpegs, 1, 16, window).fps  # warm the server, size the first backlog
         for mpr in (int(x) for x in args.max_poll_records.split(",")):
             pipe = Pipeline(procs, Path(), jpegs, workers=1, max_poll_records=mpr, kafka=kafka, redis_url=redis_url, server=server, tag=f"wk{mpr}")
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 hb = pipe.store.heartbeats("worker").get(pipe.workers[0], {})
                 profile = None
                 if spy:
-                    pid = procs.procs[pipe.workers[0]].pid
+                    pid = procs[pipe.workers[0]].pid
                     raw = log_dir / f"pyspy-mpr{mpr}.txt"
                     secs = max(5, int(drain_s * 0.6))
                     rec = subprocess.Popen([spy, "record", "--idle", "--format", "raw", "-r", "50", "-d", str(secs), "-p", str(pid), "-o", str(raw)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

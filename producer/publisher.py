@@ -75,6 +75,9 @@ class Publisher:
             "request_timeout_ms": request_timeout_ms,
             "delivery_timeout_ms": max(delivery_timeout_ms, request_timeout_ms + 100),
             "retries": 3,
+            # one request in flight per broker: a retried request cannot land behind a later one, so a camera's
+            # `mw-seq` only ever rises in a partition and the workers can tell a retry's second copy from a gap
+            "max_in_flight_requests_per_connection": 1,
             "reconnect_backoff_ms": 100,
             "reconnect_backoff_max_ms": 2000,
             "client_id": client_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -48,6 +49,39 @@ def supports(module: MaskDetectorModule) -> bool:
     return module.letterbox and isinstance(module.detector, TunedFaceDetector)
 
 
+def fold_pool_padding(model: Any) -> int:
+    """Fold each constant -inf Pad feeding a MaxPool (serving.ssd pads Caffe's round-up pooling that way) into the
+    pool's own padding, which max pooling ignores the same way: the same outputs without OpenVINO's reference Pad
+    kernel (2 % of the detector's time on one AVX2 core). Returns how many were folded."""
+    import openvino.opset13 as ops
+
+    folded = 0
+    for pool in model.get_ordered_ops():
+        pad = pool.input_value(0).get_node() if pool.get_type_name() == "MaxPool" else None
+        if pad is None or pad.get_type_name() != "Pad" or pad.get_attributes()["pad_mode"] != "constant":
+            continue
+        begin, end, value = (pad.input_value(i).get_node() for i in (1, 2, 3))
+        if any(c.get_type_name() != "Constant" for c in (begin, end, value)):
+            continue
+        begin, end, value = begin.get_data(), end.get_data(), value.get_data()
+        attrs = pool.get_attributes()
+        if begin[:2].any() or end[:2].any() or value > np.finfo(np.float32).min or attrs["auto_pad"] != "valid":
+            continue
+        replacement = ops.max_pool(
+            pad.input_value(0),
+            strides=attrs["strides"],
+            dilations=attrs["dilations"],
+            pads_begin=[int(p) for p in begin[2:]],
+            pads_end=[int(p) for p in end[2:]],
+            kernel_shape=attrs["kernel"],
+            rounding_type=attrs["rounding_type"],
+            auto_pad="explicit",
+        )
+        pool.output(0).replace(replacement.output(0))
+        folded += 1
+    return folded
+
+
 def write_openvino(module: MaskDetectorModule, version_dir: Path) -> Path:
     """Convert and write the networks (full float32 weights; the precision is chosen when they are compiled)."""
     import openvino as ov
@@ -71,7 +105,9 @@ def write_openvino(module: MaskDetectorModule, version_dir: Path) -> Path:
 
     folder = openvino_dir(version_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    ov.save_model(ov.convert_model(detect), str(folder / DETECTOR_XML), compress_to_fp16=False)
+    converted = ov.convert_model(detect)
+    fold_pool_padding(converted)
+    ov.save_model(converted, str(folder / DETECTOR_XML), compress_to_fp16=False)
     ov.save_model(ov.convert_model(classify), str(folder / CLASSIFIER_XML), compress_to_fp16=False)
     _, _, priors = detector.heads(tf.zeros([1, h, w, 3], tf.float32))
     np.save(folder / PRIORS_FILE, np.asarray(priors, np.float32))

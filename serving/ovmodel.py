@@ -33,8 +33,9 @@ CONFIG_FILE = "pipeline.json"
 PRIORS_FILE = "priors.npy"
 DETECTOR_XML = "detector.xml"
 CLASSIFIER_XML = "classifier.xml"
-# What cv2.dnn.blobFromImage subtracts, in BGR order (serving.ssd.BGR_MEAN; not imported: ssd imports TensorFlow).
-BGR_MEAN = np.array([104.0, 177.0, 123.0], np.float32)
+# What cv2.dnn.blobFromImage subtracts, in BGR order (serving.ssd.BGR_MEAN; not imported: ssd imports TensorFlow), as
+# a cv2 scalar (a fourth channel, unused).
+BGR_MEAN_SCALAR = (104.0, 177.0, 123.0, 0.0)
 CROP_BORDER = 1  # serving.graph.CROP_BORDER: the replicated edge a crop may read
 PRECISIONS = ("f32", "bf16")
 
@@ -129,13 +130,18 @@ def detector_input(
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """The detector's blob [canvas_h, canvas_w, 3] float32 (BGR minus the mean, zero past the image) and the size the
     image was scaled to: graph.decode_letterboxed. cv2's bilinear resize of float pixels is tf.image.resize's
-    (half-pixel centres, no antialiasing); rounding halves to even is tf.round's."""
+    (half-pixel centres, no antialiasing); rounding halves to even is tf.round's. The channel swap and the mean are
+    cv2's (numpy's broadcast over a last axis of 3 took 3x the resize)."""
     size = letterbox_size(rgb.shape[:2], canvas_hw, max_upscale)
     resized = cv2.resize(rgb.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     np.rint(resized, out=resized)
     np.clip(resized, 0.0, 255.0, out=resized)
+    # cv2's stubs lack its scalar form of subtract
+    bgr = cv2.subtract(cv2.cvtColor(resized, cv2.COLOR_RGB2BGR), BGR_MEAN_SCALAR)  # type: ignore[call-overload]
+    if size == canvas_hw:
+        return bgr, size
     blob = np.zeros((*canvas_hw, 3), np.float32)
-    np.subtract(resized[..., ::-1], BGR_MEAN, out=blob[: size[0], : size[1]])
+    blob[: size[0], : size[1]] = bgr
     return blob, size
 
 
@@ -165,17 +171,20 @@ def context_box(box: np.ndarray, image_hw: tuple[int, int], margin: float | None
 
 
 def frame_for_crops(rgb: np.ndarray) -> np.ndarray:
-    """The image with its edge replicated CROP_BORDER pixels out (graph.pad_for_crops without the batch padding)."""
+    """The image with its edge replicated CROP_BORDER pixels out (graph.pad_for_crops without the batch padding), as
+    [H+2b, W+2b] uint32: each pixel's RGB and a spare byte in one word, so a crop gathers one word per sample."""
     b = CROP_BORDER
-    return cv2.copyMakeBorder(rgb, b, b, b, b, cv2.BORDER_REPLICATE)
+    framed = cv2.copyMakeBorder(cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA), b, b, b, b, cv2.BORDER_REPLICATE)
+    return framed.view(np.uint32)[..., 0]
 
 
-def crop(rgb: np.ndarray, box: np.ndarray, size: int, framed: np.ndarray | None = None) -> np.ndarray:
-    """The face region box (ymin, xmin, ymax, xmax, normalised) of an RGB image resized to [size,size,3] float32:
-    tf.image.crop_and_resize of graph.crop_boxes over the image framed by a replicated edge of CROP_BORDER pixels
-    (`framed`, made once per image by frame_for_crops), bilinear, zero where a sample falls outside that frame."""
-    h, w = rgb.shape[:2]
-    framed = frame_for_crops(rgb) if framed is None else framed
+def crop(framed: np.ndarray, image_hw: tuple[int, int], box: np.ndarray, size: int) -> np.ndarray:
+    """The face region box (ymin, xmin, ymax, xmax, normalised) of an image of image_hw resized to [size,size,3]
+    float32: tf.image.crop_and_resize of graph.crop_boxes over the image framed by a replicated edge of CROP_BORDER
+    pixels (`framed`, made once per image by frame_for_crops), bilinear, zero where a sample falls outside that frame.
+    Only the size x size samples' four neighbours are read (0.65 CPU ms per 96 px crop, 1.4 with an index per
+    channel)."""
+    h, w = image_hw
     pixels = box.astype(np.float32) * np.array([h, w, h, w], np.float32)
     start, end = pixels[:2], pixels[2:]
     step = (end - start) / np.float32(size)
@@ -191,17 +200,16 @@ def crop(rgb: np.ndarray, box: np.ndarray, size: int, framed: np.ndarray | None 
     y1, x1 = np.ceil(ys).astype(np.intp), np.ceil(xs).astype(np.intp)
     wy = (ys - y0).astype(np.float32)[:, None, None]
     wx = (xs - x0).astype(np.float32)[None, :, None]
-    # only the size x size samples' four neighbours are read, not whole rows
-    top_left = framed[y0[:, None], x0[None, :]].astype(np.float32)
-    top_right = framed[y0[:, None], x1[None, :]].astype(np.float32)
-    bottom_left = framed[y1[:, None], x0[None, :]].astype(np.float32)
-    bottom_right = framed[y1[:, None], x1[None, :]].astype(np.float32)
+    neighbours = framed[np.stack([y0, y0, y1, y1])[:, :, None], np.stack([x0, x1, x0, x1])[:, None, :]]
+    top_left, top_right, bottom_left, bottom_right = (
+        neighbours.view(np.uint8).reshape(4, size, size, 4).astype(np.float32)
+    )
     top = top_left + (top_right - top_left) * wx
     bottom = bottom_left + (bottom_right - bottom_left) * wx
     out = top + (bottom - top) * wy
     out[y_out] = 0.0
     out[:, x_out] = 0.0
-    return out
+    return out[..., :3]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,10 +312,11 @@ class OpenVinoMaskDetector:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _prepare(self, jpeg: bytes) -> tuple[np.ndarray, np.ndarray, tuple[int, int], np.ndarray]:
+    def _prepare(self, jpeg: bytes) -> tuple[tuple[int, int], np.ndarray, tuple[int, int], np.ndarray]:
+        """(image size, detector blob, size it was scaled to, framed image for the crops) of one JPEG."""
         rgb = decode_jpeg(jpeg)
         blob, scaled = detector_input(rgb, self.config.canvas_hw, self.config.max_upscale)
-        return rgb, blob, scaled, frame_for_crops(rgb)
+        return (rgb.shape[0], rgb.shape[1]), blob, scaled, frame_for_crops(rgb)
 
     def predict(
         self, jpegs: Sequence[bytes], stage: Stage = _no_stage, clock: Callable[[], float] = time.perf_counter
@@ -349,8 +358,8 @@ class OpenVinoMaskDetector:
         size = cfg.classifier_size
         crops = np.empty((len(where), size, size, 3), np.float32)
         for j, (i, r) in enumerate(where):
-            rgb, framed = prepared[i][0], prepared[i][3]
-            crops[j] = crop(rgb, context_box(boxes[i, r], rgb.shape[:2], cfg.crop_margin), size, framed)
+            image_hw, framed = prepared[i][0], prepared[i][3]
+            crops[j] = crop(framed, image_hw, context_box(boxes[i, r], image_hw, cfg.crop_margin), size)
         now = clock()
         stage("crops", now - t)
         t = now

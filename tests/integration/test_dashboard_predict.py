@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from dashboard.app import close_app, create_app
 from dashboard.context import dashboard
 from dashboard.predict import predict_slots
-from maskwatch.stack import free_port
+from maskwatch.procs import free_port
 from maskwatch.store import Store
 from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are fixtures)
     FACE_SCORE_TH,
@@ -149,7 +149,7 @@ def test_the_dashboard_process_checks_without_loading_tensorflow(
     with urllib.request.urlopen(req, timeout=120) as r:
         body = json.load(r)
     assert body["detections"], "the astronaut's face is found"
-    server = psutil.Process(d.proc.pid)
+    server = psutil.Process(d.child.pid)
     processes = [server, *server.children(recursive=True)]  # gunicorn's arbiter and the worker that answered
     assert len(processes) >= 2
     maps = "".join(m.path for p in processes for m in p.memory_maps(grouped=True))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from maskwatch.stack import free_port
+from maskwatch.procs import free_port
 from maskwatch.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]

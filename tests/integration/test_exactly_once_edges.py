@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,8 +19,8 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from maskwatch import frames as F
 from maskwatch.buckets import TopicScheme
+from maskwatch.procs import Children, free_port, wait_for
 from maskwatch.rotation import Janitor, run_janitor
-from maskwatch.stack import free_port, port_open, tansu_command, wait_for
 from maskwatch.store import Store
 from maskwatch.topics import ensure_topics
 from tests.integration.cheap_model import export_cheap_model
@@ -36,11 +35,8 @@ SEEDS = range(12)
 @pytest.fixture(scope="module")
 def cheap_serving(tmp_path_factory: pytest.TempPathFactory, logs_dir: Path) -> Iterator[str]:
     model = export_cheap_model(tmp_path_factory.mktemp("cheap-edges"))
-    procs = Procs(logs_dir, {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    port = free_port()
-    procs.serving("cheap-serving-edges", port, model)
-    yield f"127.0.0.1:{port}"
-    procs.stop_all()
+    with Procs(logs_dir) as procs:
+        yield procs.serving("cheap-serving-edges", free_port(), model)
 
 
 def _exact(store: Store) -> dict[str, dict[str, int]]:
@@ -68,7 +64,8 @@ def _wait_exact(store: Store, want: dict[str, dict[str, int]]) -> None:
 def _malformed() -> list[tuple[bytes, bytes, list[tuple[str, bytes]], str]]:
     """Five bad messages, one per rejection reason; the bad camera id one counts for no camera."""
     good = frame("cam-a", 0)
-    hdr = dict(good.headers())
+    # a client that is not our producer: no `mw-producer` run, so its messages are nobody's copies or gaps
+    hdr = {k: v for k, v in good.headers() if k != F.H_PRODUCER}
 
     def as_cam(cam: str) -> list[tuple[str, bytes]]:
         return [(k, cam.encode() if k == F.H_CAMERA else v) for k, v in hdr.items()]
@@ -145,7 +142,7 @@ def _kill_and_restart(procs: Procs, rnd: random.Random, fed: _Feeder, kills: int
     for _ in range(kills):
         time.sleep(rnd.uniform(0.2, 2.5))  # a random moment of the group's life is the point, not a condition
         victim = rnd.choice(["w1", "w2"])
-        procs.kill(victim, signal.SIGKILL)
+        procs[victim].kill(signal.SIGKILL)
         procs.worker(victim)
     fed.join_ok()
 
@@ -233,13 +230,11 @@ def test_frames_a_broker_restart_loses_are_counted_lost(
     from the gaps in each camera's `mw-seq`; what was read before and after is counted once."""
     port = free_port()
     kafka = f"127.0.0.1:{port}"
+    tansu = Children(logs_dir)
 
-    def broker() -> subprocess.Popen[bytes]:
-        with open(logs_dir / "tansu-restart.log", "ab") as log:
-            proc = subprocess.Popen(tansu_command(port), stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: port_open("127.0.0.1", port), 30, "the broker")
+    def broker() -> None:
+        tansu.start_broker("tansu-restart", port)
         ensure_topics([kafka], names["topic"], 4, names["dlq_topic"])
-        return proc
 
     def send(first: int, per_cam: int) -> None:
         p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5)
@@ -253,7 +248,7 @@ def test_frames_a_broker_restart_loses_are_counted_lost(
             fut.get(timeout=1)
         p.close()
 
-    tansu = broker()
+    broker()
     procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names))
     store = Store.from_url(redis_url, names["redis_prefix"])
     frames_of = lambda: sum(store.totals(c).frames for c in CAMS)  # noqa: E731
@@ -261,11 +256,10 @@ def test_frames_a_broker_restart_loses_are_counted_lost(
         procs.worker("w-lost")
         send(0, 30)
         wait_for(lambda: frames_of() == 30 * len(CAMS), 120, "the first frames counted")
-        procs.kill("w-lost", signal.SIGTERM)
+        procs["w-lost"].kill(signal.SIGTERM)
         send(30, 30)  # taken by the broker, never read: the broker dies with them
-        tansu.kill()
-        tansu.wait(timeout=10)
-        tansu = broker()
+        tansu["tansu-restart"].kill()
+        broker()
         store.forget_offsets(names["group"], names["topic"])  # what `maskwatch up` does for a restarted broker
         send(60, 30)
         procs.worker("w-lost")
@@ -275,6 +269,44 @@ def test_frames_a_broker_restart_loses_are_counted_lost(
     finally:
         rcs = procs.stop_all()
         store.close()
-        tansu.terminate()
-        tansu.wait(timeout=10)
+        tansu.stop_all(10)
     assert set(rcs.values()) == {0}, rcs
+
+
+@pytest.mark.timeout(300)
+def test_a_frame_written_twice_is_counted_once(
+    kafka: str, redis_url: str, cheap_serving: str, names: dict[str, str], logs_dir: Path
+) -> None:
+    """A producer retry after an unanswered request writes frames a second time: right behind the first copy, or
+    read by another worker after a SIGKILL. Each frame is counted once, and no copy is taken for a gap (`lost` 0)."""
+    ensure_topics([kafka], names["topic"], 4, names["dlq_topic"])
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names))
+    store = Store.from_url(redis_url, names["redis_prefix"])
+
+    def send(seqs: list[int]) -> None:
+        p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5, allow_auto_create_topics=False)
+        futs = []
+        for seq in seqs:
+            for cam in CAMS:
+                f = frame(cam, seq)
+                futs.append(p.send(names["topic"], key=f.key, value=f.jpeg, headers=f.headers()))
+        p.flush(timeout=30)
+        for fut in futs:
+            fut.get(timeout=1)
+        p.close()
+
+    frames_of = lambda: sum(store.totals(c).frames for c in CAMS)  # noqa: E731
+    try:
+        procs.worker("w-dup")
+        send(list(range(20)))
+        wait_for(lambda: frames_of() >= 20 * len(CAMS), 120, "the first frames counted")
+        procs.kill("w-dup", signal.SIGKILL)  # the next reader knows what was read from Redis alone
+        # copies of frames read before the kill, new frames, and copies right behind their originals
+        send([*range(10, 30), *range(25, 40)])
+        procs.worker("w-dup")
+        wait_for(lambda: frames_of() >= 40 * len(CAMS), 120, "the new frames counted")
+        assert {c: (store.totals(c).frames, store.totals(c).lost) for c in CAMS} == dict.fromkeys(CAMS, (40, 0))
+    finally:
+        rcs = procs.stop_all()
+        store.close()
+    assert rcs.get("w-dup") == 0, rcs

@@ -22,10 +22,11 @@ from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_g
 
 from bench.frames import frame_set
 from maskwatch.detections import OUT_NUM, OUT_SCORES
-from maskwatch.stack import free_port
+from maskwatch.procs import free_port
 from serving.ovmodel import OpenVinoMaskDetector, has_openvino
 from serving.parity import compare
-from tests.integration.serving_fixtures import ENV, ROOT, ServerProcess, build_model, predict_request, start_server
+from tests.integration.conftest import ENV, ROOT
+from tests.integration.serving_fixtures import ServerProcess, build_model, predict_request, start_server
 
 F32 = {"detector": "f32", "classifier": "f32"}
 

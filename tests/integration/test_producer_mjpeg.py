@@ -15,8 +15,8 @@ from typing import Any
 import cv2
 import pytest
 
+from maskwatch.procs import free_port, wait_for
 from maskwatch.site import CameraConfig
-from maskwatch.stack import free_port, wait_for
 from maskwatch.store import Store
 from producer.scene import compose
 from producer.settings import ProducerSettings

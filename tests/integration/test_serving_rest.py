@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from maskwatch.stack import free_port
+from maskwatch.procs import free_port
 from serving.server import ModelServer
 from tests.integration.serving_fixtures import build_model, start_server
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from maskwatch.stack import STOP_ORDER, free_port, stop_stage, wait_for
+from maskwatch.procs import free_port, wait_for
+from maskwatch.stack import STOP_ORDER, stop_stage
 from tests.integration.conftest import ENV, ROOT
 
 

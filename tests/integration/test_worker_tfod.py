@@ -12,7 +12,7 @@ import pytest
 from kafka import KafkaProducer
 
 from maskwatch.frames import Frame
-from maskwatch.stack import free_port, wait_for
+from maskwatch.procs import free_port, wait_for
 from maskwatch.store import Store
 from producer.scene import compose
 from tests.integration.worker_fixtures import ROOT, Procs, env_for

@@ -9,7 +9,6 @@ import pytest
 from bench.stats import (
     Summary,
     frame_latencies,
-    frames_lost,
     growth_pct,
     paired_ratio,
     per_core,
@@ -17,6 +16,7 @@ from bench.stats import (
     rate_between,
     rate_in_window,
     scaling_efficiency,
+    window_peaks,
 )
 
 
@@ -143,12 +143,24 @@ def test_growth_from_nothing_is_an_error() -> None:
         growth_pct(0.0, 5.0)
 
 
+def _samples(rss: list[float], step_s: float = 60.0) -> list[dict[str, object]]:
+    return [{"t_s": i * step_s, "rss_mb": {"broker": v}} for i, v in enumerate(rss)]
+
+
 @pytest.mark.parametrize(
-    ("produced", "frames", "stale", "invalid", "want"),
-    [(100, 100, 0, 0, 0), (100, 90, 8, 2, 0), (100, 90, 5, 0, 5), (100, 101, 0, 0, -1)],
+    ("rss", "after_s", "want"),
+    [
+        # a sawtooth whose teeth stay level: every window peaks at the same height
+        ([100, 300, 100, 300, 100, 300, 100, 300, 100, 300, 100, 300, 100], 0.0, [300.0, 300.0]),
+        # a climb: each window's peak is higher
+        ([100, 110, 120, 130, 140, 150, 160, 170, 180, 190, 200], 0.0, [140.0, 190.0]),
+        # the warm-up is left out, and a window the run did not fill is not a window
+        ([900, 100, 120, 110, 100, 100, 130, 100], 60.0, [120.0]),
+        ([100, 200], 0.0, []),
+    ],
 )
-def test_frames_lost(produced: int, frames: int, stale: int, invalid: int, want: int) -> None:
-    assert frames_lost(produced, frames, stale, invalid) == want
+def test_window_peaks(rss: list[float], after_s: float, want: list[float]) -> None:
+    assert [w["broker"] for w in window_peaks(_samples(rss), ["broker"], after_s, 300.0)] == want
 
 
 def test_per_core_divides_by_cores_actually_busy() -> None:

@@ -20,6 +20,7 @@ from serving.ovmodel import (
     crop,
     decode_jpeg,
     detector_input,
+    frame_for_crops,
     image_boxes,
     letterbox_size,
 )
@@ -98,7 +99,7 @@ def test_crop_is_crop_and_resize_over_the_framed_image(box: tuple[float, float, 
     framed = graph.pad_for_crops(tf.constant(rgb), tf.constant(rgb.shape[:2]))[tf.newaxis]
     boxes = graph.crop_boxes(tf.constant(b[None]), hw, tf.shape(framed)[1:3], 24)
     want = tf.image.crop_and_resize(framed, boxes, [0], [24, 24]).numpy()[0]
-    assert np.allclose(crop(rgb, b, 24), want, atol=1e-3)
+    assert np.allclose(crop(frame_for_crops(rgb), rgb.shape[:2], b, 24), want, atol=1e-3)
 
 
 def test_context_box_is_the_graphs() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from maskwatch.stack import free_port
+from maskwatch.procs import free_port
 from maskwatch.store import Store
 from producer.app import Producer
 from producer.metrics import ProducerMetrics

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from maskwatch.frames import Frame
+from maskwatch.procs import wait_for
 from maskwatch.site import CameraConfig
-from maskwatch.stack import wait_for
 from producer.camera import Camera, CameraOptions, CameraState
 from producer.metrics import CAPTURED, DROPPED_BACKPRESSURE, DROPPED_BROKER, ENCODE_ERRORS, SENT, CameraCounters
 from producer.sources import Captured, Source, SourceError

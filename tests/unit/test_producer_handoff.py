@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from maskwatch.stack import wait_for
+from maskwatch.procs import wait_for
 from producer.handoff import Handoff
 
 pytestmark = pytest.mark.timeout(30)

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from maskwatch.procs import wait_for
 from maskwatch.site import CameraConfig
-from maskwatch.stack import wait_for
 from producer.sources import Captured, SourceEnded, SourceError, make_source
 from producer.sources.folder import FolderSource
 from producer.sources.live import LiveSource, Stop

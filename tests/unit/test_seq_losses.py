@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from maskwatch.store import BatchWrite, SeqSpan, seq_losses
+from maskwatch.store import BatchWrite, Seen, SeqSpan, seq_losses
 
 A1, A2 = ("frames.60", 0), ("frames.120", 0)  # two bucket topics, the second newer
 FIX = ("frames", 3)
@@ -50,3 +50,34 @@ def test_a_span_keeps_its_first_seq_and_capture_time() -> None:
     span.see("r", 4)
     span.see("r", 8)
     assert (span.first, span.last, span.gaps, span.ts_ms) == (3, 8, 3, 3_000)
+
+
+@pytest.mark.parametrize(
+    ("before", "frames", "first_times", "after"),
+    [
+        # nothing read yet: every frame is new
+        ({}, [("c", "r", 0), ("c", "r", 1)], [True, True], {"c": ("r", 2)}),
+        # a retry's copy right behind the original, then the next frame
+        ({}, [("c", "r", 0), ("c", "r", 1), ("c", "r", 1), ("c", "r", 2)], [True, True, False, True], {"c": ("r", 3)}),
+        # copies of frames an earlier batch read (the state stored with the offsets)
+        ({"c": ("r", 10)}, [("c", "r", 8), ("c", "r", 9), ("c", "r", 10)], [False, False, True], {"c": ("r", 11)}),
+        # a gap is not a copy: the frames after it are new (the gap is counted lost elsewhere)
+        ({"c": ("r", 10)}, [("c", "r", 15)], [True], {"c": ("r", 16)}),
+        # a new producer run starts again at 0: new frames, not copies
+        ({"c": ("r", 10)}, [("c", "r2", 0), ("c", "r2", 1)], [True, True], {"c": ("r2", 2)}),
+        # cameras are apart
+        ({"c": ("r", 10)}, [("d", "r", 3), ("c", "r", 3)], [True, False], {"c": ("r", 10), "d": ("r", 4)}),
+    ],
+)
+def test_a_copy_is_a_frame_already_read_in_the_same_run(
+    before: dict[str, tuple[str, int]],
+    frames: list[tuple[str, str, int]],
+    first_times: list[bool],
+    after: dict[str, tuple[str, int]],
+) -> None:
+    seen = Seen(dict(before))
+    assert [seen.first_time(cid, run, seq) for cid, run, seq in frames] == first_times
+    assert seen.by_camera == after
+    changed = seen.take_changes()
+    assert changed == {cid: after[cid] for cid in changed} and set(changed) == {c for (c, _, _), new in zip(frames, first_times, strict=True) if new}
+    assert seen.take_changes() == {}

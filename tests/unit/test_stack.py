@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from maskwatch.procs import Child
 from maskwatch.stack import (
     STOP_ORDER,
-    Child,
     Stack,
     StackConfig,
     StackSettings,
