@@ -25,7 +25,8 @@ from maskwatch.model_api import OUT_NUM, OUT_SCORES
 from maskwatch.procs import free_port
 from serving.ovmodel import OpenVinoMaskDetector, has_openvino
 from serving.parity import compare
-from tests.integration.serving_fixtures import ENV, ROOT, ServerProcess, build_model, predict_request, start_server
+from tests.integration.conftest import ENV, ROOT
+from tests.integration.serving_fixtures import ServerProcess, build_model, predict_request, start_server
 
 F32 = {"detector": "f32", "classifier": "f32"}
 
