@@ -11,16 +11,16 @@ from pathlib import Path
 
 # What the worker's main thread is doing: the first phase (in this order) with a frame (function, file) on the stack.
 PHASES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
-    ("model: waiting for Predict", (("_detections", "worker/consumer.py"),)),
-    ("model: building the request", (("_submit", "worker/consumer.py"),)),
-    ("kafka poll / fetch / decode", (("_poll", "worker/consumer.py"), ("_wait_backoff", "worker/consumer.py"))),
+    ("model: waiting for Predict", (("detections", "worker/inference.py"),)),
+    ("model: building the request", (("submit", "worker/inference.py"),)),
+    ("kafka poll / fetch / decode", (("_poll", "worker/consumer.py"), ("wait_backoff", "worker/health.py"))),
     ("annotate latest frame", tuple((f, "worker/annotate.py") for f in ("annotate", "decode", "encode", "crop"))),
     ("redis transaction", (("commit_batch", "maskwatch/store.py"),)),
     ("live update publish", (("_publish", "worker/consumer.py"),)),
     ("kafka commit", (("_commit_kafka", "worker/consumer.py"),)),
-    ("heartbeat (lag, fps)", (("_heartbeat", "worker/consumer.py"),)),
-    ("parse / validate frames", (("parse_message", "maskwatch/frames.py"), ("_start", "worker/consumer.py"))),
-    ("counting", (("_count", "worker/consumer.py"),)),
+    ("heartbeat (lag, fps)", (("heartbeat", "worker/health.py"),)),
+    ("parse / validate frames", (("parse_message", "maskwatch/frames.py"), ("intake", "worker/batch.py"))),
+    ("counting", (("count", "worker/batch.py"),)),
 )
 FRAME_RE = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]+)(?::\d+)?\)$")
 
@@ -36,7 +36,7 @@ def py_spy() -> str | None:
 def phases_of(raw: str) -> dict[str, float]:
     """Share of the worker main thread's samples per phase, from py-spy's raw (collapsed) output.
 
-    py-spy names a method by its qualified name (`Worker._submit`) and a file relative to sys.path.
+    py-spy names a method by its qualified name (`Inference.submit`) and a file relative to sys.path.
     """
     counts: collections.Counter[str] = collections.Counter()
     total = 0

@@ -127,10 +127,13 @@ class Child:
 
         wait_for(ready, timeout_s, what or self.name, interval_s)
 
-    def signal(self, sig: int) -> None:
-        """Send `sig` to its process group."""
+    def send_signal(self, sig: int, group: bool = True) -> None:
+        """Send `sig` to its process group (what it started gets it too, as from a terminal), or to it alone."""
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, sig)
+            if group:
+                os.killpg(self.pid, sig)
+            else:
+                os.kill(self.pid, sig)
 
     def finish(self, timeout_s: float) -> int:
         """Wait up to `timeout_s` for it to exit, then SIGKILL it; its exit status."""
@@ -140,16 +143,19 @@ class Child:
             logger.info("stopped child=%s rc=%s", self.name, self.proc.returncode)
         except subprocess.TimeoutExpired:
             logger.warning("killing child=%s (no exit after SIGTERM)", self.name)
-            self.signal(signal.SIGKILL)
+            self.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=5)
         return self.proc.returncode
 
-    def stop(self, timeout_s: float = 15.0) -> int | None:
-        """SIGTERM, wait up to `timeout_s`, SIGKILL; its exit status (None if it never started)."""
-        if self.proc is None:
-            return None
+    def kill(self, sig: int = signal.SIGKILL, timeout_s: float = 20.0) -> int:
+        """Send `sig` (default SIGKILL) and wait for the exit (SIGKILL after `timeout_s`); its exit status."""
+        self.send_signal(sig)
+        return self.finish(timeout_s)
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        """SIGTERM, wait up to `timeout_s`, SIGKILL; its exit status."""
         if self.alive():
-            self.signal(signal.SIGTERM)
+            self.send_signal(signal.SIGTERM)
         return self.finish(timeout_s)
 
     def cpu_seconds(self) -> float:

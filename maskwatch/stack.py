@@ -70,7 +70,7 @@ def stop_children(children: Iterable[Child], budget_s: float = STOP_BUDGET_S) ->
     for n, stage in enumerate(stages):
         live = [c for c in children if stop_stage(c.name) == stage and c.alive()]
         for c in live:
-            c.signal(signal.SIGTERM)
+            c.send_signal(signal.SIGTERM)
         # each later stage keeps at least half a second of the budget
         stage_deadline = max(time.monotonic() + 0.5, deadline - (len(stages) - n - 1) * 0.5)
         for c in live:

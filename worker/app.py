@@ -12,7 +12,8 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from maskwatch.store import Store
 from worker import metrics
-from worker.consumer import Worker, run_worker
+from worker.consumer import Worker
+from worker.health import Abandon
 from worker.model import ModelClient
 from worker.settings import WorkerSettings
 
@@ -67,5 +68,13 @@ def run(settings: WorkerSettings, stop: threading.Event) -> int:
         worker = Worker(settings, consumer, dlq, model, store, stop)
         stack.callback(store.drop_heartbeat, "worker", settings.worker_id)
         run_worker(worker)
-        logger.info("worker stopped worker=%s frames=%d batches=%d", settings.worker_id, worker.processed, worker.batches)
+        logger.info("worker stopped worker=%s frames=%d batches=%d", settings.worker_id, worker.health.processed, worker.health.batches)
     return 0
+
+
+def run_worker(worker: Worker) -> None:
+    """The worker's main thread (bench/profile.py finds it by this name)."""
+    try:
+        worker.run()
+    except Abandon:
+        logger.info("stopped while a dependency was down; the held batch will be redone by the next owner")

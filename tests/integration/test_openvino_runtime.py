@@ -25,7 +25,8 @@ from maskwatch.detections import OUT_NUM
 from maskwatch.procs import free_port
 from serving.ovmodel import OpenVinoMaskDetector, has_openvino
 from serving.parity import compare
-from tests.integration.serving_fixtures import ENV, ROOT, ServerProcess, build_model, predict_request, start_server
+from tests.integration.conftest import ENV, ROOT
+from tests.integration.serving_fixtures import ServerProcess, build_model, predict_request, start_server
 
 
 def photos() -> list[bytes]:

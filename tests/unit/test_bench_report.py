@@ -46,9 +46,9 @@ def test_markdown_lists_every_headline_figure() -> None:
 def test_phases_of_splits_the_worker_main_thread() -> None:
     raw = "\n".join(
         [
-            "<module> (worker/__main__.py:1);run_worker (/work/main/worker/consumer.py:9);run (/work/main/worker/consumer.py:2);Worker._finish (/work/main/worker/consumer.py:3);Worker._detections (/work/main/worker/consumer.py:4);result (grpc/_channel.py:5) 6",
-            "<module> (worker/__main__.py:1);run_worker (/work/main/worker/consumer.py:9);run (/work/main/worker/consumer.py:2);_poll (/work/main/worker/consumer.py:3);poll (kafka/consumer/group.py:4) 3",
-            "<module> (worker/__main__.py:1);run_worker (/work/main/worker/consumer.py:9);run (/work/main/worker/consumer.py:2);_finish (/work/main/worker/consumer.py:3);commit_batch (/srv/maskwatch/store.py:4) 1",
+            "<module> (worker/__main__.py:1);run_worker (/work/main/worker/app.py:9);run (/work/main/worker/consumer.py:2);Worker._finish (/work/main/worker/consumer.py:3);Inference.detections (/work/main/worker/inference.py:4);result (grpc/_channel.py:5) 6",
+            "<module> (worker/__main__.py:1);run_worker (/work/main/worker/app.py:9);run (/work/main/worker/consumer.py:2);_poll (/work/main/worker/consumer.py:3);poll (kafka/consumer/group.py:4) 3",
+            "<module> (worker/__main__.py:1);run_worker (/work/main/worker/app.py:9);run (/work/main/worker/consumer.py:2);_finish (/work/main/worker/consumer.py:3);commit_batch (/srv/maskwatch/store.py:4) 1",
             "heartbeat_thread (kafka/coordinator/base.py:1);wait (threading.py:2) 50",
         ]
     )

@@ -1,10 +1,10 @@
-"""Which cameras the worker counts: the registry's reads are bounded whatever ids arrive."""
+"""Which cameras the worker counts, and their zones: the reads are bounded whatever ids arrive."""
 
 from __future__ import annotations
 
 import pytest
 
-from worker.cameras import CameraRegistry
+from worker.cameras import CameraRegistry, CameraZones
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -59,3 +59,27 @@ def test_open_registration_counts_anything_and_reads_nothing() -> None:
     r = Redis()
     reg = CameraRegistry(r.camera_ids, open_registration=True)
     assert reg.counts("anything") and r.reads == 0
+
+
+class Zones:
+    def __init__(self, **zones: str) -> None:
+        self.zones = zones
+        self.reads: list[list[str]] = []
+
+    def camera_zones(self, cids: list[str]) -> dict[str, str]:
+        self.reads.append(sorted(cids))
+        return {c: self.zones.get(c, "") for c in cids}
+
+
+def test_zones_are_read_for_new_cameras_and_all_re_read_now_and_then() -> None:
+    r, clock = Zones(gate="entrance", hall="lobby"), Clock()
+    clock.t = 100.0
+    zones = CameraZones(r.camera_zones, refresh_s=30.0, clock=clock)
+    assert zones.of({"gate"}) == {"gate": "entrance"}
+    assert zones.of({"gate"}) == {"gate": "entrance"}
+    assert zones.of({"gate", "hall", "lab"}) == {"gate": "entrance", "hall": "lobby", "lab": ""}
+    assert r.reads == [["gate"], ["hall", "lab"]]
+    r.zones["gate"] = "car park"  # moved in the site file: followed at the next periodic read
+    clock.t = 130.0
+    assert zones.of({"gate"}) == {"gate": "car park"}
+    assert r.reads[-1] == ["gate", "hall", "lab"]

@@ -6,7 +6,8 @@ import threading
 from typing import Any
 
 from maskwatch.store import BatchWrite
-from worker.consumer import POLL_SLICE_MS, InFlight, Worker
+from worker.consumer import POLL_SLICE_MS, Worker
+from worker.inference import InFlight
 from worker.settings import WorkerSettings
 
 
@@ -44,33 +45,33 @@ def pending(future: Any) -> InFlight:
 
 def test_nothing_in_flight_polls_once_with_the_full_timeout() -> None:
     consumer = FakeConsumer()
-    assert worker(consumer, poll_timeout_ms=200)._poll_beside(None) == {}
+    assert worker(consumer, poll_timeout_ms=200).poll_beside(None) == {}
     assert consumer.timeouts == [200]
 
 
 def test_returns_as_soon_as_the_predict_is_done() -> None:
     consumer = FakeConsumer()
     future = FakeFuture(consumer, polls_until_done=3)
-    assert worker(consumer, poll_timeout_ms=10_000)._poll_beside(pending(future)) == {}
+    assert worker(consumer, poll_timeout_ms=10_000).poll_beside(pending(future)) == {}
     assert consumer.timeouts == [POLL_SLICE_MS] * 3
 
 
 def test_returns_new_frames_at_once_while_the_predict_runs() -> None:
     consumer = FakeConsumer(records_at=2)
     future = FakeFuture(consumer, polls_until_done=100)
-    assert worker(consumer, poll_timeout_ms=10_000)._poll_beside(pending(future)) == {"tp": ["record"]}
+    assert worker(consumer, poll_timeout_ms=10_000).poll_beside(pending(future)) == {"tp": ["record"]}
     assert consumer.timeouts == [POLL_SLICE_MS] * 2
 
 
 def test_a_finished_predict_gets_a_non_blocking_poll() -> None:
     consumer = FakeConsumer()
     future = FakeFuture(consumer, polls_until_done=0)
-    worker(consumer)._poll_beside(pending(future))
+    worker(consumer).poll_beside(pending(future))
     assert consumer.timeouts == [0]
 
 
 def test_gives_up_at_the_poll_timeout_when_the_predict_hangs() -> None:
     consumer = FakeConsumer()
     future = FakeFuture(consumer, polls_until_done=10**9)
-    worker(consumer, poll_timeout_ms=30)._poll_beside(pending(future))
+    worker(consumer, poll_timeout_ms=30).poll_beside(pending(future))
     assert len(consumer.timeouts) >= 1 and all(t == POLL_SLICE_MS for t in consumer.timeouts)
