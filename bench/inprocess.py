@@ -96,10 +96,10 @@ class ModelRunner:
 class OpenVinoRunner(ModelRunner):
     """The same version directory through the model server's OpenVINO runtime (serving.ovmodel), in process."""
 
-    def __init__(self, version_dir: Path, precision: dict[str, str] | None = None) -> None:
+    def __init__(self, version_dir: Path) -> None:
         from serving.ovmodel import OpenVinoMaskDetector
 
-        self.model = OpenVinoMaskDetector(version_dir, precision=precision)
+        self.model = OpenVinoMaskDetector(version_dir)
 
     def batches(self, jpegs: Sequence[bytes], batch: int) -> list[object]:
         n = len(jpegs)

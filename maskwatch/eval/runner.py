@@ -76,12 +76,12 @@ class SavedModelPredictor:
 class OpenVinoPredictor:
     """The same version directory run by the model server's OpenVINO runtime (serving.ovmodel), in this process."""
 
-    def __init__(self, path: Path, threads: int = 0, precision: dict[str, str] | None = None) -> None:
+    def __init__(self, path: Path, threads: int = 0) -> None:
         from serving.ovmodel import OpenVinoMaskDetector
 
         self.version_dir = resolve_version_dir(path)
         self.name = f"{self.version_dir} (openvino)"
-        self._model = OpenVinoMaskDetector(self.version_dir, threads=threads, precision=precision)
+        self._model = OpenVinoMaskDetector(self.version_dir, threads=threads)
 
     def predict(self, jpegs: Sequence[bytes]) -> list[Detections]:
         return parse_outputs(self._model.predict(jpegs), len(jpegs))

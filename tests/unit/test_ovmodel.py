@@ -151,8 +151,6 @@ def test_assemble_second_stage_and_rows() -> None:
     [
         ({"face_threshold": 0.0}, "face_threshold"),
         ({"max_detections": 300}, "max_detections"),
-        ({"precision": {"detector": "int4", "classifier": "f32"}}, "precision"),
-        ({"precision": {"detector": "f32"}}, "precision"),
     ],
 )
 def test_config_refuses_what_it_cannot_run(change: dict[str, object], message: str) -> None:
