@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setup_logging()
     if not (args.model_base_path / "1").exists() and not any(p.name.isdigit() for p in args.model_base_path.glob("*")):
-        print(f"error: no model under {args.model_base_path}: run `python -m serving.export` (make setup does)", file=sys.stderr)
+        print(f"error: no model under {args.model_base_path}: run `python -m model.export` (make setup does)", file=sys.stderr)
         return 2
     args.results.mkdir(parents=True, exist_ok=True)
     log_dir = args.logs / time.strftime("%Y%m%d-%H%M%S")

@@ -16,7 +16,7 @@ from maskwatch.model_api import INPUT_IMAGES, OUT_NUM, SIGNATURE_NAME
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-NAIVE_CONFIDENCE = 0.2  # the exported model's face threshold (serving.export.DEFAULT_FACE_THRESHOLD), so both classify the same faces
+NAIVE_CONFIDENCE = 0.2  # the exported model's face threshold (model.export.DEFAULT_FACE_THRESHOLD), so both classify the same faces
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,10 @@ class ModelRunner:
 
 
 class OpenVinoRunner(ModelRunner):
-    """The same version directory through the model server's OpenVINO runtime (serving.ovmodel), in process."""
+    """The same version directory through the model server's OpenVINO runtime (model.ovmodel), in process."""
 
     def __init__(self, version_dir: Path) -> None:
-        from serving.ovmodel import OpenVinoMaskDetector
+        from model.ovmodel import OpenVinoMaskDetector
 
         self.model = OpenVinoMaskDetector(version_dir)
 
@@ -116,7 +116,7 @@ class NaiveRunner:
         import cv2
         import tf_keras
 
-        from serving.export import default_sources
+        from model.export import default_sources
 
         src = default_sources()
         self.cv2 = cv2

@@ -157,7 +157,7 @@ def markdown(data: dict[str, Any]) -> str:
     rows = [
         ("model_limit_fps", f"the runtime `maskwatch up` runs ({ml.get('runtime', 'tensorflow')}) in process, best of batch 1/4/8/16 × 1 or {m.get('cores')} concurrent callers: batch {ml.get('best_batch')} × {ml.get('best_threads')}", spread(ml.get("fps"))),
         ("model_limit_fps_tensorflow", "the SavedModel in TensorFlow, at its best batch × callers", spread(det.get("runtimes", {}).get("tensorflow", {}).get("fps"))),
-        ("model_limit_fps_openvino", "the OpenVINO runtime (serving/ovmodel.py), at its best batch × callers", spread(det.get("runtimes", {}).get("openvino", {}).get("fps"))),
+        ("model_limit_fps_openvino", "the OpenVINO runtime (model/ovmodel.py), at its best batch × callers", spread(det.get("runtimes", {}).get("openvino", {}).get("fps"))),
         ("runtime_speedup", "openvino / tensorflow frames/s, side by side", spread(det.get("runtimes", {}).get("speedup", {}).get("wall"))),
         ("runtime_speedup_per_core", "the same per busy core", spread(det.get("runtimes", {}).get("speedup", {}).get("per_core"))),
         ("runtime_map_delta", f"openvino mAP − tensorflow mAP on {acc.get('images', '—')} validation images", accuracy_note(acc)),

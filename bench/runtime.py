@@ -36,7 +36,7 @@ def profile(version_dir: Path, jpegs: Sequence[bytes], rounds: int = 3) -> dict[
     pass alone."""
     from tensorflow_serving.apis import predict_pb2
 
-    from serving.ovmodel import OpenVinoMaskDetector
+    from model.ovmodel import OpenVinoMaskDetector
 
     model = OpenVinoMaskDetector(version_dir)
     model.predict(list(jpegs[:1]))
@@ -102,16 +102,16 @@ def _first_pass_ms(model: Any, jpegs: Sequence[bytes]) -> float | None:
 
 def accuracy(version_dir: Path, data: Path, limit: int = 0) -> dict[str, Any]:
     """TensorFlow against the OpenVINO runtime on the validation split that `maskwatch eval` uses: mAP, faces found at
-    the operating point, and the row-for-row parity (serving.parity)."""
+    the operating point, and the row-for-row parity (model.parity)."""
     import tensorflow as tf
 
-    from maskwatch.eval import dataset, split
-    from maskwatch.eval.cli import truth_of
-    from maskwatch.eval.metrics import evaluate
-    from maskwatch.eval.runner import to_predicted
     from maskwatch.model_api import parse_outputs
-    from serving.ovmodel import OpenVinoMaskDetector
-    from serving.parity import compare
+    from model.ovmodel import OpenVinoMaskDetector
+    from model.parity import compare
+    from training.eval import dataset, split
+    from training.eval.cli import truth_of
+    from training.eval.metrics import evaluate
+    from training.eval.runner import to_predicted
 
     samples = split.split(dataset.load(data), split.DEFAULT_VAL_FRACTION, split.DEFAULT_SEED).part("val")
     if limit:

@@ -69,7 +69,7 @@ class SuiteConfig:
     def version_dir(self) -> Path:
         versions = sorted((p for p in self.model_base_path.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
         if not versions:
-            raise FileNotFoundError(f"no model version under {self.model_base_path}: run `python -m serving.export`")
+            raise FileNotFoundError(f"no model version under {self.model_base_path}: run `python -m model.export`")
         return versions[-1]
 
 

@@ -1,14 +1,14 @@
 #!/bin/sh
 # Keeps the models volume serving the model this image carries (compose's one-shot model-export service).
-# The image's model is identified by a digest of everything the export reads (serving/: graph code, weights
+# The image's model is identified by a digest of everything the export reads (model/: graph code, weights
 # and their manifest). When the volume's newest version came from the same digest nothing is done; otherwise
 # the model is exported as the next version, which tensorflow_model_server (models.config: latest 1) loads
 # while it unloads the old one. The two newest versions are kept, for a rollback by hand.
 set -eu
 
-source_dir=${MODEL_SOURCE:-/app/serving}
+source_dir=${MODEL_SOURCE:-/app/model}
 base=${MODELS:-/models}/mask_detector
-export_cmd=${MODEL_EXPORT:-python -m serving.export}
+export_cmd=${MODEL_EXPORT:-python -m model.export}
 keep=${MODEL_KEEP_VERSIONS:-2}
 
 digest=$(cd "$source_dir" && find . -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort \

@@ -350,8 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     chk.add_argument("file")
     chk.set_defaults(fn=_site_check)
     # both modules import TensorFlow only inside run()
-    from maskwatch.eval import cli as eval_cli
-    from serving.train import cli as train_cli
+    from training import cli as train_cli
+    from training.eval import cli as eval_cli
 
     ev = sub.add_parser("eval", help="VOC AP, recall by face size, the operator's compliance error and frames/s of a model (in-process or --serving), or K fold reports aggregated (--aggregate)")
     eval_cli.add_arguments(ev)

@@ -53,7 +53,7 @@ class Detection:
 # The operating point: detections scoring below this are not counted (worker), drawn (/check) or used for
 # recall/confusion (`maskwatch eval`). The served model reports candidates down to its own lower face threshold,
 # each scored by how sure it is that it is a face (its class is the most probable one); on the validation split
-# this point is on the plateau of best F1 (0.5-0.6; serving/MODEL_CARD.md). MW_MIN_SCORE overrides it.
+# this point is on the plateau of best F1 (0.5-0.6; model/MODEL_CARD.md). MW_MIN_SCORE overrides it.
 DEFAULT_MIN_SCORE = 0.5
 
 
@@ -86,7 +86,7 @@ class Detections:
 
 WIDTH_BUCKETS = ((0, 16, "faces_lt16"), (16, 32, "faces_16_32"), (32, 64, "faces_32_64"), (64, 1 << 30, "faces_ge64"))
 # Below this the model finds faces about half the time (41-60 % under 16 px, ~94 % at 16-32 px on the validation
-# set, serving/MODEL_CARD.md): a camera whose faces are mostly smaller gets the QA warning `faces_too_small`.
+# set, model/MODEL_CARD.md): a camera whose faces are mostly smaller gets the QA warning `faces_too_small`.
 SMALL_FACE_PX = 16
 
 COUNT_FIELDS = (

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 # as compose, the Kubernetes base and the image do: concurrent calls share model runs.
 BATCHING_CONFIG = Path(__file__).resolve().parents[1] / "serving" / "batching.config"
 BATCHING_ARGS = ("--enable_batching", "--batching_parameters_file", str(BATCHING_CONFIG))
-# the OpenVINO runtime (serving/ovmodel.py: 2.4x TensorFlow's frames per CPU second, the same validation mAP; README
+# the OpenVINO runtime (model/ovmodel.py: 2.4x TensorFlow's frames per CPU second, the same validation mAP; README
 # "A faster runtime"), and gRPC health as tensorflow_model_server offers it
 SERVING_ARGS = ("--runtime", "openvino", "--enable_grpc_healthcheck_service", "true")
 
@@ -300,7 +300,7 @@ class Stack:
         cfg = self.cfg
         model_dir = Path(cfg.model_base_path)
         if not any(p.name.isdigit() for p in model_dir.glob("*")):
-            raise StartError(f"no model in {model_dir}: run `python -m serving.export` (make demo does)")
+            raise StartError(f"no model in {model_dir}: run `python -m model.export` (make demo does)")
         site = load_site(cfg.site_file, check_sources=True) if cfg.site_file else demo_site(cfg.demo_cameras, cfg.demo_fps)
         if not site.cameras:
             raise StartError(f"{cfg.site_file}: the site has no cameras")

@@ -120,7 +120,7 @@ class Servable:
 
 
 class OpenVinoServable(Servable):
-    """A version run by `serving.ovmodel` (OpenVINO networks, libjpeg-turbo decoding) when its directory carries the
+    """A version run by `model.ovmodel` (OpenVINO networks, libjpeg-turbo decoding) when its directory carries the
     converted networks; its signature and metadata are still read from saved_model.pb. A version without them (a
     model of another exporter) loads into TensorFlow as `Servable` does."""
 
@@ -136,7 +136,7 @@ class OpenVinoServable(Servable):
 
     @classmethod
     def load(cls, name: str, version: int, path: str) -> Servable:
-        from serving.ovmodel import ModelFormatError, OpenVinoMaskDetector, has_openvino
+        from model.ovmodel import ModelFormatError, OpenVinoMaskDetector, has_openvino
 
         if not has_openvino(path):
             logger.info("no openvino networks in version, tensorflow runtime model=%s version=%d", name, version)

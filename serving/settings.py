@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "runtime",
         str,
-        "What runs a model version: tensorflow (its SavedModel), or openvino (the networks serving.export converts "
+        "What runs a model version: tensorflow (its SavedModel), or openvino (the networks model.export converts "
         "beside it; versions without them fall back to tensorflow) (not a TF Serving flag)",
     )
     return parser

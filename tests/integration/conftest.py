@@ -45,7 +45,7 @@ def model_base_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if (built / "1" / "saved_model.pb").exists():
         return built
     out = tmp_path_factory.mktemp("models")
-    subprocess.run([sys.executable, "-m", "serving.export", "--out", str(out)], check=True, env=ENV, cwd=ROOT, timeout=600)
+    subprocess.run([sys.executable, "-m", "model.export", "--out", str(out)], check=True, env=ENV, cwd=ROOT, timeout=600)
     return out / "mask_detector"
 
 

@@ -23,9 +23,9 @@ from maskwatch.model_api import (
     WARMUP_FILE,
     parse_outputs,
 )
-from serving import export
-from serving.model_info import ModelInfo
-from serving.ssd import FaceDetector
+from model import export
+from model.info import ModelInfo
+from model.ssd import FaceDetector
 
 # Real photos: two with a human face, a cat (a face the detector half-believes), three without faces.
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins")
@@ -85,7 +85,7 @@ def detect(detector: FaceDetector) -> Any:
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`python -m serving.export --pretrained` (in process) into a temporary model base path; returns the version directory."""
+    """`python -m model.export --pretrained` (in process) into a temporary model base path; returns the version directory."""
     out = tmp_path_factory.mktemp("models")
     rc = export.main(["--pretrained", "--out", str(out), "--version", "7", "--face-threshold", str(THRESHOLD)])
     assert rc == 0

@@ -23,8 +23,8 @@ from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_g
 from bench.frames import frame_set
 from maskwatch.model_api import OUT_NUM
 from maskwatch.procs import free_port
-from serving.ovmodel import OpenVinoMaskDetector, has_openvino
-from serving.parity import compare
+from model.ovmodel import OpenVinoMaskDetector, has_openvino
+from model.parity import compare
 from tests.integration.conftest import ENV, ROOT
 from tests.integration.serving_fixtures import ServerProcess, build_model, predict_request, start_server
 
@@ -47,7 +47,7 @@ def version_dir(model_base_path: Path, tmp_path_factory: pytest.TempPathFactory)
     if has_openvino(version):
         return version
     out = tmp_path_factory.mktemp("ovmodels")
-    subprocess.run([sys.executable, "-m", "serving.export", "--out", str(out)], check=True, env=ENV, cwd=ROOT, timeout=600)
+    subprocess.run([sys.executable, "-m", "model.export", "--out", str(out)], check=True, env=ENV, cwd=ROOT, timeout=600)
     return out / "mask_detector" / "1"
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskwatch.eval import report
-from serving.train.cli import train_main
 from tests.voc_fixtures import write_voc
+from training.cli import train_main
+from training.eval import report
 
 QUICK = ["--epochs", "1", "--classifier-epochs", "1", "--batch-size", "2", "--crop", "96", "--classifier-size", "32"]
 

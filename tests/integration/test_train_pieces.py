@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from maskwatch.eval import dataset
-from serving import caffe, export
-from serving.graph import MaskDetectorModule
-from serving.ssd import TUNED_LAYERS, TunedFaceDetector, anchor_boxes, decode_boxes, encode_boxes
-from serving.train import classifier as cls_train
-from serving.train import data
-from serving.train import detector as det_train
-from serving.train import model as tuned
-from serving.train.config import ClassifierConfig, DetectorConfig
+from model import caffe, export, tuned
+from model.graph import MaskDetectorModule
+from model.ssd import TUNED_LAYERS, TunedFaceDetector, anchor_boxes, decode_boxes, encode_boxes
 from tests.voc_fixtures import write_voc
+from training import classifier as cls_train
+from training import data
+from training import detector as det_train
+from training.config import ClassifierConfig, DetectorConfig
+from training.eval import dataset
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -156,13 +155,13 @@ def test_training_graph_computes_what_the_served_graph_does() -> None:
 def test_letterbox_size(
     image_hw: tuple[int, int], canvas_hw: tuple[int, int], max_upscale: float, size: tuple[int, int]
 ) -> None:
-    from serving.graph import letterbox_size
+    from model.graph import letterbox_size
 
     assert tuple(letterbox_size(tf.constant(image_hw), canvas_hw, max_upscale).numpy()) == size
 
 
 def test_context_boxes_are_squares_about_the_face() -> None:
-    from serving.graph import context_boxes
+    from model.graph import context_boxes
 
     # a 20x40 (w x h) face at x 10..30, y 20..60 in a 100x200 (h x w) image, margin 0.25 -> 60 px square
     out = context_boxes(tf.constant([[0.2, 0.05, 0.6, 0.15]]), tf.constant([[100, 200]]), 0.25).numpy()[0]
@@ -319,7 +318,7 @@ def test_classifier_learns_a_face_output_from_not_face_patches(tiny: list[data.I
 
 
 def test_mining_maps_the_served_detectors_boxes_to_image_pixels(tmp_path: Path) -> None:
-    from serving.train import negatives
+    from training import negatives
 
     samples = dataset.load(write_voc(tmp_path / "voc", [("a", (48, 32), []), ("b", (64, 128), [])]))
     found = negatives.candidates(_FixedDetector(), samples, max_upscale=1.0, min_score=0.5, max_score=1.0)

@@ -23,7 +23,7 @@ FRAMES = 4
 @pytest.fixture(scope="module")
 def tfod_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tfod")
-    subprocess.run([sys.executable, "-m", "serving.tfod", "--out", str(out)], check=True, cwd=ROOT, timeout=600)
+    subprocess.run([sys.executable, "-m", "model.tfod", "--out", str(out)], check=True, cwd=ROOT, timeout=600)
     return out / "mask_detector"
 
 

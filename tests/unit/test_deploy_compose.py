@@ -308,7 +308,7 @@ def test_redis_memory_limit_is_at_least_twice_maxmemory(no_env: Path, example: b
 # ---- deploy/model-export.sh: the model follows the image -----------------------------------------------------
 
 FAKE_EXPORT = r"""#!/bin/sh
-# stands in for `python -m serving.export --out DIR --version N`
+# stands in for `python -m model.export --out DIR --version N`
 echo "export $*" >> "$FAKE_CALLS"
 out=$2 version=$4
 mkdir -p "$out/mask_detector/$version" && echo model > "$out/mask_detector/$version/saved_model.pb"

@@ -52,11 +52,11 @@ ENTRYPOINTS = {
     "worker": ["worker/__main__.py", "deploy/healthcheck.py"],
     "producer": ["producer/__main__.py", "deploy/healthcheck.py"],
     "dashboard": ["dashboard/__main__.py", "deploy/healthcheck.py"],
-    "export": ["serving/export.py"],
+    "export": ["model/export.py"],
 }
 # First-party imports an image may lack: `healthcheck.py worker` runs only in the worker image.
 NOT_IN_EVERY_IMAGE = {("deploy/healthcheck.py", "worker.settings")}
-FIRST_PARTY = {"maskwatch", "worker", "producer", "dashboard", "serving"}
+FIRST_PARTY = {"maskwatch", "worker", "producer", "dashboard", "serving", "model", "training"}
 
 
 # ---- Dockerfile --------------------------------------------------------------------------------------------

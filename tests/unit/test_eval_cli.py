@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from maskwatch.detections import Detection, Detections
-from maskwatch.eval import dataset, report
-from maskwatch.eval.cli import eval_main, evaluate_split, parse_args
 from tests.voc_fixtures import write_voc
+from training.eval import dataset, report
+from training.eval.cli import eval_main, evaluate_split, parse_args
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maskwatch.eval.compliance import MIN_FACES_PER_IMAGE, class_counts, compliance_error
-from maskwatch.eval.metrics import Predicted, Truth, evaluate
-from maskwatch.eval.report import markdown
+from training.eval.compliance import MIN_FACES_PER_IMAGE, class_counts, compliance_error
+from training.eval.metrics import Predicted, Truth, evaluate
+from training.eval.report import markdown
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskwatch.eval import crossval, report
-from maskwatch.eval.cli import eval_main
-from maskwatch.eval.metrics import Predicted, Truth, evaluate
+from training.eval import crossval, report
+from training.eval.cli import eval_main
+from training.eval.metrics import Predicted, Truth, evaluate
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskwatch.eval import dataset, split
 from tests.voc_fixtures import write_voc
+from training.eval import dataset, split
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maskwatch.eval.metrics import (
+from training.eval.metrics import (
     FACE,
     FALSE_POSITIVE,
     MEAN_AP,

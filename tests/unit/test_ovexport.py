@@ -7,13 +7,13 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from serving.ovexport import fold_pool_padding
+from model.ovexport import fold_pool_padding
 
 LOWEST = float(np.finfo(np.float32).min)
 
 
 def padded_pool(pad_value: float, pads_end: tuple[int, int, int, int] = (0, 0, 1, 1)) -> ov.Model:
-    """x [1,2,6,7] -> Pad(value) -> 3x3 stride-2 VALID MaxPool, as serving.ssd writes Caffe's round-up pooling."""
+    """x [1,2,6,7] -> Pad(value) -> 3x3 stride-2 VALID MaxPool, as model.ssd writes Caffe's round-up pooling."""
     x = ops.parameter([1, 2, 6, 7], np.float32, name="x")
     padded = ops.pad(
         x,

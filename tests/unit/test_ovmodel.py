@@ -1,4 +1,4 @@
-"""The OpenVINO runtime's numpy steps against the TensorFlow ops of serving.graph they stand in for."""
+"""The OpenVINO runtime's numpy steps against the TensorFlow ops of model.graph they stand in for."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import simplejpeg
 import tensorflow as tf
 
 from maskwatch.model_api import OUT_BOXES, OUT_CLASSES, OUT_MULTICLASS_SCORES, OUT_NUM, OUT_SCORES
-from serving import graph
-from serving.ovmodel import (
+from model import graph
+from model.ovmodel import (
     ModelFormatError,
     PipelineConfig,
     assemble,
@@ -24,7 +24,7 @@ from serving.ovmodel import (
     image_boxes,
     letterbox_size,
 )
-from serving.parity import Parity, compare
+from model.parity import Parity, compare
 
 CANVAS = (384, 512)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from serving.train.cli import _seen_validation, config_of, parse_args
-from serving.train.config import ClassifierConfig, DetectorConfig, TrainConfig
-from serving.train.data import crop_window
+from training.cli import _seen_validation, config_of, parse_args
+from training.config import ClassifierConfig, DetectorConfig, TrainConfig
+from training.data import crop_window
 
 
 def test_classifier_seed_leaves_the_split_and_the_detector_seed_alone() -> None:

@@ -1,5 +1,5 @@
 """Converts the fine-tuned graph's two networks (detector, classifier) to OpenVINO IR in the SavedModel's version
-directory (`assets.extra/openvino/`), with what `serving.ovmodel` needs to run the rest of the graph in numpy."""
+directory (`assets.extra/openvino/`), with what `model.ovmodel` needs to run the rest of the graph in numpy."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from serving.graph import MaskDetectorModule
-from serving.ovmodel import (
+from model.graph import MaskDetectorModule
+from model.ovmodel import (
     CLASSIFIER_XML,
     CONFIG_FILE,
     DETECTOR_XML,
@@ -19,7 +19,7 @@ from serving.ovmodel import (
     PipelineConfig,
     openvino_dir,
 )
-from serving.ssd import TUNED_VARIANCES, TunedFaceDetector
+from model.ssd import TUNED_VARIANCES, TunedFaceDetector
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def supports(module: MaskDetectorModule) -> bool:
 
 
 def fold_pool_padding(model: Any) -> int:
-    """Fold each constant -inf Pad feeding a MaxPool (serving.ssd pads Caffe's round-up pooling that way) into the
+    """Fold each constant -inf Pad feeding a MaxPool (model.ssd pads Caffe's round-up pooling that way) into the
     pool's own padding, which max pooling ignores the same way: the same outputs without OpenVINO's reference Pad
     kernel (2 % of the detector's time on one AVX2 core). Returns how many were folded."""
     import openvino.opset13 as ops

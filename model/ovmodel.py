@@ -1,6 +1,6 @@
 """The mask-detector model run by OpenVINO: libjpeg-turbo decoding, the two networks in OpenVINO, numpy around them.
 
-`serving.graph.MaskDetectorModule` is the reference: every step here computes what its TensorFlow op computes
+`model.graph.MaskDetectorModule` is the reference: every step here computes what its TensorFlow op computes
 (letterbox resize, crops, classifier + mirror pass, Contract 2 rows), so the outputs match it within the networks'
 rounding (tests/integration/test_openvino_runtime.py). The detector's DetectionOutput (box decoding, top-k, NMS) stays
 the graph's own TensorFlow code: many candidates score exactly 1.0 in float32, and only the same NMS kernel breaks
@@ -41,13 +41,13 @@ CONFIG_FILE = "pipeline.json"
 PRIORS_FILE = "priors.npy"
 DETECTOR_XML = "detector.xml"
 CLASSIFIER_XML = "classifier.xml"
-# What cv2.dnn.blobFromImage subtracts, in BGR order (serving.ssd.BGR_MEAN; not imported: ssd imports TensorFlow), as
+# What cv2.dnn.blobFromImage subtracts, in BGR order (model.ssd.BGR_MEAN; not imported: ssd imports TensorFlow), as
 # a cv2 scalar (a fourth channel, unused).
 BGR_MEAN_SCALAR = (104.0, 177.0, 123.0, 0.0)
-CROP_BORDER = 1  # serving.graph.CROP_BORDER: the replicated edge a crop may read
+CROP_BORDER = 1  # model.graph.CROP_BORDER: the replicated edge a crop may read
 # Both networks run in float32, as TensorFlow does: it matches TensorFlow row for row. OpenVINO would pick bf16 by
 # itself on CPUs with AMX / AVX512-BF16; the detector in bf16 was 4-5x faster there but moved 9 boxes, 30 scores and
-# 3 classes of 843 validation rows past serving.parity's tolerances (serving/EXPERIMENTS.md, "Runtime trials").
+# 3 classes of 843 validation rows past model.parity's tolerances (model/EXPERIMENTS.md, "Runtime trials").
 PRECISION = "f32"
 
 
@@ -100,13 +100,13 @@ def openvino_dir(version_dir: str | Path) -> Path:
 
 
 def has_openvino(version_dir: str | Path) -> bool:
-    """Whether the version directory carries the OpenVINO networks (models exported by serving.export do)."""
+    """Whether the version directory carries the OpenVINO networks (models exported by model.export do)."""
     folder = openvino_dir(version_dir)
     return all((folder / f).is_file() for f in (CONFIG_FILE, PRIORS_FILE, DETECTOR_XML, CLASSIFIER_XML))
 
 
 # ---------------------------------------------------------------------------------------------
-# Pure steps, each the numpy twin of one TensorFlow op of serving.graph / serving.ssd
+# Pure steps, each the numpy twin of one TensorFlow op of model.graph / model.ssd
 # ---------------------------------------------------------------------------------------------
 
 
@@ -230,12 +230,12 @@ def _no_stage(name: str, seconds: float) -> None:
 def _detection_output(
     priors: np.ndarray, cfg: PipelineConfig
 ) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """The graph's DetectionOutput (serving.ssd.detection_output) as a traced TensorFlow function: loc [N,P*4] and
+    """The graph's DetectionOutput (model.ssd.detection_output) as a traced TensorFlow function: loc [N,P*4] and
     softmaxed conf [N,P*2] to boxes [N,keep_top_k,4] (xmin, ymin, xmax, ymax) and scores [N,keep_top_k]."""
     import tensorflow as tf
 
-    from serving.caffe import DetectionParams
-    from serving.ssd import detection_output
+    from model.caffe import DetectionParams
+    from model.ssd import detection_output
 
     variances = np.tile(np.asarray(cfg.variances, np.float32), (len(priors), 1))
     caffe_priors = np.stack([priors.reshape(-1), variances.reshape(-1)])[np.newaxis]
@@ -284,7 +284,7 @@ class OpenVinoMaskDetector:
 
         folder = openvino_dir(version_dir)
         if not has_openvino(version_dir):
-            raise ModelFormatError(f"{folder} lacks the OpenVINO networks (re-export the model with serving.export)")
+            raise ModelFormatError(f"{folder} lacks the OpenVINO networks (re-export the model with model.export)")
         self.config = PipelineConfig.from_json((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         self.priors = np.load(folder / PRIORS_FILE).astype(np.float32)
         core = ov.Core()

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from serving.train.config import ClassifierConfig
-from serving.train.data import class_weights, jittered_windows
-from serving.train.model import FACE_LAYER
-from serving.train.progress import last_figures, save_figures
+from model.tuned import FACE_LAYER
+from training.config import ClassifierConfig
+from training.data import class_weights, jittered_windows
+from training.progress import last_figures, save_figures
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from maskwatch.model_api import (
     OUT_NUM,
     OUT_SCORES,
 )
-from serving.caffe import DetectionParams
-from serving.ssd import BGR_MEAN
+from model.caffe import DetectionParams
+from model.ssd import BGR_MEAN
 
 CLASSIFIER_SIZE = 224
 # The classifier's outputs, in order, as Contract 2 class ids.
@@ -304,7 +304,7 @@ class MaskDetectorModule(tf.Module):
 
         # A row's score is how sure the model is that it is a face, its class the classifier's most probable one:
         # whether a person is counted does not hang on how sure the class is (face score x class probability
-        # dropped the faces the classifier hesitated over, most often violations: serving/EXPERIMENTS.md).
+        # dropped the faces the classifier hesitated over, most often violations: model/EXPERIMENTS.md).
         scores = rows(face_scores)
         return {
             OUT_BOXES: rows(boxes),

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from maskwatch.detections import WIDTH_BUCKETS
-from maskwatch.eval import report as files
-from maskwatch.eval.compliance import GROUP_SIZES
-from maskwatch.eval.metrics import CLASSES, FACE, Report, evaluate
+from training.eval import report as files
+from training.eval.compliance import GROUP_SIZES
+from training.eval.metrics import CLASSES, FACE, Report, evaluate
 
 # (label, path in report.json, unit): the figures given as mean ± sd over the folds
 FIGURES: tuple[tuple[str, tuple[str, ...], str], ...] = (

@@ -9,7 +9,7 @@ from typing import TypeAlias
 import numpy as np
 import tensorflow as tf
 
-from serving.caffe import (
+from model.caffe import (
     Affine,
     CaffeNet,
     Concat,
@@ -293,7 +293,7 @@ TUNED_PARAMS = DetectionParams(
 )
 # Ops up to here keep their Caffe weights: only the input normalisation. Fine-tuning the stride-2 and stride-4 filters
 # too (they were frozen until `layer_64_1_sum` before) raised the validation face AP from 91.1 to 91.9-92.2 % in four
-# runs, for ~20 % more time per detector epoch (serving/EXPERIMENTS.md).
+# runs, for ~20 % more time per detector epoch (model/EXPERIMENTS.md).
 FROZEN_UNTIL = "data_bn"
 # Context for small faces: fc7 (stride 16) added into conv4_3_norm (stride 8). Laterals apply in order, so a
 # further one may read a blob an earlier one enriched.

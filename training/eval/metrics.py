@@ -18,7 +18,7 @@ import numpy as np
 from maskwatch.detections import CLASS_NAMES, WIDTH_BUCKETS
 
 if TYPE_CHECKING:
-    from maskwatch.eval.compliance import ComplianceError
+    from training.eval.compliance import ComplianceError
 
 CLASSES = tuple(CLASS_NAMES[i] for i in sorted(CLASS_NAMES))
 FACE = "face"  # every class merged: the detector's own job
@@ -262,7 +262,7 @@ def evaluate(
     detections scoring at least `min_score` (the operating point: 0 counts what the worker counts), and the
     operator's compliance error there. With `resamples`, also each AP's 95 % bootstrap interval (images drawn with
     replacement, seeded)."""
-    from maskwatch.eval.compliance import compliance_error  # it builds on this module's types
+    from training.eval.compliance import compliance_error  # it builds on this module's types
     classes: dict[str, ClassReport] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     per_class_scores = any(p.class_scores is not None and len(p.labels) for p in preds)

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from maskwatch.detections import INCORRECT
-from maskwatch.eval.dataset import Sample
+from training.eval.dataset import Sample
 
 SPLITS = ("train", "val", "all")
 DEFAULT_VAL_FRACTION = 0.2

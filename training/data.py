@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from maskwatch.eval.dataset import Sample
-from maskwatch.eval.metrics import iou_matrix
-from serving.ssd import BGR_MEAN, encode_boxes
-from serving.train.model import TUNED_CLASS_IDS
+from model.ssd import BGR_MEAN, encode_boxes
+from model.tuned import TUNED_CLASS_IDS
+from training.eval.dataset import Sample
+from training.eval.metrics import iou_matrix
 
 # Anchor matching (S3FD-style for tiny faces): positive from this IoU, plus each face's best anchor.
 POSITIVE_IOU = 0.35

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from maskwatch.eval.compliance import MIN_FACES_PER_IMAGE, ComplianceError
-from maskwatch.eval.metrics import CLASSES, FACE, FALSE_POSITIVE, MEAN_AP, MISSED, Predicted, Report, Truth
+from training.eval.compliance import MIN_FACES_PER_IMAGE, ComplianceError
+from training.eval.metrics import CLASSES, FACE, FALSE_POSITIVE, MEAN_AP, MISSED, Predicted, Report, Truth
 
 JSON_FILE, MARKDOWN_FILE, PLOT_FILE, DETECTIONS_FILE = "report.json", "report.md", "pr.png", "detections.json"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from maskwatch.detections import DEFAULT_MIN_SCORE
-from maskwatch.eval import crossval, dataset, report, runner, split
-from maskwatch.eval.metrics import DEFAULT_IOU, Report, Truth, evaluate
 from maskwatch.logs import setup_logging
 from maskwatch.model_api import MODEL_NAME
+from training.eval import crossval, dataset, report, runner, split
+from training.eval.metrics import DEFAULT_IOU, Report, Truth, evaluate
 
 logger = logging.getLogger(__name__)
 

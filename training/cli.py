@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from maskwatch.eval import dataset, report, split
 from maskwatch.logs import setup_logging
 from maskwatch.model_api import ASSETS_EXTRA, MODEL_NAME
-from serving.train import model as tuned
-from serving.train.config import ClassifierConfig, DetectorConfig, TrainConfig
-from serving.train.model import DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_CANVAS_HW, DEFAULT_MAX_UPSCALE
+from model import tuned
+from model.tuned import DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_CANVAS_HW, DEFAULT_MAX_UPSCALE
+from training.config import ClassifierConfig, DetectorConfig, TrainConfig
+from training.eval import dataset, report, split
 
 logger = logging.getLogger(__name__)
 
@@ -70,12 +70,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--limit", type=int, default=0, help="use only the first N training images (quick runs)")
     ap.add_argument("--work-dir", type=Path, help="checkpoints and weights (default: <out>/.train)")
     ap.add_argument("--resume", action="store_true", help="carry on from the work directory's checkpoints")
-    ap.add_argument("--install-weights", type=Path, help="also copy the weights here (e.g. serving/weights)")
+    ap.add_argument("--install-weights", type=Path, help="also copy the weights here (e.g. model/weights)")
     ap.add_argument(
         "--detector-from",
         type=Path,
         metavar="WEIGHTS_DIR",
-        help="keep this weights directory's detector (e.g. serving/weights) and train only the classifier",
+        help="keep this weights directory's detector (e.g. model/weights) and train only the classifier",
     )
     ap.add_argument(
         "--face-threshold",
@@ -264,7 +264,7 @@ def _start_tensorflow(config: TrainConfig) -> None:
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     import tensorflow as tf
 
-    from maskwatch.eval import runner
+    from training.eval import runner
 
     runner.limit_threads(config.threads)
     tf.random.set_seed(config.seed)
@@ -300,9 +300,9 @@ def train_weights(
 ) -> Path:
     """Both stages trained on `parts.train` (checkpoints in `work`, resumable) and written as a weights directory
     (returned) whose manifest records the split as `split_record`."""
-    from serving import caffe, export
-    from serving.ssd import TunedFaceDetector
-    from serving.train import data
+    from model import caffe, export
+    from model.ssd import TunedFaceDetector
+    from training import data
 
     train_samples = parts.train[: config.limit] if config.limit else parts.train
     logger.info("training images=%d of=%d work=%s", len(train_samples), len(parts.train), work)
@@ -354,7 +354,7 @@ def fit_detector(
         detector.load_weights(kept.arrays)
         logger.info("detector kept dir=%s sha256=%s", kept.origin, kept.sha256[:16])
         return kept.record()
-    from serving.train import detector as det_train
+    from training import detector as det_train
 
     figures = det_train.train_detector(detector, images, config.detector, work / "detector", config.resume)
     return {**asdict(config.detector), "final": figures}
@@ -372,9 +372,9 @@ def fit_classifier(
     training images; returns it and the manifest's `training.classifier` record."""
     import tf_keras
 
-    from serving import export
-    from serving.train import classifier as cls_train
-    from serving.train import data, negatives
+    from model import export
+    from training import classifier as cls_train
+    from training import data, negatives
 
     cls_cfg = config.classifier
     patches, labels = data.face_patches(images)
@@ -408,9 +408,9 @@ def export_validated(
 ) -> tuple[Path, dict[str, Any]]:
     """The next model version, published only once its validation report is written into it; FileExistsError when
     that version exists."""
-    from maskwatch.eval import runner
-    from maskwatch.eval.cli import evaluate_split
-    from serving import export
+    from model import export
+    from training.eval import runner
+    from training.eval.cli import evaluate_split
 
     version = config.version or next_version(config.out / MODEL_NAME)
     module, manifest = export.build_tuned_module(weights_dir, export.default_sources(), max_detections=export.DEFAULT_MAX_DETECTIONS)
@@ -437,7 +437,7 @@ def export_validated(
 
 
 def install_weights(config: TrainConfig, weights_dir: Path) -> None:
-    """With --install-weights, the three weights files copied there (e.g. serving/weights)."""
+    """With --install-weights, the three weights files copied there (e.g. model/weights)."""
     if not config.install_weights:
         return
     config.install_weights.mkdir(parents=True, exist_ok=True)
@@ -453,8 +453,8 @@ def cross_validate(config: TrainConfig) -> int:
     its checkpoints. 0 when the report is written, 2 on unusable data or a fold made with other settings."""
     import tensorflow as tf
 
-    from maskwatch.eval import crossval
-    from maskwatch.eval.cli import DEFAULT_BOOTSTRAP
+    from training.eval import crossval
+    from training.eval.cli import DEFAULT_BOOTSTRAP
 
     started = time.monotonic()
     try:
@@ -549,9 +549,9 @@ def measure_fold(
 ) -> None:
     """The fold's model, built as export builds it and run in process, measured on its held-out images: the report
     and detections written to `fold_dir` (report.json last, so a report there is a finished fold)."""
-    from maskwatch.eval import runner
-    from maskwatch.eval.cli import run_split
-    from serving import export
+    from model import export
+    from training.eval import runner
+    from training.eval.cli import run_split
 
     module, _ = export.build_tuned_module(weights_dir, export.default_sources(), max_detections=export.DEFAULT_MAX_DETECTIONS)
     measured = run_split(runner.ModulePredictor(module, name), held_out, fps_frames=config.fps_frames)

@@ -1,19 +1,19 @@
 """Training settings: the detector's, the classifier's and the whole run's, with the defaults `maskwatch train` uses
-(how they were chosen: serving/EXPERIMENTS.md)."""
+(how they were chosen: model/EXPERIMENTS.md)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskwatch.eval import split
-from serving.train.model import (
+from model.tuned import (
     DEFAULT_CANDIDATE_THRESHOLD,
     DEFAULT_CANVAS_HW,
     DEFAULT_CLASSIFIER_SIZE,
     DEFAULT_CROP_MARGIN,
     DEFAULT_MAX_UPSCALE,
 )
+from training.eval import split
 
 
 @dataclass(frozen=True)

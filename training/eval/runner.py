@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 
 from maskwatch.detections import Detections
-from maskwatch.eval.metrics import Predicted
 from maskwatch.model_api import (
     INPUT_IMAGES,
     MODEL_NAME,
@@ -23,6 +22,7 @@ from maskwatch.model_api import (
     ModelClient,
     parse_outputs,
 )
+from training.eval.metrics import Predicted
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +74,10 @@ class SavedModelPredictor:
 
 
 class OpenVinoPredictor:
-    """The same version directory run by the model server's OpenVINO runtime (serving.ovmodel), in this process."""
+    """The same version directory run by the model server's OpenVINO runtime (model.ovmodel), in this process."""
 
     def __init__(self, path: Path, threads: int = 0) -> None:
-        from serving.ovmodel import OpenVinoMaskDetector
+        from model.ovmodel import OpenVinoMaskDetector
 
         self.version_dir = resolve_version_dir(path)
         self.name = f"{self.version_dir} (openvino)"

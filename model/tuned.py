@@ -1,5 +1,5 @@
 """The fine-tuned mask model as files: `face_detector.npz` + `mask_classifier.npz` + `manifest.json` (how to
-rebuild it), read by `python -m serving.export` and written by `maskwatch train`."""
+rebuild it), read by `python -m model.export` and written by `maskwatch train`."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from maskwatch.detections import CLASS_IDS, INCORRECT, WITH_MASK, WITHOUT_MASK
 DETECTOR_FILE = "face_detector.npz"
 CLASSIFIER_FILE = "mask_classifier.npz"
 MANIFEST_FILE = "manifest.json"
-# The weights committed with the code (see serving/MODEL_CARD.md).
-PACKAGED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+# The weights committed with the code (see model/MODEL_CARD.md).
+PACKAGED_WEIGHTS = Path(__file__).resolve().parent / "weights"
 # Classifier outputs, in order, as Contract 2 class ids.
 TUNED_CLASS_IDS = (CLASS_IDS[WITH_MASK], CLASS_IDS[WITHOUT_MASK], CLASS_IDS[INCORRECT])
 # Served detector input (sides divisible by the coarsest stride, 64): 640x480 frames are shrunk by 0.8. 448x576
-# finds a few more small faces at 1.3x the cost (serving/EXPERIMENTS.md; `python -m serving.export --canvas 448x576`).
+# finds a few more small faces at 1.3x the cost (model/EXPERIMENTS.md; `python -m model.export --canvas 448x576`).
 DEFAULT_CANVAS_HW = (384, 512)
 # A smaller image is upscaled by up to this factor to fill the canvas (free: the canvas size is fixed).
 DEFAULT_MAX_UPSCALE = 2.0

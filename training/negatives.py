@@ -9,10 +9,10 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from maskwatch.eval.dataset import Sample
-from maskwatch.eval.runner import to_predicted
 from maskwatch.model_api import parse_outputs
-from serving.graph import Detector, MaskDetectorModule
+from model.graph import Detector, MaskDetectorModule
+from training.eval.dataset import Sample
+from training.eval.runner import to_predicted
 
 logger = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from serving.ssd import TunedFaceDetector
-from serving.train.config import DetectorConfig
-from serving.train.data import Image, detector_batch
-from serving.train.progress import last_figures, save_figures
+from model.ssd import TunedFaceDetector
+from training.config import DetectorConfig
+from training.data import Image, detector_batch
+from training.progress import last_figures, save_figures
 
 logger = logging.getLogger(__name__)
 

