@@ -19,7 +19,7 @@ from serving.status import ServingError, code_from_number, failed_precondition, 
 logger = logging.getLogger(__name__)
 
 SERVE_TAG = "serve"
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 SAVED_MODEL_FILENAMES = ("saved_model.pb", "saved_model.pbtxt")
 
 
@@ -147,14 +147,7 @@ class OpenVinoServable(Servable):
         except (ModelFormatError, OSError, RuntimeError) as error:
             raise LoadError(f"Failed to load the OpenVINO networks at {path}: {error}") from error
         floor_h, floor_w = model.decode_floor_hw
-        logger.info(
-            "openvino runtime model=%s version=%d precision=%s decode_floor=%dx%d",
-            name,
-            version,
-            model.config.precision,
-            floor_w,
-            floor_h,
-        )
+        logger.info("openvino runtime model=%s version=%d decode_floor=%dx%d", name, version, floor_w, floor_h)
         return cls(name, version, path, meta_graph, model)
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

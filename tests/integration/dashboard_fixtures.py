@@ -25,6 +25,7 @@ from dashboard.server import Server
 from dashboard.settings import DashboardSettings
 from maskwatch.detections import Counts
 from maskwatch.procs import Child, free_port, port_open, py
+from maskwatch.settings import env_name
 from maskwatch.store import EPISODE_CLOSED, BatchWrite, Episode, Store, episode_notice
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,8 +205,7 @@ def settings_env(settings: DashboardSettings, overrides: dict[str, Any]) -> dict
     """The environment variables that give a `python -m dashboard` process these settings overrides."""
     env: dict[str, str] = {}
     for name in overrides:
-        alias = DashboardSettings.model_fields[name].validation_alias
-        var = alias if isinstance(alias, str) else f"MW_{name.upper()}"
+        var = env_name(DashboardSettings, name)
         value = getattr(settings, name)
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
