@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from bench.security import PeakRss, header_bomb, large_jpeg
-from maskwatch.detections import OUT_BOXES, OUT_NUM
+from maskwatch.model_api import OUT_BOXES, OUT_NUM
 from tests.integration.serving_fixtures import ServerProcess, predict_request
 
 pytestmark = pytest.mark.timeout(900)
