@@ -27,13 +27,13 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import psutil
 
 from maskwatch.detections import Counts
+from maskwatch.payloads import CameraSummary
 from maskwatch.procs import Children, free_port, port_open, py, serving_command, wait_for
 from maskwatch.store import BatchWrite, Store, epoch_minute, summarise
 
@@ -65,7 +65,7 @@ def seed_site(store: Store, cameras: int, now_ms: int) -> None:
         store.commit_batch(batch, "bench")
 
 
-def per_minute_summaries(store: Store, minutes: int, now_ms: int | None = None) -> list[dict[str, Any]]:
+def per_minute_summaries(store: Store, minutes: int, now_ms: int | None = None) -> list[CameraSummary]:
     """The summaries as they were computed before: per camera, its info, every minute bucket, its totals."""
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     out = []

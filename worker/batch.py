@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from maskwatch.detections import Counts, Detection, Detections
 from maskwatch.frames import (
@@ -19,6 +19,7 @@ from maskwatch.frames import (
     parse_message,
     seq_of,
 )
+from maskwatch.payloads import CameraActivity, LiveNotice
 from maskwatch.store import TP, BatchWrite, Episode, Seen, episode_notice
 from worker import annotate
 from worker.episodes import Announcer, EpisodeBook, EpisodeBooks, face_quality
@@ -299,24 +300,14 @@ def applied_totals(batch: BatchWrite, applied: set[TP]) -> dict[str, Counts]:
     return out
 
 
-def live_notice(
-    worker_id: str, now_ms: int, cameras: Mapping[str, Mapping[str, int]], announced: Iterable[Episode]
-) -> dict[str, Any]:
-    """The notice on `mw:updates`: the cameras a batch counted (frames, newest frame) and the episode states worth
-    announcing."""
-    return {
-        "type": "batch",
-        "worker": worker_id,
-        "ts_ms": now_ms,
-        "cameras": {cid: dict(c) for cid, c in cameras.items()},
-        "violations": [episode_notice(ep) for ep in announced],
-    }
+def live_notice(worker_id: str, now_ms: int, cameras: Mapping[str, CameraActivity], announced: Iterable[Episode]) -> LiveNotice:
+    """The notice on `mw:updates`: the cameras a batch counted and the episode states worth announcing."""
+    return LiveNotice(worker_id, now_ms, dict(cameras), tuple(episode_notice(ep) for ep in announced))
 
 
-def batch_notice(worker_id: str, now_ms: int, batch: BatchWrite, applied: set[TP], announcer: Announcer) -> dict[str, Any]:
+def batch_notice(worker_id: str, now_ms: int, batch: BatchWrite, applied: set[TP], announcer: Announcer) -> LiveNotice:
     """The live notice of a stored batch: only what the transaction applied (a duplicate announces nothing new)."""
     cameras = {
-        cid: {"frames": c.frames, "last_frame_ms": batch.last_frame_ms.get(cid, 0)}
-        for cid, c in applied_totals(batch, applied).items()
+        cid: CameraActivity(c.frames, batch.last_frame_ms.get(cid, 0)) for cid, c in applied_totals(batch, applied).items()
     }
     return live_notice(worker_id, now_ms, cameras, announcer.select(ep for part, ep in batch.episodes if part in applied))
