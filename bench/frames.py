@@ -8,21 +8,10 @@ import math
 import cv2
 import numpy as np
 
-from producer.scene import draw_mask, portraits
+from producer.scene import backdrop, tile
 
 WIDTH, HEIGHT = 640, 480
 JPEG_QUALITY = 80  # the producer's default camera quality
-WALL = (70, 78, 84)
-FLOOR = (50, 55, 60)
-
-
-def _tile(index: int, masked: bool, height: int) -> np.ndarray:
-    p = portraits()[index % len(portraits())]
-    img = p.image.copy()
-    if masked:
-        draw_mask(img, p.face)
-    scale = height / img.shape[0]
-    return cv2.resize(img, (max(1, int(img.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
 
 
 def compose_faces(faces: int, t: float = 0.0, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
@@ -32,23 +21,21 @@ def compose_faces(faces: int, t: float = 0.0, width: int = WIDTH, height: int = 
     """
     if not 1 <= faces <= 4:
         raise ValueError(f"faces must be 1..4, got {faces}")
-    frame = np.empty((height, width, 3), np.uint8)
-    frame[:] = WALL
-    cv2.rectangle(frame, (0, int(height * 0.82)), (width, height), FLOOR, -1)
+    frame = backdrop(width, height)
     rows = 1 if faces <= 2 else 2
     cols = 1 if faces == 1 else 2
     cell_w, cell_h = width // cols, height // rows
     tile_h = int(cell_h * (0.78 if rows == 1 else 0.96))
     for i in range(faces):
-        tile = _tile(i, masked=i % 2 == 0, height=tile_h)
-        th, tw = tile.shape[:2]
+        person = tile(i, masked=i % 2 == 0, height=tile_h)
+        th, tw = person.shape[:2]
         tw = min(tw, cell_w)
         r, c = divmod(i, cols)
         dx = int(8 * math.sin(t * 0.7 + i * 2.1))
         dy = int(4 * math.sin(t * 1.1 + i))
         x = max(0, min(width - tw, c * cell_w + (cell_w - tw) // 2 + dx))
         y = max(0, min(height - th, r * cell_h + (cell_h - th) // 2 + dy))
-        frame[y : y + th, x : x + tw] = tile[:th, :tw]
+        frame[y : y + th, x : x + tw] = person[:th, :tw]
     return frame
 
 

@@ -7,7 +7,6 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from flask import Flask
 from pydantic import ValidationError
@@ -18,6 +17,7 @@ from dashboard.server import ProductionServer
 from dashboard.settings import DashboardSettings
 from dashboard.site import SiteError, load_site_view
 from maskwatch.logs import setup_logging
+from maskwatch.settings import add_flags, flags_over_env
 from maskwatch.store import Store
 from maskwatch.tfprotos import use_protos_only
 
@@ -31,7 +31,6 @@ FLAGS = (
     "serving",
     "window_minutes",
     "message_queue",
-    "site_file",
     "cors_origins",
     "allowed_hosts",
     "trusted_proxies",
@@ -41,44 +40,21 @@ FLAGS = (
 )
 
 
-def _help(field: str) -> str:
-    info = DashboardSettings.model_fields[field]
-    return f"{info.description} (default {info.default!r})"
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_settings(argv: Sequence[str] | None = None) -> DashboardSettings:
+    """Flags over MW_* environment variables, as the process runs with them; raises ValidationError."""
     p = argparse.ArgumentParser(
         prog="python -m dashboard",
         description="MaskWatch dashboard: live compliance per camera over Socket.IO, and the REST API. "
         "Flags override environment variables (MW_REDIS_URL, MW_SITE_FILE, MW_DASHBOARD_PORT, MW_DASHBOARD_TOKEN, ...); "
         "the access token is read from MW_DASHBOARD_TOKEN only, never from a flag.",
     )
-    p.add_argument("--host", help=_help("host"))
-    p.add_argument("--port", type=int, help=_help("port"))
-    p.add_argument("--redis-url", help=_help("redis_url"))
-    p.add_argument("--redis-prefix", help=_help("redis_prefix"))
-    p.add_argument("--serving", help=_help("serving"))
-    p.add_argument("--window-minutes", type=int, help=_help("window_minutes"))
-    p.add_argument("--message-queue", action=argparse.BooleanOptionalAction, default=None, help=_help("message_queue"))
-    p.add_argument("--site", dest="site_file", metavar="SITE_YAML", help=_help("site_file") + "; env MW_SITE_FILE")
-    p.add_argument("--cors-origins", metavar="ORIGINS", help=_help("cors_origins"))
-    p.add_argument("--allowed-hosts", metavar="HOSTS", help=_help("allowed_hosts"))
-    p.add_argument("--trusted-proxies", type=int, metavar="N", help=_help("trusted_proxies"))
-    p.add_argument("--insecure", action="store_true", default=None, help=_help("insecure"))
-    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help=_help("log_level"))
-    p.add_argument("--log-format", choices=["kv", "json"], help=_help("log_format"))
-    return p.parse_args(argv)
-
-
-def load_settings(args: argparse.Namespace) -> DashboardSettings:
-    overrides: dict[str, Any] = {f: getattr(args, f) for f in FLAGS if getattr(args, f) is not None}
-    return DashboardSettings(**overrides)
+    add_flags(p, DashboardSettings, *FLAGS, site_file="--site")
+    return flags_over_env(DashboardSettings, p.parse_args(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
     try:
-        settings = load_settings(args)
+        settings = parse_settings(argv)
     except ValidationError as exc:
         print(f"dashboard: bad configuration\n{exc}", file=sys.stderr)
         return 2

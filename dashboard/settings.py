@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasGenerator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from maskwatch.frames import MAX_PIXELS
@@ -14,9 +14,10 @@ from maskwatch.settings import CommonSettings
 ENV_PREFIX = "MW_DASHBOARD_"
 
 
-def _env(name: str) -> str:
-    """The environment variable of a dashboard field; in code the field name works too (populate_by_name)."""
-    return ENV_PREFIX + name.upper()
+def _env(field: str) -> str | None:
+    """The environment variable of a dashboard field, MW_DASHBOARD_<FIELD> (in code the field name works too:
+    populate_by_name); None for a shared field, read as MW_<FIELD> through the env prefix."""
+    return None if field in CommonSettings.model_fields else ENV_PREFIX + field.upper()
 
 
 class DashboardSettings(CommonSettings):
@@ -27,86 +28,74 @@ class DashboardSettings(CommonSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="MW_", extra="forbid", frozen=True, populate_by_name=True, env_ignore_empty=True
+        env_prefix="MW_",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        env_ignore_empty=True,
+        # pydantic types the generator as returning a name, yet leaves a field unaliased on None (pydantic#13248)
+        alias_generator=AliasGenerator(validation_alias=_env),  # type: ignore[arg-type]
     )
 
-    host: str = Field("127.0.0.1", min_length=1, validation_alias=_env("host"), description="Address to listen on")
-    port: int = Field(
-        5000, ge=0, le=65535, validation_alias=_env("port"), description="TCP port to listen on (0 picks a free one)"
-    )
+    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on")
+    port: int = Field(5000, ge=0, le=65535, description="TCP port to listen on (0 picks a free one)")
     window_minutes: int = Field(
         15,
         ge=1,
         le=1440,
-        validation_alias=_env("window_minutes"),
         description="Minutes of per-minute buckets summed for the live compliance figure",
     )
     token: SecretStr | None = Field(
         None,
-        validation_alias=_env("token"),
         description="When set, every page, API call and socket needs it (Bearer header, ?token= or the login cookie)",
     )
     message_queue: bool = Field(
         False,
-        validation_alias=_env("message_queue"),
         description="Share live events between replicas through Redis; one replica, elected by a Redis lock, emits",
     )
     camera_update_hz: float = Field(
         4.0,
         gt=0,
         le=4.0,
-        validation_alias=_env("camera_update_hz"),
         description="Most camera_update events per camera per second",
     )
-    system_interval_s: float = Field(
-        2.0, ge=0.5, le=60, validation_alias=_env("system_interval_s"), description="Seconds between system events"
-    )
+    system_interval_s: float = Field(2.0, ge=0.5, le=60, description="Seconds between system events")
     stale_after_s: float = Field(
         30.0,
         ge=1,
         le=3600,
-        validation_alias=_env("stale_after_s"),
         description="A camera whose newest counted frame is older than this is shown offline",
     )
-    good_threshold: float = Field(
-        0.9, ge=0, le=1, validation_alias=_env("good_threshold"), description="Compliance at or above this is green"
-    )
+    good_threshold: float = Field(0.9, ge=0, le=1, description="Compliance at or above this is green")
     warn_threshold: float = Field(
         0.75,
         ge=0,
         le=1,
-        validation_alias=_env("warn_threshold"),
         description="Compliance at or above this (and below good) is amber; below it is red",
     )
     leader_ttl_s: float = Field(
         10.0,
         ge=2,
         le=120,
-        validation_alias=_env("leader_ttl_s"),
         description="Expiry of the emitter leader lock (renewed every third of it) when message_queue is on",
     )
-    predict_timeout_s: float = Field(
-        10.0, gt=0, le=120, validation_alias=_env("predict_timeout_s"), description="Deadline of one Predict call"
-    )
+    predict_timeout_s: float = Field(10.0, gt=0, le=120, description="Deadline of one Predict call")
     max_upload_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1024,
         le=64 * 1024 * 1024,
-        validation_alias=_env("max_upload_bytes"),
         description="Largest image accepted by POST /api/predict",
     )
     max_upload_pixels: int = Field(
         MAX_PIXELS,
         ge=64 * 64,
         le=8192 * 8192,
-        validation_alias=_env("max_upload_pixels"),
         description="Largest image, in pixels read from its header before decoding, accepted by POST /api/predict",
     )
     max_concurrent_predicts: int = Field(
         2,
         ge=1,
         le=64,
-        validation_alias=_env("max_concurrent_predicts"),
         description="Uploads checked at once by POST /api/predict; more get 429 with Retry-After",
     )
 
@@ -114,27 +103,23 @@ class DashboardSettings(CommonSettings):
         32,
         ge=4,
         le=1000,
-        validation_alias=_env("server_threads"),
         description="Threads of the production server: requests served at once (each open live socket holds one)",
     )
     request_timeout_s: float = Field(
         10.0,
         gt=0,
         le=300,
-        validation_alias=_env("request_timeout_s"),
         description="A request whose bytes stop coming for this long is dropped (half-sent requests free their "
         "thread); live sockets are exempt",
     )
     insecure: bool = Field(
         False,
-        validation_alias=_env("insecure"),
         description="Allow listening on a non-loopback address with no token (anyone who can reach it sees the "
         "cameras); without it the dashboard refuses to start that way",
     )
     allowed_hosts: str = Field(
         "",
         max_length=2000,
-        validation_alias=_env("allowed_hosts"),
         description="Host names (comma separated) requests may be addressed to, others get 400 (DNS rebinding); "
         "empty: localhost, 127.0.0.1, ::1 and the listen address, or any host when listening on all interfaces",
     )
@@ -142,7 +127,6 @@ class DashboardSettings(CommonSettings):
         0,
         ge=0,
         le=5,
-        validation_alias=_env("trusted_proxies"),
         description="Reverse proxies in front of the dashboard whose X-Forwarded-For/-Proto/-Host are believed "
         "(client address for rate limits, https for Secure cookies and HSTS); 0 believes none",
     )
@@ -150,21 +134,18 @@ class DashboardSettings(CommonSettings):
         12 * 3600,
         ge=60,
         le=30 * 24 * 3600,
-        validation_alias=_env("session_ttl_s"),
         description="Lifetime of a login session (a random id in Redis; logout revokes it)",
     )
     auth_max_failures: int = Field(
         10,
         ge=1,
         le=10_000,
-        validation_alias=_env("auth_max_failures"),
         description="Failed logins or wrong tokens one client address may make per auth_window_s before 429",
     )
     auth_window_s: int = Field(
         300,
         ge=1,
         le=24 * 3600,
-        validation_alias=_env("auth_window_s"),
         description="Window of the failed-login limit, from the first failure",
     )
 
@@ -177,7 +158,6 @@ class DashboardSettings(CommonSettings):
     cors_origins: str = Field(
         "",
         max_length=2000,
-        validation_alias=_env("cors_origins"),
         description="Other origins (scheme://host[:port], comma separated) whose pages may call the API and open "
         "the socket; the dashboard's own origin always may",
     )
@@ -187,7 +167,12 @@ class DashboardSettings(CommonSettings):
     def _origins(cls, v: str) -> str:
         for origin in (o.strip() for o in v.split(",") if o.strip()):
             parts = urlsplit(origin)
-            if origin == "*" or parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            if (
+                origin == "*"
+                or parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path not in ("", "/")
+            ):
                 raise ValueError(f"{origin!r} is not an origin like https://ops.example.org (no '*', no path)")
         return v
 

@@ -16,27 +16,17 @@ from pydantic import ValidationError
 from maskwatch.frames import is_valid_camera_id
 from maskwatch.lifecycle import stop_event
 from maskwatch.logs import setup_logging
+from maskwatch.model_api import MODEL_NAME
 from maskwatch.payloads import WINDOWS, CameraSummary
-from maskwatch.settings import CommonSettings
+from maskwatch.settings import CommonSettings, add_flags, flags_over_env
 from maskwatch.site import SiteError, load_site
 from maskwatch.stack import Stack, StackConfig, StackSettings
 from maskwatch.store import CameraStillSent, Store, camera_summaries, camera_summary, remove_camera
 
 
 def _up(args: argparse.Namespace) -> int:
-    flags = {
-        k: v
-        for k, v in (
-            ("kafka", args.kafka),
-            ("redis_url", args.redis_url),
-            ("serving", args.serving),
-            ("redis_prefix", args.redis_prefix),
-            ("dashboard_port", args.dashboard_port),
-        )
-        if v is not None
-    }
     try:
-        settings = StackSettings(**flags)
+        settings = flags_over_env(StackSettings, args)
     except ValidationError as e:
         print(f"maskwatch up: {e}", file=sys.stderr)
         return 2
@@ -132,8 +122,7 @@ def _history(args: argparse.Namespace, store: Store) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
-    settings = CommonSettings(**overrides)
+    settings = flags_over_env(CommonSettings, args)
     if args.camera is not None and not is_valid_camera_id(args.camera):
         print(f"maskwatch stats: {args.camera!r} is not a camera id", file=sys.stderr)
         return 2
@@ -164,8 +153,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _cameras_remove(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
-    settings = CommonSettings(**overrides)
+    settings = flags_over_env(CommonSettings, args)
     if not is_valid_camera_id(args.camera):
         print(f"maskwatch cameras remove: {args.camera!r} is not a camera id", file=sys.stderr)
         return 2
@@ -195,8 +183,7 @@ def _report(args: argparse.Namespace) -> int:
     from maskwatch import history, report
     from maskwatch.site import SiteError, load_site
 
-    overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
-    settings = CommonSettings(**overrides)
+    settings = flags_over_env(CommonSettings, args)
     try:
         site = load_site(args.site) if args.site else None
     except SiteError as exc:
@@ -276,8 +263,7 @@ def _token_new(args: argparse.Namespace) -> int:
 def _cameras_reload(args: argparse.Namespace) -> int:
     from producer.reload import cameras_reload
 
-    overrides = {k: v for k, v in (("redis_url", args.redis_url), ("redis_prefix", args.redis_prefix)) if v}
-    settings = CommonSettings(**overrides)
+    settings = flags_over_env(CommonSettings, args)
     return cameras_reload(settings.redis_url, settings.redis_prefix, timeout_s=args.timeout)
 
 
@@ -312,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         "--serving", help="TF Serving gRPC host:port (default MW_SERVING, else 127.0.0.1:8500); a free local port gets ours"
     )
     up.add_argument("--dashboard-port", type=int, help="default MW_DASHBOARD_PORT, else 5000")
-    up.add_argument("--model-base-path", default="models/mask_detector")
+    up.add_argument("--model-base-path", default=f"models/{MODEL_NAME}")
     up.add_argument("--demo-cameras", type=int, default=3)
     up.add_argument("--demo-fps", type=float, default=2.0)
     up.set_defaults(fn=_up)
@@ -327,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--zone", help="history of one zone (its own hourly and daily buckets)")
     st.add_argument("--resolution", choices=["minute", "hour", "day"], help="default: the one the range calls for")
     st.add_argument("--timezone", default="UTC", help="IANA zone of dates given and printed (default UTC)")
-    st.add_argument("--redis-url", help="default MW_REDIS_URL")
-    st.add_argument("--redis-prefix", help="default MW_REDIS_PREFIX")
+    add_flags(st, CommonSettings, "redis_url", "redis_prefix")
     st.set_defaults(fn=_stats)
     rep = sub.add_parser("report", help="a compliance report over a range (the dashboard's GET /api/report): HTML or CSV")
     rep.add_argument("--from", dest="from_", help="start: epoch ms, ISO date or date-time (default: 7 days before --to)")
@@ -338,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--format", choices=["html", "csv"], default="html")
     rep.add_argument("--out", help="file to write (default: standard output)")
     rep.add_argument("--site", help="site YAML: its name, time zone and shifts")
-    rep.add_argument("--redis-url", help="default MW_REDIS_URL")
-    rep.add_argument("--redis-prefix", help="default MW_REDIS_PREFIX")
+    add_flags(rep, CommonSettings, "redis_url", "redis_prefix")
     rep.set_defaults(fn=_report)
     tok = sub.add_parser("token", help="dashboard access tokens")
     tok_sub = tok.add_subparsers(dest="token_cmd", required=True)
@@ -352,16 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     cams = sub.add_parser("cameras", help="camera management")
     cams_sub = cams.add_subparsers(dest="cameras_cmd", required=True)
     rl = cams_sub.add_parser("reload", help="ask every running producer to re-read its site file (like SIGHUP)")
-    rl.add_argument("--redis-url")
-    rl.add_argument("--redis-prefix")
+    add_flags(rl, CommonSettings, "redis_url", "redis_prefix")
     rl.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the producers' answers")
     rl.set_defaults(fn=_cameras_reload)
     rm = cams_sub.add_parser(
         "remove", help="retire a camera no producer runs: it leaves the overview, /api/cameras and site figures"
     )
     rm.add_argument("camera")
-    rm.add_argument("--redis-url")
-    rm.add_argument("--redis-prefix")
+    add_flags(rm, CommonSettings, "redis_url", "redis_prefix")
     rm.set_defaults(fn=_cameras_remove)
     sc = sub.add_parser("site", help="site file tools")
     sc_sub = sc.add_subparsers(dest="site_cmd", required=True)

@@ -20,6 +20,8 @@ from pathlib import Path
 import psutil
 import redis
 
+from maskwatch.model_api import MODEL_NAME
+
 logger = logging.getLogger(__name__)
 
 # every child: TensorFlow's C++ logging off, Python's output unbuffered (its log shows what it did up to a crash)
@@ -127,10 +129,13 @@ class Child:
 
         wait_for(ready, timeout_s, what or self.name, interval_s)
 
-    def signal(self, sig: int) -> None:
-        """Send `sig` to its process group."""
+    def send_signal(self, sig: int, group: bool = True) -> None:
+        """Send `sig` to its process group (what it started gets it too, as from a terminal), or to it alone."""
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, sig)
+            if group:
+                os.killpg(self.pid, sig)
+            else:
+                os.kill(self.pid, sig)
 
     def finish(self, timeout_s: float) -> int:
         """Wait up to `timeout_s` for it to exit, then SIGKILL it; its exit status."""
@@ -140,16 +145,19 @@ class Child:
             logger.info("stopped child=%s rc=%s", self.name, self.proc.returncode)
         except subprocess.TimeoutExpired:
             logger.warning("killing child=%s (no exit after SIGTERM)", self.name)
-            self.signal(signal.SIGKILL)
+            self.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=5)
         return self.proc.returncode
 
-    def stop(self, timeout_s: float = 15.0) -> int | None:
-        """SIGTERM, wait up to `timeout_s`, SIGKILL; its exit status (None if it never started)."""
-        if self.proc is None:
-            return None
+    def kill(self, sig: int = signal.SIGKILL, timeout_s: float = 20.0) -> int:
+        """Send `sig` (default SIGKILL) and wait for the exit (SIGKILL after `timeout_s`); its exit status."""
+        self.send_signal(sig)
+        return self.finish(timeout_s)
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        """SIGTERM, wait up to `timeout_s`, SIGKILL; its exit status."""
         if self.alive():
-            self.signal(signal.SIGTERM)
+            self.send_signal(signal.SIGTERM)
         return self.finish(timeout_s)
 
     def cpu_seconds(self) -> float:
@@ -273,7 +281,7 @@ class Children:
         name: str = "serving",
         port: int | None = None,
         rest_port: int = 0,
-        model_name: str = "mask_detector",
+        model_name: str = MODEL_NAME,
         timeout_s: float = 240.0,
     ) -> str:
         """`python -m serving` over `model_base_path` with `extra` flags; its gRPC target once the model is AVAILABLE."""
@@ -338,7 +346,7 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def serving_command(port: int, model_base_path: Path, *extra: str, rest_port: int = 0, model_name: str = "mask_detector") -> list[str]:
+def serving_command(port: int, model_base_path: Path, *extra: str, rest_port: int = 0, model_name: str = MODEL_NAME) -> list[str]:
     """`python -m serving` serving one model on gRPC `port` (REST on `rest_port`, 0: off), with `extra` flags."""
     return py(
         "serving",
@@ -354,7 +362,7 @@ def serving_command(port: int, model_base_path: Path, *extra: str, rest_port: in
     )
 
 
-def model_available(target: str, name: str = "mask_detector") -> bool:
+def model_available(target: str, name: str = MODEL_NAME) -> bool:
     """GetModelStatus at `target` shows an AVAILABLE version of model `name`."""
     import grpc
     from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc

@@ -1,8 +1,11 @@
-"""Settings shared by every service (addresses, names); each service extends `CommonSettings` with its own."""
+"""Settings shared by every service (addresses, names); each service extends `CommonSettings` with its own, and its
+`__main__` puts command-line flags over the environment with `add_flags` and `flags_over_env`."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import argparse
+import types
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,3 +86,45 @@ class CommonSettings(BaseSettings):
             if value:
                 cfg[f"ssl_{name}"] = value
         return cfg
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def env_name(settings: type[BaseSettings], field: str) -> str:
+    """The environment variable a settings field is read from: its alias, else the env prefix and its name."""
+    alias = settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else str(settings.model_config.get("env_prefix", "")) + field.upper()
+
+
+def add_flags(parser: argparse.ArgumentParser, settings: type[BaseSettings], *fields: str, **renamed: str) -> None:
+    """A command-line flag for each named field of `settings`: `--field-name`, or the flag `renamed` gives it
+    (`site_file="--site"`); typed as the field (a Literal's values are the choices, a bool is --x/--no-x), its help
+    the field's description, variable and default. A flag left out is None: `flags_over_env` keeps the variable."""
+    for name in (*fields, *renamed):
+        info = settings.model_fields[name]
+        default = "" if info.default_factory is not None or info.default is None else f", default {info.default!r}"
+        parser.add_argument(
+            renamed.get(name, "--" + name.replace("_", "-")),
+            dest=name,
+            default=None,
+            help=f"{info.description} (env {env_name(settings, name)}{default})",
+            **_flag_kind(info.annotation),
+        )
+
+
+def _flag_kind(annotation: Any) -> dict[str, Any]:
+    """argparse's type, choices or action for a field's annotation (`X | None` is X)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    if get_origin(annotation) is Literal:
+        return {"choices": list(get_args(annotation))}
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    return {"type": annotation if annotation in (int, float) else str}
+
+
+def flags_over_env(settings: type[S], args: argparse.Namespace) -> S:
+    """`settings` read from the environment, with the flags given on the command line over it: the namespace's values
+    of the settings' fields that are not None (raises pydantic's ValidationError)."""
+    return settings(**{k: v for k, v in vars(args).items() if k in settings.model_fields and v is not None})

@@ -22,6 +22,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from maskwatch.buckets import TopicScheme
+from maskwatch.model_api import MODEL_NAME
 from maskwatch.procs import (
     Child,
     Children,
@@ -70,7 +71,7 @@ def stop_children(children: Iterable[Child], budget_s: float = STOP_BUDGET_S) ->
     for n, stage in enumerate(stages):
         live = [c for c in children if stop_stage(c.name) == stage and c.alive()]
         for c in live:
-            c.signal(signal.SIGTERM)
+            c.send_signal(signal.SIGTERM)
         # each later stage keeps at least half a second of the budget
         stage_deadline = max(time.monotonic() + 0.5, deadline - (len(stages) - n - 1) * 0.5)
         for c in live:
@@ -241,7 +242,7 @@ class StackConfig:
     settings: StackSettings = field(default_factory=StackSettings)
     workers: int = 2
     partitions: int = 12
-    model_base_path: str = "models/mask_detector"
+    model_base_path: str = f"models/{MODEL_NAME}"
     site_file: str | None = None
     demo_cameras: int = 3
     demo_fps: float = 2.0

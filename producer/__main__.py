@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from maskwatch.lifecycle import stop_event
 from maskwatch.logs import setup_logging
+from maskwatch.settings import add_flags, flags_over_env
 from maskwatch.site import SiteError
 from producer.app import run
 from producer.settings import ProducerSettings
@@ -36,17 +37,9 @@ def reload_event() -> threading.Event:
 def parse_settings(argv: list[str] | None = None) -> ProducerSettings:
     """Flags over MW_* environment variables, as the process runs with them; raises ValidationError."""
     ap = argparse.ArgumentParser(prog="python -m producer", description=__doc__)
-    ap.add_argument("--site", dest="site_file", help="site YAML (default: demo cameras)")
-    ap.add_argument("--kafka", help="bootstrap servers (env MW_KAFKA)")
-    ap.add_argument("--redis-url", help="Redis URL (env MW_REDIS_URL)")
-    ap.add_argument("--topic", help="frames topic (env MW_TOPIC)")
-    ap.add_argument("--shard", help="i/n: run the cameras whose id hashes to i mod n")
-    ap.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (0: any free port)")
-    ap.add_argument("--max-frames", type=int, help="stop each camera after this many frames")
-    ap.add_argument("--demo-cameras", type=int)
-    ap.add_argument("--demo-fps", type=float)
-    args = ap.parse_args(argv)
-    return ProducerSettings(**{k: v for k, v in vars(args).items() if v is not None})
+    flags = ("kafka", "redis_url", "topic", "shard", "metrics_port", "max_frames", "demo_cameras", "demo_fps")
+    add_flags(ap, ProducerSettings, *flags, site_file="--site")
+    return flags_over_env(ProducerSettings, ap.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,8 @@ import numpy as np
 
 from maskwatch.site import SCENES  # noqa: F401 - re-exported for the scene's users
 
+WALL, FLOOR = (70, 78, 84), (50, 55, 60)  # BGR
+
 
 @dataclass(frozen=True)
 class Portrait:
@@ -72,13 +74,23 @@ def draw_mask(img: np.ndarray, face: tuple[int, int, int, int], colour: tuple[in
 
 
 @functools.cache
-def _tile(index: int, masked: bool, height: int) -> np.ndarray:
+def tile(index: int, masked: bool, height: int) -> np.ndarray:
+    """Portrait `index` (cycling through them) scaled to `height` pixels, with a mask drawn on when `masked`;
+    cached and shared: copy it, never draw on it."""
     p = portraits()[index % len(portraits())]
     img = p.image.copy()
     if masked:
         draw_mask(img, p.face)
     scale = height / img.shape[0]
-    return cv2.resize(img, (int(img.shape[1] * scale), height), interpolation=cv2.INTER_AREA)
+    return cv2.resize(img, (max(1, int(img.shape[1] * scale)), height), interpolation=cv2.INTER_AREA)
+
+
+def backdrop(width: int, height: int) -> np.ndarray:
+    """The empty scene: a wall, and the floor across its lowest 18 %."""
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[:] = WALL
+    cv2.rectangle(frame, (0, int(height * 0.82)), (width, height), FLOOR, -1)
+    return frame
 
 
 def masks_for(scene: str) -> tuple[bool, bool]:
@@ -90,17 +102,15 @@ def masks_for(scene: str) -> tuple[bool, bool]:
 def compose(scene: str, t: float, width: int = 640, height: int = 480) -> np.ndarray:
     """One frame of `scene` at time `t` seconds: two people drifting slowly in front of a wall."""
     masks = masks_for(scene)
-    frame = np.empty((height, width, 3), np.uint8)
-    frame[:] = (70, 78, 84)
-    cv2.rectangle(frame, (0, int(height * 0.82)), (width, height), (50, 55, 60), -1)
+    frame = backdrop(width, height)
     tile_h = int(height * 0.78)
     for i, masked in enumerate(masks):
-        tile = _tile(i, masked, tile_h)
-        th, tw = tile.shape[:2]
+        person = tile(i, masked, tile_h)
+        th, tw = person.shape[:2]
         slot = width // 2
         dx = int(12 * math.sin(t * 0.7 + i * 2.1))
         dy = int(6 * math.sin(t * 1.1 + i))
         x = max(0, min(width - tw, i * slot + (slot - tw) // 2 + dx))
         y = max(0, min(height - th, int(height * 0.06) + dy))
-        frame[y : y + th, x : x + tw] = tile[: height - y, : width - x]
+        frame[y : y + th, x : x + tw] = person[: height - y, : width - x]
     return frame

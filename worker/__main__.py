@@ -13,6 +13,7 @@ from pydantic import ValidationError  # noqa: E402
 
 from maskwatch.lifecycle import stop_event  # noqa: E402
 from maskwatch.logs import setup_logging  # noqa: E402
+from maskwatch.settings import add_flags, flags_over_env  # noqa: E402
 from worker.app import run  # noqa: E402
 from worker.settings import WorkerSettings  # noqa: E402
 
@@ -20,16 +21,9 @@ from worker.settings import WorkerSettings  # noqa: E402
 def parse_settings(argv: list[str] | None = None) -> WorkerSettings:
     """Flags over MW_* environment variables, as the process runs with them; raises ValidationError."""
     ap = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
-    ap.add_argument("--kafka", help="bootstrap servers (env MW_KAFKA)")
-    ap.add_argument("--redis-url", help="Redis URL (env MW_REDIS_URL)")
-    ap.add_argument("--serving", help="model server host:port (env MW_SERVING)")
-    ap.add_argument("--topic")
-    ap.add_argument("--group")
-    ap.add_argument("--worker-id")
-    ap.add_argument("--max-poll-records", type=int)
-    ap.add_argument("--max-frame-age-s", type=float)
-    args = ap.parse_args(argv)
-    return WorkerSettings(**{k: v for k, v in vars(args).items() if v is not None})
+    flags = ("kafka", "redis_url", "serving", "topic", "group", "worker_id", "max_poll_records", "max_frame_age_s")
+    add_flags(ap, WorkerSettings, *flags)
+    return flags_over_env(WorkerSettings, ap.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:

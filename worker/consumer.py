@@ -15,6 +15,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from maskwatch.model_api import ModelClient
 from maskwatch.payloads import WORKER_DEGRADED, LiveNotice
 from maskwatch.store import TP, Store
 from worker import metrics
@@ -22,7 +23,6 @@ from worker.batch import Books, FrameLimits, RejectionLog, applied_totals, batch
 from worker.cameras import CameraRegistry, CameraZones
 from worker.health import Health
 from worker.inference import Inference, InFlight
-from worker.model import ModelClient
 from worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)

@@ -12,22 +12,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from maskwatch.procs import free_port, port_open, redis_answers, redis_command, tansu_command, wait_for
+from maskwatch.procs import CHILD_ENV, Children
 from maskwatch.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    return proc.returncode
+ENV = {**os.environ, **CHILD_ENV}
 
 
 @pytest.fixture(scope="session")
@@ -38,29 +27,15 @@ def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def kafka(logs_dir: Path) -> Iterator[str]:
     """A Tansu broker on a free port; yields its bootstrap address."""
-    port = free_port()
-    with open(logs_dir / "tansu.log", "wb") as log:
-        proc = subprocess.Popen(tansu_command(port), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: port_open("127.0.0.1", port), 30, "tansu")
-        yield f"127.0.0.1:{port}"
-    finally:
-        _stop(proc)
+    with Children(logs_dir) as children:
+        yield children.start_broker()
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory, logs_dir: Path) -> Iterator[str]:
     """Our own redis-server on a free port (never the machine's)."""
-    port = free_port()
-    datadir = tmp_path_factory.mktemp("redis")
-    with open(logs_dir / "redis.log", "wb") as log:
-        proc = subprocess.Popen(redis_command(port, str(datadir)), stdout=log, stderr=subprocess.STDOUT)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        wait_for(lambda: redis_answers(url), 20, "redis-server")
-        yield url
-    finally:
-        _stop(proc)
+    with Children(logs_dir) as children:
+        yield children.start_redis(datadir=tmp_path_factory.mktemp("redis"))
 
 
 @pytest.fixture(scope="session")
@@ -77,34 +52,8 @@ def model_base_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def serving(model_base_path: Path, logs_dir: Path) -> Iterator[str]:
     """`python -m serving` over the exported model; yields host:port once the model is AVAILABLE."""
-    import grpc
-    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
-
-    port = free_port()
-    argv = [sys.executable, "-m", "serving", "--port", str(port), "--rest_api_port", "0", "--model_name", "mask_detector", "--model_base_path", str(model_base_path)]
-    with open(logs_dir / "serving.log", "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT)
-    target = f"127.0.0.1:{port}"
-
-    def available() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"model server exited rc={proc.returncode}: {(logs_dir / 'serving.log').read_text()[-2000:]}")
-        if not port_open("127.0.0.1", port):
-            return False
-        with grpc.insecure_channel(target) as ch:
-            req = get_model_status_pb2.GetModelStatusRequest()
-            req.model_spec.name = "mask_detector"
-            try:
-                resp = model_service_pb2_grpc.ModelServiceStub(ch).GetModelStatus(req, timeout=2)
-            except grpc.RpcError:
-                return False
-            return any(s.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE for s in resp.model_version_status)
-
-    try:
-        wait_for(available, 180, "the model server", interval_s=0.5)
-        yield target
-    finally:
-        _stop(proc)
+    with Children(logs_dir, cwd=ROOT) as children:
+        yield children.start_serving(model_base_path, timeout_s=180)
 
 
 @pytest.fixture

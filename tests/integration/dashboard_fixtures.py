@@ -7,8 +7,6 @@ needs; pytest knows them by their `name=` (each starts with `dashboard_`, so non
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,7 +25,8 @@ from dashboard.server import Server
 from dashboard.settings import DashboardSettings
 from maskwatch.detections import Counts
 from maskwatch.payloads import CameraActivity, LiveNotice
-from maskwatch.procs import free_port, port_open
+from maskwatch.procs import Child, free_port, port_open, py
+from maskwatch.settings import env_name
 from maskwatch.store import EPISODE_CLOSED, BatchWrite, Episode, Store, episode_notice
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -191,7 +190,7 @@ def fixture_dashboard_served(dashboard_serve: Callable[..., ServedDashboard]) ->
 class DashboardProcess:
     """`python -m dashboard` (the production server) as a child process, against the test's Redis prefix."""
 
-    proc: subprocess.Popen[bytes]
+    child: Child
     url: str
     store: Store
     settings: DashboardSettings
@@ -201,8 +200,7 @@ def settings_env(settings: DashboardSettings, overrides: dict[str, Any]) -> dict
     """The environment variables that give a `python -m dashboard` process these settings overrides."""
     env: dict[str, str] = {}
     for name in overrides:
-        alias = DashboardSettings.model_fields[name].validation_alias
-        var = alias if isinstance(alias, str) else f"MW_{name.upper()}"
+        var = env_name(DashboardSettings, name)
         value = getattr(settings, name)
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
@@ -219,20 +217,15 @@ def _production_serve(redis_url: str, store: Store, log_dir: Any) -> Iterator[Ca
                   "serving": f"127.0.0.1:{free_port()}", **overrides}
         settings = DashboardSettings(**values)
         env = {k: v for k, v in os.environ.items() if not k.startswith("MW_")}
-        env.update(settings_env(settings, values))
-        log = open(log_dir / f"dashboard-{port}.log", "wb")  # noqa: SIM115  (closed with the process)
-        proc = subprocess.Popen([sys.executable, "-m", "dashboard"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        d = DashboardProcess(proc, f"http://127.0.0.1:{port}", store, settings)
+        child = Child(f"dashboard-{port}", py("dashboard"), settings_env(settings, values), env, ROOT).start(log_dir)
+        d = DashboardProcess(child, f"http://127.0.0.1:{port}", store, settings)
         served.append(d)
-        wait_until(lambda: proc.poll() is not None or port_open("127.0.0.1", port), 60, what="the dashboard process")
-        assert proc.poll() is None, (log_dir / f"dashboard-{port}.log").read_text()[-3000:]
+        child.wait_ready(lambda: port_open("127.0.0.1", port), 60, "the dashboard process")
         return d
 
     yield serve
     for d in served:
-        d.proc.terminate()
-        assert d.proc.wait(30) == 0, "the dashboard stops cleanly on SIGTERM"
+        assert d.child.stop(30) == 0, "the dashboard stops cleanly on SIGTERM"
 
 
 @pytest.fixture(name="dashboard_serve")

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -21,11 +17,10 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from maskwatch.procs import free_port
+from maskwatch.procs import Child, free_port, py
 from serving.server import ModelServer
+from tests.integration.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 
 
@@ -99,16 +94,6 @@ def build_broken(base: Path, version: int) -> Path:
     return path
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
-    """Poll `condition` until true; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def version_states(target: str, name: str = "mask_detector") -> dict[int, int]:
     """version -> state number from GetModelStatus ({} when unreachable or unknown)."""
     request = get_model_status_pb2.GetModelStatusRequest()
@@ -122,34 +107,23 @@ def version_states(target: str, name: str = "mask_detector") -> dict[int, int]:
 
 
 class ServerProcess:
-    """`python -m serving ...` in a subprocess, with its log kept for assertions."""
+    """`python -m serving ...` as a child process (maskwatch.procs), with its log kept for assertions."""
 
     def __init__(self, args: Sequence[str], log_path: Path, port: int | None = None) -> None:
         self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serving", "--port", str(self.port), *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=ENV,
-            cwd=ROOT,
-        )
+        self.child = Child(log_path.stem, py("serving", "--port", str(self.port), *args), cwd=ROOT).start(log_path.parent)
+        assert self.child.proc is not None
+        self.proc = self.child.proc  # for signals and waits of the test's own
 
     def log(self) -> str:
         """Everything the server wrote so far."""
-        return self.log_path.read_text(errors="replace")
+        return self.child.log()
 
     def wait_available(self, name: str = "mask_detector", timeout: float = 120) -> None:
         """Until GetModelStatus shows an AVAILABLE version (fails early if the process dies)."""
-
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited rc={self.proc.returncode}:\n{self.log()[-3000:]}")
-            return AVAILABLE in version_states(self.target, name).values()
-
-        wait_until(ready, timeout, f"model {name} AVAILABLE", interval=0.25)
+        ready = lambda: AVAILABLE in version_states(self.target, name).values()  # noqa: E731
+        self.child.wait_ready(ready, timeout, f"model {name} AVAILABLE", interval_s=0.25)
 
     def stub(self) -> prediction_service_pb2_grpc.PredictionServiceStub:
         """A PredictionService stub on a fresh channel."""
@@ -157,19 +131,13 @@ class ServerProcess:
 
     def terminate(self, timeout: float = 15) -> int:
         """SIGTERM, then the exit code (killed, and the test fails, if it does not exit in time)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        finally:
-            self.stop()
+        return self.child.stop(timeout)
 
     def stop(self) -> None:
-        """Make sure the process is gone and the log closed."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
+        """Make sure the process is gone."""
+        if self.child.alive():
+            self.child.send_signal(signal.SIGKILL)
+            self.child.finish(10)
 
 
 def start_server(*argv: str) -> ModelServer:

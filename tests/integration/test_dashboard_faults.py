@@ -2,35 +2,22 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from dashboard.app import close_app, create_app
 from maskwatch.payloads import EV_CAMERA, NAMESPACE
-from maskwatch.procs import free_port, redis_answers, redis_command
+from maskwatch.procs import Children, free_port
 from maskwatch.store import Store
 from tests.integration.dashboard_fixtures import dashboard_settings, seed, wait_until
-
-
-def start_redis(port: int, datadir: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(redis_command(port, str(datadir)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: redis_answers(f"redis://127.0.0.1:{port}/0"), 20, what="redis-server")
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.mark.timeout(90)
 def test_redis_outage_degrades_then_recovers(tmp_path: Path) -> None:
     port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    proc = start_redis(port, tmp_path)
+    children = Children(tmp_path)
+    url = children.start_redis(port=port)
     store = Store.from_url(url, prefix="tfault:")
     app, sio = create_app(dashboard_settings(store, url), store)
     try:
@@ -47,7 +34,7 @@ def test_redis_outage_degrades_then_recovers(tmp_path: Path) -> None:
 
         wait_until(lambda: got(1), 10, what="the first update")
 
-        stop(proc)
+        children.stop("redis", 10)
         wait_until(lambda: not live.state()["redis_ok"], 15, what="the emitter to notice")
         r = http.get("/api/health")
         assert r.status_code == 503 and r.get_json()["status"] == "degraded" and not r.get_json()["redis"]["ok"]
@@ -56,7 +43,7 @@ def test_redis_outage_degrades_then_recovers(tmp_path: Path) -> None:
         assert down.status_code == 503 and down.get_json()["error"] == "redis unavailable"
         assert sio.test_client(app, namespace=NAMESPACE).is_connected(NAMESPACE), "sockets still connect"
 
-        proc = start_redis(port, tmp_path)  # an empty Redis comes back on the same address
+        children.start_redis(port=port)  # an empty Redis comes back on the same address
         wait_until(lambda: live.state()["redis_ok"] and live.state()["subscribed"], 30, what="the emitter to resume")
         seed(store, "gate-1", with_mask=2)
         wait_until(lambda: got(2), 10, what="an update after the outage")
@@ -65,4 +52,4 @@ def test_redis_outage_degrades_then_recovers(tmp_path: Path) -> None:
     finally:
         close_app(app)
         store.close()
-        stop(proc)
+        children.stop_all(10)

@@ -149,7 +149,7 @@ def test_the_dashboard_process_checks_without_loading_tensorflow(
     with urllib.request.urlopen(req, timeout=120) as r:
         body = json.load(r)
     assert body["detections"], "the astronaut's face is found"
-    server = psutil.Process(d.proc.pid)
+    server = psutil.Process(d.child.pid)
     processes = [server, *server.children(recursive=True)]  # gunicorn's arbiter and the worker that answered
     assert len(processes) >= 2
     maps = "".join(m.path for p in processes for m in p.memory_maps(grouped=True))

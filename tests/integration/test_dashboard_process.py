@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from maskwatch.procs import free_port
-from tests.integration.dashboard_fixtures import wait_until
+from maskwatch.procs import Child, free_port, py
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,31 +35,19 @@ def answers(url: str) -> bool:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_serves_then_exits_cleanly_on_signal(redis_url: str, sig: signal.Signals) -> None:
+def test_serves_then_exits_cleanly_on_signal(redis_url: str, sig: signal.Signals, tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MW_")}
-    env["MW_REDIS_URL"] = redis_url
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dashboard", "--port", str(port), "--redis-prefix", "tproc:", "--log-format", "json"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = _start(redis_url, port, tmp_path, "--log-format", "json")
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: proc.poll() is not None or answers(base + "/healthz"), 30, what="the dashboard")
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
         status, health = get(base + "/api/health")
         assert status == 200 and health["status"] == "ok"
         assert get(base + "/api/cameras") == (200, [])  # type: ignore[comparison-overlap]
-        proc.send_signal(sig)
-        rc = proc.wait(timeout=15)
+        proc.send_signal(sig, group=False)  # to the server alone, as a container runtime signals its first process
+        rc = proc.finish(15)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-    out = proc.stdout.read().decode() if proc.stdout else ""
+        proc.stop(5)
+    out = proc.log()
     assert rc == 0, out
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     messages = [rec["msg"] for rec in lines]
@@ -91,28 +78,23 @@ def test_a_bad_site_file_stops_at_start_naming_file_and_field(tmp_path: Path) ->
     assert f"{site}: field=timezone: unknown time zone 'Europe/Lodnon'" in done.stderr
 
 
-def _start(redis_url: str, port: int, **env: str) -> subprocess.Popen[bytes]:
+def _start(redis_url: str, port: int, log_dir: Path, *args: str, **env: str) -> Child:
+    """`python -m dashboard` on `port` with no MW_* variable of this process's; once /healthz answers."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("MW_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dashboard", "--port", str(port), "--redis-prefix", "tproc:"],
-        cwd=ROOT,
-        env={**base, "MW_REDIS_URL": redis_url, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    wait_until(lambda: proc.poll() is not None or answers(f"http://127.0.0.1:{port}/healthz"), 30, what="the dashboard")
-    assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+    argv = py("dashboard", "--port", str(port), "--redis-prefix", "tproc:", *args)
+    proc = Child("dashboard", argv, {"MW_REDIS_URL": redis_url, **env}, base, ROOT).start(log_dir)
+    proc.wait_ready(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 30, "the dashboard")
     return proc
 
 
 @pytest.mark.timeout(90)
-def test_half_sent_requests_do_not_hold_the_server(redis_url: str) -> None:
+def test_half_sent_requests_do_not_hold_the_server(redis_url: str, tmp_path: Path) -> None:
     """A slowloris client (requests that never finish their headers) cannot starve the others: each such request
     is dropped after MW_DASHBOARD_REQUEST_TIMEOUT_S, freeing its thread."""
     import socket
 
     port = free_port()
-    proc = _start(redis_url, port, MW_DASHBOARD_SERVER_THREADS="4", MW_DASHBOARD_REQUEST_TIMEOUT_S="1")
+    proc = _start(redis_url, port, tmp_path, MW_DASHBOARD_SERVER_THREADS="4", MW_DASHBOARD_REQUEST_TIMEOUT_S="1")
     held: list[socket.socket] = []
     try:
         for _ in range(12):  # three times the threads
@@ -126,5 +108,4 @@ def test_half_sent_requests_do_not_hold_the_server(redis_url: str) -> None:
     finally:
         for s in held:
             s.close()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert proc.stop(20) == 0

@@ -361,43 +361,24 @@ def test_wrong_socket_tokens_count_too(make: Callable[..., Flask]) -> None:
         (["--host", "0.0.0.0"], {"MW_DASHBOARD_TOKEN": TOKEN}, False),
     ],
 )
-def test_open_to_the_network_only_with_a_token(redis_url: str, args: list[str], env: dict[str, str], refused: bool) -> None:
+def test_open_to_the_network_only_with_a_token(
+    redis_url: str, args: list[str], env: dict[str, str], refused: bool, tmp_path: Path
+) -> None:
     import os
-    import subprocess
-    import sys
 
-    from maskwatch.procs import free_port
-    from tests.integration.dashboard_fixtures import wait_until
+    from maskwatch.procs import Child, free_port, port_open, py
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("MW_")}
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dashboard", "--port", str(port), "--redis-prefix", "tsec:", *args],
-        cwd=DASHBOARD.parent,
-        env={**base_env, "MW_REDIS_URL": redis_url, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    argv = py("dashboard", "--port", str(port), "--redis-prefix", "tsec:", *args)
+    proc = Child("dashboard", argv, {"MW_REDIS_URL": redis_url, **env}, base_env, DASHBOARD.parent).start(tmp_path)
     try:
         if refused:
-            assert proc.wait(timeout=30) == 2
-            out = proc.stdout.read().decode() if proc.stdout else ""
+            assert proc.finish(30) == 2
+            out = proc.log()
             assert "refusing to start" in out and "MW_DASHBOARD_TOKEN" in out and "--insecure" in out
             return
-        from maskwatch.procs import port_open
-
-        wait_until(lambda: proc.poll() is not None or port_open("127.0.0.1", port), 30, what="the dashboard")
-        assert proc.poll() is None
-        proc.terminate()
-        try:
-            rc = proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            rc = None
-        if rc != 0:
-            proc.kill()
-            print((proc.stdout.read() if proc.stdout else b"").decode()[-3000:])
-        assert rc == 0
+        proc.wait_ready(lambda: port_open("127.0.0.1", port), 30, "the dashboard")
+        assert proc.stop(15) == 0, proc.log()[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        proc.stop(5)

@@ -36,15 +36,8 @@ SERVICES = {"worker", "producer", "dashboard"}
 LOAD = """
 import json, sys
 service, args = sys.argv[1], json.loads(sys.argv[2])
-if service == "worker":
-    from worker.__main__ import parse_settings
-    settings = parse_settings(args)
-elif service == "producer":
-    from producer.__main__ import parse_settings
-    settings = parse_settings(args)
-else:
-    from dashboard.__main__ import load_settings, parse_args
-    settings = load_settings(parse_args(args))
+from importlib import import_module
+settings = import_module(f"{service}.__main__").parse_settings(args)
 site_file = getattr(settings, "site_file", None)
 cameras = None
 if site_file is not None:

@@ -89,7 +89,7 @@ def test_a_worker_killed_mid_scene_leaves_still_two_episodes(
         procs.worker("w-first")
         wait_for(lambda: store.totals(CAMERA).frames >= half, 300, "the first worker to count half the scene", interval_s=0.5)
         assert stored_states(store) == ["open", "open"]
-        procs.kill("w-first")  # SIGKILL: its tracks and open episodes in memory are gone
+        procs["w-first"].kill()  # SIGKILL: its tracks and open episodes in memory are gone
         _send(kafka, topic, frames[half:])
         procs.worker("w-second")
         wait_for(lambda: store.totals(CAMERA).frames >= len(frames), 300, "the second worker to count the rest", interval_s=0.5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from maskwatch import frames as F
 from maskwatch.buckets import TopicScheme
-from maskwatch.procs import free_port, port_open, tansu_command, wait_for
+from maskwatch.procs import Children, free_port, wait_for
 from maskwatch.rotation import Janitor, run_janitor
 from maskwatch.store import Store
 from maskwatch.topics import ensure_topics
@@ -36,11 +35,8 @@ SEEDS = range(12)
 @pytest.fixture(scope="module")
 def cheap_serving(tmp_path_factory: pytest.TempPathFactory, logs_dir: Path) -> Iterator[str]:
     model = export_cheap_model(tmp_path_factory.mktemp("cheap-edges"))
-    procs = Procs(logs_dir, {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    port = free_port()
-    procs.serving("cheap-serving-edges", port, model)
-    yield f"127.0.0.1:{port}"
-    procs.stop_all()
+    with Procs(logs_dir) as procs:
+        yield procs.serving("cheap-serving-edges", free_port(), model)
 
 
 def _exact(store: Store) -> dict[str, dict[str, int]]:
@@ -146,7 +142,7 @@ def _kill_and_restart(procs: Procs, rnd: random.Random, fed: _Feeder, kills: int
     for _ in range(kills):
         time.sleep(rnd.uniform(0.2, 2.5))  # a random moment of the group's life is the point, not a condition
         victim = rnd.choice(["w1", "w2"])
-        procs.kill(victim, signal.SIGKILL)
+        procs[victim].kill(signal.SIGKILL)
         procs.worker(victim)
     fed.join_ok()
 
@@ -234,13 +230,11 @@ def test_frames_a_broker_restart_loses_are_counted_lost(
     from the gaps in each camera's `mw-seq`; what was read before and after is counted once."""
     port = free_port()
     kafka = f"127.0.0.1:{port}"
+    tansu = Children(logs_dir)
 
-    def broker() -> subprocess.Popen[bytes]:
-        with open(logs_dir / "tansu-restart.log", "ab") as log:
-            proc = subprocess.Popen(tansu_command(port), stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: port_open("127.0.0.1", port), 30, "the broker")
+    def broker() -> None:
+        tansu.start_broker("tansu-restart", port)
         ensure_topics([kafka], names["topic"], 4, names["dlq_topic"])
-        return proc
 
     def send(first: int, per_cam: int) -> None:
         p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5)
@@ -254,7 +248,7 @@ def test_frames_a_broker_restart_loses_are_counted_lost(
             fut.get(timeout=1)
         p.close()
 
-    tansu = broker()
+    broker()
     procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names))
     store = Store.from_url(redis_url, names["redis_prefix"])
     frames_of = lambda: sum(store.totals(c).frames for c in CAMS)  # noqa: E731
@@ -262,11 +256,10 @@ def test_frames_a_broker_restart_loses_are_counted_lost(
         procs.worker("w-lost")
         send(0, 30)
         wait_for(lambda: frames_of() == 30 * len(CAMS), 120, "the first frames counted")
-        procs.kill("w-lost", signal.SIGTERM)
+        procs["w-lost"].kill(signal.SIGTERM)
         send(30, 30)  # taken by the broker, never read: the broker dies with them
-        tansu.kill()
-        tansu.wait(timeout=10)
-        tansu = broker()
+        tansu["tansu-restart"].kill()
+        broker()
         store.forget_offsets(names["group"], names["topic"])  # what `maskwatch up` does for a restarted broker
         send(60, 30)
         procs.worker("w-lost")
@@ -276,8 +269,7 @@ def test_frames_a_broker_restart_loses_are_counted_lost(
     finally:
         rcs = procs.stop_all()
         store.close()
-        tansu.terminate()
-        tansu.wait(timeout=10)
+        tansu.stop_all(10)
     assert set(rcs.values()) == {0}, rcs
 
 

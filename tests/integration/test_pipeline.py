@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from maskwatch.procs import wait_for
+from maskwatch.procs import py, wait_for
 from maskwatch.store import Store
 from producer.scene import compose
-from tests.integration.worker_fixtures import env_for
+from tests.integration.worker_fixtures import Procs, env_for
 
-ROOT = Path(__file__).resolve().parents[2]
 FACES_FRAMES = 8
 EMPTY_FRAMES = 6
 
@@ -56,21 +52,17 @@ cameras:
     assert client.is_connected("/live")
     wait_for(lambda: store.r.pubsub_numsub(store.keys.updates())[0][1] > 0, 30, "the live emitter's subscription")
 
-    wlog = open(logs_dir / f"worker-{names['group']}.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen([sys.executable, "-m", "worker", "--worker-id", "w-test"], env=env, cwd=ROOT, stdout=wlog, stderr=subprocess.STDOUT)
+    procs = Procs(logs_dir, env)
+    worker = procs.worker("w-test")
     try:
         # the worker starts from the end of the topic for a new deployment: wait until it owns partitions
         def assigned() -> bool:
-            if worker.poll() is not None:
-                raise AssertionError(f"worker exited rc={worker.returncode}")
             hb = store.heartbeats("worker").get("w-test", {})
             return hb.get("partitions", "[]") not in ("", "[]")
 
-        wait_for(assigned, 90, "the worker to join the group")
-        prod = subprocess.run(
-            [sys.executable, "-m", "producer", "--site", str(site)], env=env, cwd=ROOT, capture_output=True, timeout=120
-        )
-        assert prod.returncode == 0, prod.stderr.decode()[-2000:]
+        worker.wait_ready(assigned, 90, "the worker to join the group")
+        prod = procs.start("producer-pipeline", py("producer", "--site", str(site)))
+        assert prod.finish(120) == 0, prod.log()[-2000:]
 
         def counted() -> bool:
             return store.totals("faces-cam").frames >= FACES_FRAMES and store.totals("empty-cam").frames >= EMPTY_FRAMES
@@ -99,12 +91,9 @@ cameras:
         assert last["window"]["with_mask"] == faces.with_mask
         assert last["compliance"] == 0.5
 
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=15) == 0
+        assert worker.stop(15) == 0
     finally:
-        if worker.poll() is None:
-            worker.kill()
-        wlog.close()
+        procs.stop_all()
         client.disconnect(namespace="/live")
         close_app(app)
         store.close()

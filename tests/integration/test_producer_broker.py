@@ -3,10 +3,6 @@ bounded memory, and sends again by itself when the broker is back (own Tansu, sa
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +11,7 @@ import psutil
 import pytest
 import requests
 
-from maskwatch.procs import free_port, port_open, tansu_command, wait_for
+from maskwatch.procs import Child, free_port, port_open, py, tansu_command, wait_for
 from maskwatch.store import Store
 from maskwatch.topics import ensure_topics
 from producer.settings import ProducerSettings
@@ -29,34 +25,27 @@ BUFFER = 1024 * 1024  # the producer's Kafka send buffer, small so the outage fi
 class Broker:
     """A Tansu of this test's own on a fixed port, so it can be stopped and started again at the same address."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log_dir: Path, name: str) -> None:
         self.port = free_port()
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_dir = log_dir
+        self.child = Child(name, tansu_command(self.port))
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(tansu_command(self.port), stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: port_open("127.0.0.1", self.port), 30, "tansu to listen")
+        self.child.start(self.log_dir).wait_ready(lambda: port_open("127.0.0.1", self.port), 30, "tansu to listen")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.child.proc is not None:
+            self.child.stop(10)
         wait_for(lambda: not port_open("127.0.0.1", self.port), 10, "tansu to stop listening")
 
 
 @pytest.fixture
 def broker(logs_dir: Path) -> Iterator[Broker]:
-    b = Broker(logs_dir / "tansu-outage.log")
+    b = Broker(logs_dir, "tansu-outage")
     b.start()
     yield b
     b.stop()
@@ -77,7 +66,6 @@ def test_broker_outage_is_counted_and_survived(
     )
     metrics_port = free_port()
     env = {
-        **os.environ,
         "MW_KAFKA": broker.bootstrap,
         "MW_REDIS_URL": redis_url,
         "MW_TOPIC": names["topic"],
@@ -85,14 +73,13 @@ def test_broker_outage_is_counted_and_survived(
         "MW_STATUS_INTERVAL_S": "0.5",
         "MW_KAFKA_BUFFER_BYTES": str(BUFFER),
     }
-    argv = [sys.executable, "-m", "producer", "--site", str(site), "--metrics-port", str(metrics_port)]
-    log = open(logs_dir / f"producer-outage-{names['topic']}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    argv = py("producer", "--site", str(site), "--metrics-port", str(metrics_port))
+    proc = Child(f"producer-outage-{names['topic']}", argv, env, cwd=ROOT).start(logs_dir)
     store = Store.from_url(redis_url, names["redis_prefix"])
     ps = psutil.Process(proc.pid)
 
     def producer_alive() -> None:
-        assert proc.poll() is None, f"producer exited rc={proc.returncode}: {(logs_dir / log.name).read_text()[-2000:]}"
+        assert proc.alive(), f"producer exited rc={proc.returncode}: {proc.log()[-2000:]}"
 
     def all_at_least(field: str, base: dict[str, int], more: int) -> bool:
         producer_alive()
@@ -132,13 +119,9 @@ def test_broker_outage_is_counted_and_survived(
         assert 'maskwatch_producer_frames_total{camera="c1",reason="dropped_broker"}' in body
         assert "maskwatch_producer_encode_seconds_bucket" in body
         producer_alive()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        assert proc.stop(15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+        proc.stop(5)
         store.close()
 
 
@@ -146,7 +129,7 @@ def test_broker_outage_is_counted_and_survived(
 def test_producer_started_before_the_broker_sends_once_it_answers(
     redis_url: str, names: dict[str, str], logs_dir: Path
 ) -> None:
-    late = Broker(logs_dir / "tansu-late.log")  # not started yet
+    late = Broker(logs_dir, "tansu-late")  # not started yet
     settings = ProducerSettings(
         kafka=late.bootstrap,
         redis_url=redis_url,

@@ -3,10 +3,7 @@ the others keep running and keep their sequence numbers; a broken file changes n
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from maskwatch.frames import parse_message
-from maskwatch.procs import wait_for
+from maskwatch.procs import Child, py, wait_for
 from maskwatch.store import Store
 from producer.reload import cameras_reload, request_reload
 
@@ -53,21 +50,17 @@ def test_reload_adds_removes_and_changes_cameras_without_touching_the_others(
     site = tmp_path / "site.yaml"
     site.write_text(_site({"a": 5, "b": 5, "c": 5}))
     env = {
-        **os.environ,
         "MW_KAFKA": kafka,
         "MW_REDIS_URL": redis_url,
         "MW_TOPIC": topic,
         "MW_REDIS_PREFIX": names["redis_prefix"],
         "MW_STATUS_INTERVAL_S": "0.5",
     }
-    log = open(logs_dir / f"producer-reload-{topic}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "producer", "--site", str(site)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-    )
+    proc = Child(f"producer-reload-{topic}", py("producer", "--site", str(site)), env, cwd=ROOT).start(logs_dir)
     store = Store.from_url(redis_url, names["redis_prefix"])
 
     def field(cid: str, name: str) -> str:
-        assert proc.poll() is None, f"producer exited rc={proc.returncode}"
+        assert proc.alive(), f"producer exited rc={proc.returncode}"
         return store.camera_info(cid).get(name, "")
 
     def sent(cid: str) -> int:
@@ -80,7 +73,7 @@ def test_reload_adds_removes_and_changes_cameras_without_touching_the_others(
         # SIGHUP: c leaves, d arrives; a and b are untouched
         site.write_text(_site({"a": 5, "b": 5, "d": 5}))
         a_before = sent("a")
-        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGHUP, group=False)
         wait_for(lambda: field("c", "status") == "retired" and sent("d") >= 5, 30, "c retired and d sending")
         assert "removed" in field("c", "last_error")
         # retired: c leaves the site's cameras (overview, /api/cameras, site figures); its history answers by id
@@ -107,13 +100,9 @@ def test_reload_adds_removes_and_changes_cameras_without_touching_the_others(
         a_now = sent("a")
         wait_for(lambda: sent("a") >= a_now + 3 and sent("b") >= b_at_change + 6, 20, "cameras still running")
 
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        assert proc.stop(15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+        proc.stop(5)
     final = {c: int(store.camera_info(c)["sent"]) for c in "abcd"}
     store.close()
     assert final["c"] == c_final

@@ -5,7 +5,6 @@ without a producer restart."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from maskwatch.procs import free_port, wait_for
+from maskwatch.procs import Child, free_port, py, wait_for
 from maskwatch.store import Store
 from producer.scene import compose
 from tests.integration.worker_fixtures import ROOT, Procs, env_for
@@ -40,34 +39,26 @@ def make_clip(folder: Path, fps: int = 5) -> Path:
 class RtspCamera:
     """The RTSP server process; `stop()` and `start()` again on the same port, as a camera reboots."""
 
-    def __init__(self, clip: Path, port: int, log: Path) -> None:
-        self.clip, self.port, self.log = clip, port, log
-        self.proc: subprocess.Popen[bytes] | None = None
+    def __init__(self, clip: Path, port: int, log_dir: Path) -> None:
+        self.port, self.log_dir = port, log_dir
+        argv = [SYSTEM_PYTHON, str(ROOT / "tests" / "integration" / "rtsp_camera.py"), str(port), str(clip)]
+        self.child = Child("rtsp-camera", argv)
 
     @property
     def url(self) -> str:
         return f"rtsp://127.0.0.1:{self.port}/cam"
 
     def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [SYSTEM_PYTHON, str(ROOT / "tests" / "integration" / "rtsp_camera.py"), str(self.port), str(self.clip)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_for(lambda: "ready" in self.log.read_text() or self.proc.poll() is not None, 30, "the RTSP server")  # type: ignore[union-attr]
-        assert self.proc.poll() is None, self.log.read_text()
+        self.child.start(self.log_dir).wait_ready(lambda: "ready" in self.child.log(), 30, "the RTSP server")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.log.write_text("")  # the next start's "ready" is its own
+        self.child.stop(10)
+        self.child.log_path.write_text("")  # the next start's "ready" is its own
 
 
 @pytest.fixture
 def camera(tmp_path: Path, logs_dir: Path) -> Iterator[RtspCamera]:
-    cam = RtspCamera(make_clip(tmp_path / "clip"), free_port(), logs_dir / "rtsp-camera.log")
+    cam = RtspCamera(make_clip(tmp_path / "clip"), free_port(), logs_dir)
     cam.start()
     yield cam
     cam.stop()
@@ -90,14 +81,10 @@ def test_an_rtsp_camera_that_reboots_shows_why_it_is_offline_and_comes_back_with
     store = Store.from_url(redis_url, names["redis_prefix"])
     try:
         procs.worker("w-rtsp")
-        with open(logs_dir / "producer-rtsp.log", "ab") as log:
-            producer = subprocess.Popen(
-                [sys.executable, "-m", "producer", "--site", str(site)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-            )
-        procs.procs["producer"] = producer
+        producer = procs.start("producer", py("producer", "--site", str(site)))
 
         def info() -> dict[str, str]:
-            assert producer.poll() is None, f"producer exited rc={producer.returncode}"
+            assert producer.alive(), f"producer exited rc={producer.returncode}"
             return store.camera_info("door-1")
 
         def counted() -> int:
@@ -123,7 +110,7 @@ def test_an_rtsp_camera_that_reboots_shows_why_it_is_offline_and_comes_back_with
         wait_for(lambda: info().get("status") == "online", 60, "door-1 back online")
         wait_for(lambda: counted() >= at_restart + 10, 60, "counting to resume")
         row = info()
-        assert row["producer"] == producer_id and producer.poll() is None  # the same producer run throughout
+        assert row["producer"] == producer_id and producer.alive()  # the same producer run throughout
         reconnects = int(row.get("reconnects", "0"))
         # with backoff (0.5 s doubling to 4 s) a 20 s outage takes a handful of attempts, not hundreds
         assert 3 <= reconnects <= 25, reconnects

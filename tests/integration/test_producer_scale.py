@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from maskwatch.procs import free_port, wait_for
+from maskwatch.procs import Child, free_port, py, wait_for
 from maskwatch.store import Store
 from tests.integration.test_producer_mjpeg import MjpegServer
 
@@ -50,7 +47,6 @@ def test_a_stalled_camera_does_not_slow_the_others(
     site = tmp_path / "site.yaml"
     site.write_text("site: t\ncameras:\n" + "".join(lines))
     env = {
-        **os.environ,
         "MW_KAFKA": kafka,
         "MW_REDIS_URL": redis_url,
         "MW_TOPIC": topic,
@@ -58,14 +54,11 @@ def test_a_stalled_camera_does_not_slow_the_others(
         "MW_STATUS_INTERVAL_S": "0.5",
         "MW_OFFLINE_AFTER_S": "3",
     }
-    log = open(logs_dir / f"producer-scale-{topic}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "producer", "--site", str(site)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-    )
+    proc = Child(f"producer-scale-{topic}", py("producer", "--site", str(site)), env, cwd=ROOT).start(logs_dir)
     store = Store.from_url(redis_url, names["redis_prefix"])
 
     def sent() -> dict[str, int]:
-        assert proc.poll() is None, f"producer exited rc={proc.returncode}"
+        assert proc.alive(), f"producer exited rc={proc.returncode}"
         return {c: int(store.camera_info(c).get("sent", "0") or 0) for c in FAST}
 
     try:
@@ -86,11 +79,8 @@ def test_a_stalled_camera_does_not_slow_the_others(
         wait_for(lambda: store.camera_info("silent").get("status") == "offline", 20, "the silent camera shown offline")
         hb = next(iter(store.heartbeats("producer").values()))
         assert hb["cameras"] == "16" and int(hb["online"]) == len(FAST)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        proc.send_signal(signal.SIGTERM, group=False)  # the producer stops its FFmpeg readers itself
+        assert proc.finish(15) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+        proc.stop(5)
         store.close()

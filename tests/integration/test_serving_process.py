@@ -15,16 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from maskwatch.procs import free_port
-from tests.integration.serving_fixtures import (
-    ENV,
-    ROOT,
-    ServerProcess,
-    build_broken,
-    build_model,
-    predict_request,
-    wait_until,
-)
+from maskwatch.procs import free_port, wait_for
+from tests.integration.conftest import ENV, ROOT
+from tests.integration.serving_fixtures import ServerProcess, build_broken, build_model, predict_request
 
 
 @pytest.mark.timeout(180)
@@ -88,7 +81,7 @@ def test_in_flight_call_finishes_during_grace(tmp_path: Path) -> None:
         caller = threading.Thread(target=call)
         caller.start()
         # The call waits up to 2 s in the batch queue: stop the server while it is there.
-        wait_until(lambda: _inflight(rest_port) == 1, 10, "the call to be in flight")
+        wait_for(lambda: _inflight(rest_port) == 1, 10, "the call to be in flight")
         server.proc.send_signal(signal.SIGTERM)
         caller.join(30)
         assert "error" not in result, result.get("error")

@@ -17,6 +17,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from maskwatch.procs import wait_for
 from serving import metrics as m
 from serving.server import ModelServer, StartupError
 from tests.integration.serving_fixtures import (
@@ -25,7 +26,6 @@ from tests.integration.serving_fixtures import (
     predict_request,
     start_server,
     version_states,
-    wait_until,
 )
 
 Status = get_model_status_pb2.ModelVersionStatus
@@ -74,7 +74,7 @@ def test_new_version_swaps_in_without_a_gap_and_broken_one_is_reported(
     thread.start()
     try:
         build_model(base, 2)
-        wait_until(lambda: version_states(target) == {2: Status.AVAILABLE, 1: Status.END}, 60, "version 2 to replace 1")
+        wait_for(lambda: version_states(target) == {2: Status.AVAILABLE, 1: Status.END}, 60, "version 2 to replace 1")
     finally:
         done.set()
         thread.join(30)
@@ -83,7 +83,7 @@ def test_new_version_swaps_in_without_a_gap_and_broken_one_is_reported(
     assert seen <= {1, 2}
 
     build_broken(base, 3)
-    wait_until(lambda: version_states(target).get(3) == Status.END, 60, "version 3 to fail")
+    wait_for(lambda: version_states(target).get(3) == Status.END, 60, "version 3 to fail")
     request = get_model_status_pb2.GetModelStatusRequest()
     request.model_spec.name = "mask_detector"
     request.model_spec.version.value = 3
@@ -144,7 +144,7 @@ def test_model_config_file_with_labels_policies_and_reload(tmp_path: Path, serve
         reload, timeout=60
     )
     assert response.status.error_code == 0
-    wait_until(lambda: version_states(target) == {}, 30, "mask_detector to be unloaded")
+    wait_for(lambda: version_states(target) == {}, 30, "mask_detector to be unloaded")
     with pytest.raises(grpc.RpcError) as raised:
         _served_version(stub)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
@@ -172,7 +172,7 @@ def test_failed_warmup_fails_the_load(tmp_path: Path, server_on: list[ModelServe
     bad = predict_request([b"a"])
     bad.inputs["pictures"].CopyFrom(bad.inputs.pop("images"))
     build_model(base, 2, warmup=[bad])
-    wait_until(lambda: version_states(target).get(2) == Status.END, 60, "version 2 warm-up to fail")
+    wait_for(lambda: version_states(target).get(2) == Status.END, 60, "version 2 warm-up to fail")
     assert server.manager is not None
     (failed,) = server.manager.status("mask_detector", 2)
     assert failed.error is not None and "warm-up failed" in failed.error.message

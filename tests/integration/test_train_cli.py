@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import get_model_status_pb2
 
-from maskwatch.detections import OUT_MULTICLASS_SCORES, parse_outputs
 from maskwatch.eval.cli import eval_main
+from maskwatch.model_api import ASSETS_EXTRA, OUT_MULTICLASS_SCORES, ModelClient, parse_outputs
+from maskwatch.procs import wait_for
 from serving.server import ModelServer
-from serving.signature import ASSETS_EXTRA
 from serving.train import model as tuned
 from serving.train.cli import REPORT_DIR, train_main
-from tests.integration.serving_fixtures import build_model, start_server, version_states, wait_until
+from tests.integration.serving_fixtures import build_model, start_server, version_states
 from tests.voc_fixtures import write_voc
-from worker.model import ModelClient
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 POLL = ("--file_system_poll_wait_seconds", "0.2", "--max_num_load_retries", "0")
@@ -74,7 +73,7 @@ def test_train_exports_a_version_the_server_swaps_in(
     assert manifest.face_output and isinstance(manifest.training["classifier"]["not_faces"], int)
 
     target = f"127.0.0.1:{server.grpc_port}"
-    wait_until(lambda: version_states(target).get(2) == AVAILABLE, 180, "version 2 to be served")
+    wait_for(lambda: version_states(target).get(2) == AVAILABLE, 180, "version 2 to be served")
     client = ModelClient(target, timeout_s=60)
     try:
         info = client.load_metadata()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from maskwatch import frames as F
 from maskwatch.detections import Counts
-from maskwatch.procs import free_port, redis_answers, redis_command, wait_for
+from maskwatch.procs import Child, free_port, redis_answers, redis_command, wait_for
 from maskwatch.store import Store
 from maskwatch.topics import ensure_topics
 from tests.integration.cheap_model import export_cheap_model
@@ -39,11 +38,8 @@ def cheap_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def cheap_serving(cheap_model: Path, logs_dir: Path) -> Iterator[str]:
-    procs = Procs(logs_dir, {**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    port = free_port()
-    procs.serving("cheap-serving", port, cheap_model)
-    yield f"127.0.0.1:{port}"
-    procs.stop_all()
+    with Procs(logs_dir) as procs:
+        yield procs.serving("cheap-serving", free_port(), cheap_model)
 
 
 EXACT = ("frames", "faces", "with_mask", "without_mask", "mask_worn_incorrectly", "invalid", "dropped_stale")
@@ -93,7 +89,7 @@ def test_sigkill_three_times_loses_and_doubles_nothing(
             target = accounted(store, CAMS) + rnd.randint(150, 350)
             wait_for(lambda t=target: accounted(store, CAMS) >= t, 120, f"progress before kill {kill + 1}")
             victim = rnd.choice(["w1", "w2"])
-            procs.kill(victim, signal.SIGKILL)
+            procs[victim].kill(signal.SIGKILL)
             procs.worker(victim)
         feeder.join(timeout=120)
         _settled(store, n)
@@ -129,7 +125,7 @@ def test_model_server_down_ten_seconds(
         procs.worker("w-outage")
         feeder = produce_in_background(kafka, topic, CAMS, n, per_s=40)
         wait_for(lambda: accounted(store, CAMS) >= 100, 60, "first frames")
-        procs.kill("serving-outage", signal.SIGKILL)
+        procs["serving-outage"].kill(signal.SIGKILL)
         wait_for(lambda: _workers_status(store).get("w-outage") == "degraded", 30, "worker reports degraded")
         reason = store.heartbeats("worker")["w-outage"]["reason"]
         assert reason.startswith("model"), reason
@@ -153,31 +149,28 @@ def test_redis_down_ten_seconds(
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     argv = redis_command(port, str(tmp_path)) + ["--appendonly", "yes", "--appendfsync", "always"]
+    rproc = Child("redis-outage", argv)
 
-    def start_redis() -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        wait_for(lambda: redis_answers(url), 20, "redis")
-        return p
+    def start_redis() -> None:
+        rproc.start(tmp_path).wait_ready(lambda: redis_answers(url), 20, "redis")
 
-    rproc = start_redis()
+    start_redis()
     procs = Procs(logs_dir, env_for(kafka, url, cheap_serving, names))
     store = Store.from_url(url, names["redis_prefix"])
     try:
         procs.worker("w-redis")
         feeder = produce_in_background(kafka, topic, CAMS, n, per_s=40)
         wait_for(lambda: accounted(store, CAMS) >= 100, 60, "first frames")
-        rproc.send_signal(signal.SIGTERM)  # redis persists (AOF) and exits
-        rproc.wait(timeout=20)
+        rproc.kill(signal.SIGTERM)  # redis persists (AOF) and exits
         outage_end = time.monotonic() + 10
         wait_for(lambda: time.monotonic() >= outage_end, 15, "the 10 s outage")
-        rproc = start_redis()
+        start_redis()
         wait_for(lambda: _workers_status(store).get("w-redis") == "ok", 60, "worker heartbeat after redis returns")
         _all_counted_exactly(feeder, store, n)
     finally:
         procs.stop_all()
         store.close()
-        rproc.terminate()
-        rproc.wait(timeout=20)
+        rproc.stop(20)
 
 
 @pytest.mark.timeout(300)
@@ -194,9 +187,9 @@ def test_scale_one_three_one(
         procs.worker("s2")
         procs.worker("s3")
         wait_for(lambda: len([w for w, hb in store.heartbeats("worker").items() if hb.get("partitions") not in ("[]", "")]) == 3, 90, "three workers own partitions")
-        procs.kill("s2", signal.SIGTERM)
-        procs.kill("s3", signal.SIGTERM)
-        assert procs.procs["s2"].returncode == 0 and procs.procs["s3"].returncode == 0
+        procs["s2"].kill(signal.SIGTERM)
+        procs["s3"].kill(signal.SIGTERM)
+        assert procs["s2"].returncode == 0 and procs["s3"].returncode == 0
         _all_counted_exactly(feeder, store, n)
     finally:
         procs.stop_all()
@@ -232,7 +225,7 @@ def test_bad_messages_are_dead_lettered(
         p.close()
         wait_for(lambda: store.totals("cam-a").frames == 10 and store.totals("cam-c").invalid == 2, 120, "good frames counted, bad ones rejected")
         assert store.totals("cam-b").invalid == 2 and store.totals("cam-b").frames == 0
-        assert procs.procs["w-bad"].poll() is None
+        assert procs["w-bad"].alive()
 
         dlq = KafkaConsumer(names["dlq_topic"], bootstrap_servers=[kafka], auto_offset_reset="earliest", consumer_timeout_ms=3000, group_id=None)
         seen: list[str] = []
@@ -363,7 +356,7 @@ def test_frames_of_cameras_the_site_does_not_list_create_nothing(
         assert store.camera_ids() == ["cam-a"]
         made = [k for k in store.r.scan_iter(match=names["redis_prefix"] + "*fake*", count=1000)]
         assert made == [], made[:5]
-        assert procs.procs["w-site"].poll() is None
+        assert procs["w-site"].alive()
     finally:
         assert procs.stop_all() == {"w-site": 0}
         store.close()

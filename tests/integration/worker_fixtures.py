@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -17,7 +12,7 @@ from kafka import KafkaProducer
 
 from maskwatch.detections import Counts
 from maskwatch.frames import Frame
-from maskwatch.procs import port_open, wait_for
+from maskwatch.procs import Child, Children, py
 from maskwatch.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,9 +78,8 @@ def accounted(store: Store, cameras: list[str]) -> int:
 
 
 def env_for(kafka: str, redis_url: str, serving: str, names: dict[str, str], **extra: str) -> dict[str, str]:
+    """A worker's (or producer's) variables for the test's addresses and names, over this process's environment."""
     return {
-        **os.environ,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
         "MW_KAFKA": kafka,
         "MW_REDIS_URL": redis_url,
         "MW_SERVING": serving,
@@ -102,45 +96,16 @@ def env_for(kafka: str, redis_url: str, serving: str, names: dict[str, str], **e
     }
 
 
-@dataclass
-class Procs:
-    """Processes a test started; all are killed at teardown."""
+class Procs(Children):
+    """The workers and model servers of one test, run from the repository with the test's environment over this
+    process's; `stop_all` (name -> exit status) at its end."""
 
-    logs: Path
-    env: dict[str, str]
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    def __init__(self, logs: Path, env: dict[str, str] | None = None) -> None:
+        super().__init__(logs, env, cwd=ROOT)
 
-    def worker(self, wid: str) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{wid}.log", "ab")  # noqa: SIM115
-        p = subprocess.Popen([sys.executable, "-m", "worker", "--worker-id", wid], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.procs[wid] = p
-        return p
+    def worker(self, wid: str) -> Child:
+        return self.start(wid, py("worker", "--worker-id", wid))
 
-    def serving(self, name: str, port: int, model_base_path: Path) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
-        argv = [sys.executable, "-m", "serving", "--port", str(port), "--rest_api_port", "0", "--model_name", "mask_detector", "--model_base_path", str(model_base_path)]
-        p = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.procs[name] = p
-        wait_for(lambda: port_open("127.0.0.1", port) or p.poll() is not None, 120, "the model server")
-        assert p.poll() is None, (self.logs / f"{name}.log").read_text()[-2000:]
-        return p
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        p = self.procs[name]
-        p.send_signal(sig)
-        p.wait(timeout=20)
-
-    def stop_all(self) -> dict[str, int]:
-        rcs = {}
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for name, p in self.procs.items():
-            try:
-                rcs[name] = p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                rcs[name] = p.wait()
-        return rcs
+    def serving(self, name: str, port: int, model_base_path: Path) -> str:
+        """A model server on `port`, once its model is AVAILABLE."""
+        return self.start_serving(model_base_path, name=name, port=port, timeout_s=120)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from dashboard.__main__ import load_settings, parse_args
+from dashboard.__main__ import parse_settings
 from dashboard.settings import DashboardSettings
 
 pytestmark = pytest.mark.timeout(30)
@@ -62,14 +62,14 @@ def test_bad_values_are_refused(values: dict[str, Any], error: str) -> None:
 def test_flags_override_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MW_DASHBOARD_PORT", "6001")
     monkeypatch.setenv("MW_REDIS_URL", "redis://env:6379/0")
-    s = load_settings(parse_args(["--port", "7001", "--message-queue", "--window-minutes", "5"]))
+    s = parse_settings(["--port", "7001", "--message-queue", "--window-minutes", "5"])
     assert (s.port, s.message_queue, s.window_minutes, s.redis_url) == (7001, True, 5, "redis://env:6379/0")
-    assert load_settings(parse_args([])).port == 6001
+    assert parse_settings([]).port == 6001
 
 
 def test_no_token_flag() -> None:
     with pytest.raises(SystemExit):
-        parse_args(["--token", "on-the-command-line"])
+        parse_settings(["--token", "on-the-command-line"])
 
 
 def test_site_file_and_origins(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,7 +78,7 @@ def test_site_file_and_origins(monkeypatch: pytest.MonkeyPatch) -> None:
     s = DashboardSettings()
     assert s.site_file == "/etc/maskwatch/site.yaml"
     assert s.allowed_origins() == ["https://ops.example.org", "http://wall.example:8080"]
-    s = load_settings(parse_args(["--site", "other.yaml", "--cors-origins", "https://a.example"]))
+    s = parse_settings(["--site", "other.yaml", "--cors-origins", "https://a.example"])
     assert s.site_file == "other.yaml" and s.allowed_origins() == ["https://a.example"]
     assert DashboardSettings(cors_origins="").allowed_origins() == []
 

@@ -66,3 +66,59 @@ def test_an_empty_variable_means_unset_in_every_service(monkeypatch: pytest.Monk
     monkeypatch.setenv("MW_KAFKA_SASL_MECHANISM", "NTLM")
     with pytest.raises(ValidationError, match="kafka_sasl_mechanism"):
         cls()
+
+
+@pytest.mark.parametrize(
+    ("argv", "want"),
+    [
+        ([], {"kafka": "env:9092", "min_score": 0.5, "log_level": "INFO", "topic": "frames"}),
+        (["--kafka", "flag:9092"], {"kafka": "flag:9092"}),
+        (["--min-score", "0.25"], {"min_score": 0.25}),
+        (["--log-level", "DEBUG"], {"log_level": "DEBUG"}),
+        (["--frames-topic", "cams"], {"topic": "cams"}),
+    ],
+)
+def test_flags_over_the_environment(monkeypatch: pytest.MonkeyPatch, argv: list[str], want: dict[str, object]) -> None:
+    """A flag given wins over its variable; a flag left out leaves the variable (or the default)."""
+    import argparse
+
+    from maskwatch.settings import add_flags, flags_over_env
+
+    monkeypatch.setenv("MW_KAFKA", "env:9092")
+    monkeypatch.delenv("MW_TOPIC", raising=False)
+    ap = argparse.ArgumentParser()
+    add_flags(ap, CommonSettings, "kafka", "min_score", "log_level", topic="--frames-topic")
+    s = flags_over_env(CommonSettings, ap.parse_args(argv))
+    assert {k: getattr(s, k) for k in want} == want
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--log-level", "LOUD"], ["--min-score", "high"], ["--topic", "t"], ["--kafka"]],
+)
+def test_bad_flags_exit_2(argv: list[str]) -> None:
+    """Flags are typed as their fields: a value outside a Literal's choices or not a number is refused by argparse."""
+    import argparse
+
+    from maskwatch.settings import add_flags
+
+    ap = argparse.ArgumentParser()
+    add_flags(ap, CommonSettings, "kafka", "min_score", "log_level", topic="--frames-topic")
+    with pytest.raises(SystemExit) as e:
+        ap.parse_args(argv)
+    assert e.value.code == 2
+
+
+def test_a_bool_flag_sets_either_way_and_help_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from dashboard.settings import DashboardSettings
+    from maskwatch.settings import add_flags, flags_over_env
+
+    monkeypatch.setenv("MW_DASHBOARD_MESSAGE_QUEUE", "true")
+    ap = argparse.ArgumentParser()
+    add_flags(ap, DashboardSettings, "message_queue", "port")
+    assert flags_over_env(DashboardSettings, ap.parse_args([])).message_queue is True
+    assert flags_over_env(DashboardSettings, ap.parse_args(["--no-message-queue"])).message_queue is False
+    text = " ".join(ap.format_help().split())  # as wrapped to any terminal's width
+    assert "(env MW_DASHBOARD_PORT, default 5000)" in text
