@@ -137,26 +137,33 @@ def intake(
         out.batch.next_offsets[tp] = recs[-1].offset + 1
         for rec in recs:
             out.records += 1
-            cid, run_seq = camera_of(rec.key), seq_of(rec.headers)
-            if cid is not None and run_seq is not None and not seen[tp].first_time(cid, *run_seq):
-                out.copies.append(Copy(cid, tp, rec.offset, run_seq[1]))
-                continue
-            try:
-                frame = parse_message(rec.key, rec.value, rec.headers, limits.max_bytes, limits.max_pixels)
-            except FrameError as e:
-                _reject(out, tp, rec, e.reason, str(e), counts_camera, rec.timestamp or now_ms)
-                continue
-            if not counts_camera(frame.camera_id):  # counted nowhere: no camera comes from nowhere
-                out.dead.append(DeadLetter.of(rec.key, rec.value, rec.headers, ERR_UNKNOWN_CAMERA))
-                out.rejected.append(Rejection(frame.camera_id, tp, rec.offset, ERR_UNKNOWN_CAMERA, ERR_UNKNOWN_CAMERA))
-                continue
-            out.batch.see(tp, frame.camera_id, frame.producer, frame.seq, frame.ts_ms)
-            if now_ms - frame.ts_ms > limits.max_age_ms:
-                out.batch.add(tp, frame.camera_id, frame.ts_ms, Counts(dropped_stale=1))
-                continue
-            out.frames.append((tp, frame))
+            _sort(out, tp, rec, seen[tp], now_ms, limits, counts_camera)
         out.batch.seen[tp] = seen[tp].take_changes()
     return out
+
+
+def _sort(
+    out: Intake, tp: TP, rec: Record, seen: Seen, now_ms: int, limits: FrameLimits, counts_camera: Callable[[str], bool]
+) -> None:
+    """One record: a copy skipped, a message rejected, a frame counted stale, or a frame for the model."""
+    cid, run_seq = camera_of(rec.key), seq_of(rec.headers)
+    if cid is not None and run_seq is not None and not seen.first_time(cid, *run_seq):
+        out.copies.append(Copy(cid, tp, rec.offset, run_seq[1]))
+        return
+    try:
+        frame = parse_message(rec.key, rec.value, rec.headers, limits.max_bytes, limits.max_pixels)
+    except FrameError as e:
+        _reject(out, tp, rec, e.reason, str(e), counts_camera, rec.timestamp or now_ms)
+        return
+    if not counts_camera(frame.camera_id):  # counted nowhere: no camera comes from nowhere
+        out.dead.append(DeadLetter.of(rec.key, rec.value, rec.headers, ERR_UNKNOWN_CAMERA))
+        out.rejected.append(Rejection(frame.camera_id, tp, rec.offset, ERR_UNKNOWN_CAMERA, ERR_UNKNOWN_CAMERA))
+        return
+    out.batch.see(tp, frame.camera_id, frame.producer, frame.seq, frame.ts_ms)
+    if now_ms - frame.ts_ms > limits.max_age_ms:
+        out.batch.add(tp, frame.camera_id, frame.ts_ms, Counts(dropped_stale=1))
+        return
+    out.frames.append((tp, frame))
 
 
 def _reject(out: Intake, tp: TP, rec: Record, reason: str, error: str, counts_camera: Callable[[str], bool], ts_ms: int) -> None:
