@@ -15,12 +15,12 @@ from tensorflow_serving.apis import get_model_status_pb2
 
 from maskwatch.detections import OUT_MULTICLASS_SCORES, parse_outputs
 from maskwatch.eval.cli import eval_main
-from maskwatch.procs import wait_for
+from maskwatch.procs import version_states, wait_for
 from serving.server import ModelServer
 from serving.signature import ASSETS_EXTRA
 from serving.train import model as tuned
 from serving.train.cli import REPORT_DIR, train_main
-from tests.integration.serving_fixtures import build_model, start_server, version_states
+from tests.integration.serving_fixtures import build_model, start_server
 from tests.voc_fixtures import write_voc
 from worker.model import ModelClient
 
