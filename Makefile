@@ -31,7 +31,7 @@ dashboard/node_modules/.installed: dashboard/package.json dashboard/package-lock
 	cd dashboard && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(MODEL): $(STAMP) serving/export.py serving/ovexport.py serving/ovmodel.py serving/graph.py serving/caffe.py serving/ssd.py serving/signature.py serving/train/model.py $(wildcard serving/weights/*)
+$(MODEL): $(STAMP) serving/export.py serving/ovexport.py serving/ovmodel.py serving/graph.py serving/caffe.py serving/ssd.py serving/model_info.py maskwatch/model_api.py serving/train/model.py $(wildcard serving/weights/*)
 	$(BIN)/python -m serving.export --out models --force
 
 setup: $(STAMP) $(CHECKOV_STAMP) dashboard/node_modules/.installed $(MODEL)

@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from bench import report  # noqa: E402
 from bench.logs import setup_logging  # noqa: E402
 from bench.stack import ROOT  # noqa: E402
+from maskwatch.model_api import MODEL_NAME  # noqa: E402
 from maskwatch.procs import Children  # noqa: E402
 
 logger = logging.getLogger("bench")
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     length.add_argument("--minutes", "--soak-minutes", type=float, default=60.0, help="soak length in minutes (default 60)")
     length.add_argument("--hours", type=float, help="soak length in hours (24 for a day-long run)")
     ap.add_argument("--skip-scaling", action="store_true", help="leave out the worker scaling runs")
-    ap.add_argument("--model-base-path", type=Path, default=ROOT / "models" / "mask_detector")
+    ap.add_argument("--model-base-path", type=Path, default=ROOT / "models" / MODEL_NAME)
     ap.add_argument("--results", type=Path, default=report.RESULTS, help="where latest.json/md and charts go")
     ap.add_argument("--logs", type=Path, default=ROOT / ".maskwatch" / "bench-logs", help="child process logs")
     args = ap.parse_args(argv)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from maskwatch.model_api import INPUT_IMAGES, OUT_NUM, SIGNATURE_NAME
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 NAIVE_CONFIDENCE = 0.2  # the exported model's face threshold (serving.export.DEFAULT_FACE_THRESHOLD), so both classify the same faces
@@ -58,7 +60,7 @@ class ModelRunner:
         import tensorflow as tf
 
         self.tf = tf
-        self.fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+        self.fn = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE_NAME]
 
     def batches(self, jpegs: Sequence[bytes], batch: int) -> list[object]:
         n = len(jpegs)
@@ -66,7 +68,7 @@ class ModelRunner:
 
     def run(self, batch: object) -> int:
         """One call on a prepared batch; the faces found."""
-        return int(self.fn(images=batch)["num_detections"].numpy().sum())
+        return int(self.fn(**{INPUT_IMAGES: batch})[OUT_NUM].numpy().sum())
 
     def window(self, jpegs: Sequence[bytes], batch: int, seconds: float, threads: int = 1) -> Window:
         """Calls of `batch` frames back to back from `threads` threads at once (as a server's concurrent calls)."""
@@ -94,10 +96,10 @@ class ModelRunner:
 class OpenVinoRunner(ModelRunner):
     """The same version directory through the model server's OpenVINO runtime (serving.ovmodel), in process."""
 
-    def __init__(self, version_dir: Path, precision: dict[str, str] | None = None) -> None:
+    def __init__(self, version_dir: Path) -> None:
         from serving.ovmodel import OpenVinoMaskDetector
 
-        self.model = OpenVinoMaskDetector(version_dir, precision=precision)
+        self.model = OpenVinoMaskDetector(version_dir)
 
     def batches(self, jpegs: Sequence[bytes], batch: int) -> list[object]:
         n = len(jpegs)

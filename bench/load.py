@@ -1,5 +1,5 @@
 """Closed-loop gRPC load on a model server: k clients, each sending Predict calls of b frames back to back, through
-the worker's own client (worker.model.ModelClient); throughput without start/end quantisation."""
+the worker's own client (maskwatch.model_api.ModelClient); throughput without start/end quantisation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from worker.model import ModelClient
+from maskwatch.model_api import ModelClient
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,10 @@ PHASES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("model: waiting for Predict", (("detections", "worker/inference.py"),)),
     ("model: building the request", (("submit", "worker/inference.py"),)),
     ("kafka poll / fetch / decode", (("_poll", "worker/consumer.py"), ("wait_backoff", "worker/health.py"))),
-    ("annotate latest frame", tuple((f, "worker/annotate.py") for f in ("annotate", "decode", "encode", "crop"))),
+    (
+        "annotate latest frame",
+        (*((f, "maskwatch/annotate.py") for f in ("draw", "decode", "encode")), ("crop", "worker/snapshots.py")),
+    ),
     ("redis transaction", (("commit_batch", "maskwatch/store.py"),)),
     ("live update publish", (("_publish", "worker/consumer.py"),)),
     ("kafka commit", (("_commit_kafka", "worker/consumer.py"),)),

@@ -194,20 +194,15 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 def accuracy_note(acc: dict[str, Any]) -> str:
-    """Faces found and row-for-row parity of the default runtime and of its f32 variant, against TensorFlow."""
-    if not acc:
+    """Faces found and row-for-row parity of the OpenVINO runtime against TensorFlow."""
+    a = acc.get("openvino")
+    if not a:
         return "no validation images"
-    parts = []
-    for name in ("openvino", "openvino_f32"):
-        a = acc.get(name)
-        if not a:
-            continue
-        p = a.get("parity", {})
-        parts.append(
-            f"{name}: faces found {a.get('faces_found_delta_pct')} %, rows past tolerance {p.get('unmatched', 0) + p.get('extra', 0)} "
-            f"boxes / {p.get('score_differs')} scores / {p.get('class_differs')} classes of {p.get('rows')}"
-        )
-    return "; ".join(parts)
+    p = a.get("parity", {})
+    return (
+        f"faces found {a.get('faces_found_delta_pct')} %, rows past tolerance {p.get('unmatched', 0) + p.get('extra', 0)} "
+        f"boxes / {p.get('score_differs')} scores / {p.get('class_differs')} classes of {p.get('rows')}"
+    )
 
 
 def chart_latency(lat_ms: list[float], path: Path, title: str) -> None:

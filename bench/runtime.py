@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 
 from bench.stats import Summary
+from maskwatch.model_api import INPUT_IMAGES, OUT_NUM, SIGNATURE_NAME, to_ndarray, to_proto
 
 logger = logging.getLogger(__name__)
 
 # The validation images `maskwatch eval` uses by default: MW_EVAL_DATA, else the workspace's copy beside the repo.
 DATA_ENV = "MW_EVAL_DATA"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "facemask-voc"
-F32 = {"detector": "f32", "classifier": "f32"}
 
 
 def eval_data() -> Path | None:
@@ -37,7 +37,6 @@ def profile(version_dir: Path, jpegs: Sequence[bytes], rounds: int = 3) -> dict[
     from tensorflow_serving.apis import predict_pb2
 
     from serving.ovmodel import OpenVinoMaskDetector
-    from serving.tensors import to_ndarray, to_proto
 
     model = OpenVinoMaskDetector(version_dir)
     model.predict(list(jpegs[:1]))
@@ -48,10 +47,10 @@ def profile(version_dir: Path, jpegs: Sequence[bytes], rounds: int = 3) -> dict[
             times: dict[str, float] = {}
             request = predict_pb2.PredictRequest()
             t = time.process_time()
-            request.inputs["images"].CopyFrom(to_proto(np.array([jpeg], dtype=object)))
+            request.inputs[INPUT_IMAGES].CopyFrom(to_proto(np.array([jpeg], dtype=object)))
             wire = request.SerializeToString()
             parsed = predict_pb2.PredictRequest.FromString(wire)
-            images = to_ndarray(parsed.inputs["images"])
+            images = to_ndarray(parsed.inputs[INPUT_IMAGES])
             times["request: parse + tensor"] = time.process_time() - t
             out = model.predict([bytes(x) for x in images], stage=times.__setitem__, clock=time.process_time)
             t = time.process_time()
@@ -60,7 +59,7 @@ def profile(version_dir: Path, jpegs: Sequence[bytes], rounds: int = 3) -> dict[
                 response.outputs[alias].CopyFrom(to_proto(value))
             response.SerializeToString()
             times["response: serialise"] = time.process_time() - t
-            faces = int(out["num_detections"][0])
+            faces = int(out[OUT_NUM][0])
             crops_seen.append(faces)
             for name, s in times.items():
                 per[name].append(s * 1000)
@@ -89,7 +88,7 @@ def _first_pass_ms(model: Any, jpegs: Sequence[bytes]) -> float | None:
     rng = np.random.default_rng(0)
     counts = []
     for jpeg in jpegs:
-        counts.append(int(model.predict([jpeg])["num_detections"][0]))
+        counts.append(int(model.predict([jpeg])[OUT_NUM][0]))
     faces = max(1, round(float(np.mean(counts)))) if counts else 1
     x = rng.uniform(-1, 1, (faces, size, size, 3)).astype(np.float32)
     model.classifier(x)
@@ -102,15 +101,15 @@ def _first_pass_ms(model: Any, jpegs: Sequence[bytes]) -> float | None:
 
 
 def accuracy(version_dir: Path, data: Path, limit: int = 0) -> dict[str, Any]:
-    """TensorFlow against the OpenVINO runtime as exported and with f32 networks, on the validation split that
-    `maskwatch eval` uses: mAP, faces found at the operating point, and the row-for-row parity (serving.parity)."""
+    """TensorFlow against the OpenVINO runtime on the validation split that `maskwatch eval` uses: mAP, faces found at
+    the operating point, and the row-for-row parity (serving.parity)."""
     import tensorflow as tf
 
-    from maskwatch.detections import parse_outputs
     from maskwatch.eval import dataset, split
     from maskwatch.eval.cli import truth_of
     from maskwatch.eval.metrics import evaluate
     from maskwatch.eval.runner import to_predicted
+    from maskwatch.model_api import parse_outputs
     from serving.ovmodel import OpenVinoMaskDetector
     from serving.parity import compare
 
@@ -119,14 +118,10 @@ def accuracy(version_dir: Path, data: Path, limit: int = 0) -> dict[str, Any]:
         samples = samples[:limit]
     jpegs = [s.read_jpeg() for s in samples]
     truths = [truth_of(s) for s in samples]
-    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    runs: dict[str, list[dict[str, np.ndarray]]] = {
-        "tensorflow": [{k: v.numpy() for k, v in serve(images=tf.constant([j])).items()} for j in jpegs]
-    }
-    shipped = OpenVinoMaskDetector(version_dir)
-    runs["openvino"] = [shipped.predict([j]) for j in jpegs]
-    f32 = OpenVinoMaskDetector(version_dir, precision=F32)
-    runs["openvino_f32"] = [f32.predict([j]) for j in jpegs]
+    serve = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE_NAME]
+    reference = [{k: v.numpy() for k, v in serve(**{INPUT_IMAGES: tf.constant([j])}).items()} for j in jpegs]
+    model = OpenVinoMaskDetector(version_dir)
+    outputs = [model.predict([j]) for j in jpegs]
 
     def score(outs: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         preds = [to_predicted(parse_outputs(o, 1)[0], s.width, s.height) for o, s in zip(outs, samples, strict=True)]
@@ -134,19 +129,19 @@ def accuracy(version_dir: Path, data: Path, limit: int = 0) -> dict[str, Any]:
         found = sum(int(v["found"] or 0) for v in report.recall_by_width.values())
         return {"map": report.mean_ap, "faces_found": found}
 
-    result: dict[str, Any] = {"data": str(data), "images": len(samples), "openvino_precision": shipped.config.precision}
-    ref = score(runs["tensorflow"])
-    result["tensorflow"] = ref
-    for name in ("openvino", "openvino_f32"):
-        parity = None
-        for a, b in zip(runs["tensorflow"], runs[name], strict=True):
-            parity = compare(a, b, parity)
-        s = score(runs[name])
-        assert parity is not None
-        result[name] = {
+    ref, s = score(reference), score(outputs)
+    parity = None
+    for a, b in zip(reference, outputs, strict=True):
+        parity = compare(a, b, parity)
+    assert parity is not None
+    return {
+        "data": str(data),
+        "images": len(samples),
+        "tensorflow": ref,
+        "openvino": {
             **s,
             "map_delta": round(s["map"] - ref["map"], 4) if s["map"] is not None and ref["map"] is not None else None,
             "faces_found_delta_pct": round(100 * (s["faces_found"] - ref["faces_found"]) / max(ref["faces_found"], 1), 2),
             "parity": {**parity.to_dict(), "examples": parity.examples[:5]},
-        }
-    return result
+        },
+    }

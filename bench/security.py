@@ -35,6 +35,7 @@ import numpy as np
 import psutil
 
 from maskwatch.detections import Counts
+from maskwatch.model_api import MODEL_NAME
 from maskwatch.procs import Children, free_port, port_open, py, serving_command, wait_for
 from maskwatch.store import BatchWrite, Store, epoch_minute, summarise
 
@@ -204,7 +205,7 @@ def bomb_run(code: Path, label: str, redis_url: str, n: int, width: int, height:
     env = {**os.environ, "PYTHONPATH": str(code), "TF_CPP_MIN_LOG_LEVEL": "2", "MW_REDIS_URL": redis_url}
     env = {k: v for k, v in env.items() if not k.startswith("MW_DASHBOARD")}
     gport, dport = free_port(), free_port()
-    model = ROOT / "models" / "mask_detector"
+    model = ROOT / "models" / MODEL_NAME
     with children() as group:
         serving = group.start(
             "serving", serving_command(gport, model, "--file_system_poll_wait_seconds", "0"), base_env=env, cwd=code

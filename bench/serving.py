@@ -21,6 +21,7 @@ from bench.load import closed_loop  # noqa: E402
 from bench.logs import setup_logging  # noqa: E402
 from bench.stack import DEPLOYED_SERVING_ARGS, ROOT, start_server  # noqa: E402
 from bench.stats import Summary  # noqa: E402
+from maskwatch.model_api import MODEL_NAME  # noqa: E402
 from maskwatch.procs import Children  # noqa: E402
 
 logger = logging.getLogger("bench.serving")
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default="1,4,16", help="concurrent clients to try")
     ap.add_argument("--client-batch", type=int, default=4, help="frames per Predict call of each client (default 4)")
     ap.add_argument("--batches", default="1,4,8,16", help="in-process batch sizes")
-    ap.add_argument("--model-base-path", type=Path, default=ROOT / "models" / "mask_detector")
+    ap.add_argument("--model-base-path", type=Path, default=ROOT / "models" / MODEL_NAME)
     ap.add_argument("--results", type=Path, default=report.RESULTS)
     args = ap.parse_args(argv)
     setup_logging()

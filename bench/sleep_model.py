@@ -13,11 +13,13 @@ import argparse
 import os
 from pathlib import Path
 
+from maskwatch.model_api import INPUT_IMAGES, MODEL_NAME, OUT_BOXES, OUT_CLASSES, OUT_NUM, OUT_SCORES, SIGNATURE_NAME
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def export_sleep_model(base: Path, sleep_ms: float, version: int = 1) -> Path:
-    """Write `<base>/mask_detector/<version>`; returns the model base path (`<base>/mask_detector`)."""
+    """Write `<base>/<MODEL_NAME>/<version>`; returns the model base path (`<base>/<MODEL_NAME>`)."""
     import tensorflow as tf
     from tensorflow.python.data.experimental.ops import testing as tfdata_testing
 
@@ -25,26 +27,26 @@ def export_sleep_model(base: Path, sleep_ms: float, version: int = 1) -> Path:
     per_ask_us = int(sleep_ms * 1000 / 2)
 
     class SleepDetector(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_IMAGES)])
         def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
             n = tf.data.Dataset.from_tensors(tf.shape(images)[0]).apply(tfdata_testing.sleep(per_ask_us))
             n = n.get_single_element()
             return {
-                "detection_boxes": tf.tile(tf.constant([[[0.2, 0.3, 0.6, 0.6]]], tf.float32), [n, 1, 1]),
-                "detection_scores": tf.fill([n, 1], 0.9),
-                "detection_classes": tf.ones([n, 1], tf.float32),
-                "num_detections": tf.ones([n], tf.float32),
+                OUT_BOXES: tf.tile(tf.constant([[[0.2, 0.3, 0.6, 0.6]]], tf.float32), [n, 1, 1]),
+                OUT_SCORES: tf.fill([n, 1], 0.9),
+                OUT_CLASSES: tf.ones([n, 1], tf.float32),
+                OUT_NUM: tf.ones([n], tf.float32),
             }
 
     module = SleepDetector()
-    out = base / "mask_detector" / str(version)
-    tf.saved_model.save(module, str(out), signatures={"serving_default": module.serve})
-    return base / "mask_detector"
+    out = base / MODEL_NAME / str(version)
+    tf.saved_model.save(module, str(out), signatures={SIGNATURE_NAME: module.serve})
+    return base / MODEL_NAME
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.sleep_model", description=__doc__)
-    ap.add_argument("--out", type=Path, required=True, help="model base directory (writes OUT/mask_detector/1)")
+    ap.add_argument("--out", type=Path, required=True, help=f"model base directory (writes OUT/{MODEL_NAME}/1)")
     ap.add_argument("--sleep-ms", type=float, default=500.0, help="wall time of one call (default 500)")
     args = ap.parse_args(argv)
     print(export_sleep_model(args.out, args.sleep_ms))

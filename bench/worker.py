@@ -28,6 +28,7 @@ from bench.profile import phases_of, py_spy  # noqa: E402
 from bench.scaling import delete_topics  # noqa: E402
 from bench.stack import ROOT, start_server  # noqa: E402
 from bench.stats import Summary, paired_ratio  # noqa: E402
+from maskwatch.model_api import MODEL_NAME  # noqa: E402
 from maskwatch.procs import Children  # noqa: E402
 
 logger = logging.getLogger("bench.worker")
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, help="drains per setting (default 4, in ABBA order with the server-only runs; quick 1)")
     ap.add_argument("--drain-s", type=float, help="seconds one backlog should last (default 20, quick 8)")
     ap.add_argument("--profile", action="store_true", help="py-spy the worker during one extra drain per setting")
-    ap.add_argument("--model-base-path", type=Path, default=ROOT / "models" / "mask_detector")
+    ap.add_argument("--model-base-path", type=Path, default=ROOT / "models" / MODEL_NAME)
     ap.add_argument("--results", type=Path, default=report.RESULTS)
     args = ap.parse_args(argv)
     setup_logging()

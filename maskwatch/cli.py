@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from maskwatch.frames import is_valid_camera_id
 from maskwatch.lifecycle import stop_event
 from maskwatch.logs import setup_logging
+from maskwatch.model_api import MODEL_NAME
 from maskwatch.settings import CommonSettings, add_flags, flags_over_env
 from maskwatch.site import SiteError, load_site
 from maskwatch.stack import Stack, StackConfig, StackSettings
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "--serving", help="TF Serving gRPC host:port (default MW_SERVING, else 127.0.0.1:8500); a free local port gets ours"
     )
     up.add_argument("--dashboard-port", type=int, help="default MW_DASHBOARD_PORT, else 5000")
-    up.add_argument("--model-base-path", default="models/mask_detector")
+    up.add_argument("--model-base-path", default=f"models/{MODEL_NAME}")
     up.add_argument("--demo-cameras", type=int, default=3)
     up.add_argument("--demo-fps", type=float, default=2.0)
     up.set_defaults(fn=_up)

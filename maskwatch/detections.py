@@ -1,11 +1,10 @@
-"""Model output (Contract 2) as values: per-image `Detections`, class names, and per-frame `Counts`."""
+"""Model output (Contract 2) as values: per-image `Detections`, class names, and per-frame `Counts`; `maskwatch.model_api`
+parses the model's answers into them."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import numpy as np
 
 WITH_MASK = "with_mask"
 WITHOUT_MASK = "without_mask"
@@ -14,16 +13,6 @@ INCORRECT = "mask_worn_incorrectly"
 CLASS_NAMES: dict[int, str] = {1: WITH_MASK, 2: WITHOUT_MASK, 3: INCORRECT}
 CLASS_IDS: dict[str, int] = {v: k for k, v in CLASS_NAMES.items()}
 VIOLATION_CLASSES = frozenset({WITHOUT_MASK, INCORRECT})
-
-OUT_BOXES = "detection_boxes"
-OUT_SCORES = "detection_scores"
-OUT_CLASSES = "detection_classes"
-OUT_NUM = "num_detections"
-REQUIRED_OUTPUTS = (OUT_BOXES, OUT_SCORES, OUT_CLASSES, OUT_NUM)
-# Optional, as the TF Object Detection API names it: [N,K,1+3], column 0 background, column c the row's score for
-# Contract 2 class c. An evaluation ranks every face in every class's list with it (the VOC protocol for detectors);
-# counting (the worker) needs only the row's own class and score.
-OUT_MULTICLASS_SCORES = "detection_multiclass_scores"
 
 
 class ModelOutputError(ValueError):
@@ -93,52 +82,6 @@ class Detections:
                 bucket = width_bucket((d.box[3] - d.box[1]) * image_width)
                 by[bucket] = by.get(bucket, 0) + 1
         return Counts(frames=1, faces=len(self.items), **by)  # type: ignore[arg-type]
-
-
-def parse_outputs(outputs: Mapping[str, np.ndarray], batch: int) -> list[Detections]:
-    """Split a Predict answer for `batch` images into one Detections per image.
-
-    Raises ModelOutputError when shapes or values break Contract 2.
-    """
-    missing = [k for k in REQUIRED_OUTPUTS if k not in outputs]
-    if missing:
-        raise ModelOutputError(f"missing outputs {missing}")
-    boxes = np.asarray(outputs[OUT_BOXES], dtype=np.float32)
-    scores = np.asarray(outputs[OUT_SCORES], dtype=np.float32)
-    classes = np.asarray(outputs[OUT_CLASSES])
-    num = np.asarray(outputs[OUT_NUM]).reshape(-1)
-    if boxes.ndim != 3 or boxes.shape[0] != batch or boxes.shape[2] != 4:
-        raise ModelOutputError(f"{OUT_BOXES} shape {boxes.shape}, want [{batch},K,4]")
-    k = boxes.shape[1]
-    if scores.shape != (batch, k) or classes.shape != (batch, k) or num.shape != (batch,):
-        raise ModelOutputError(
-            f"shapes scores={scores.shape} classes={classes.shape} num={num.shape} for boxes {boxes.shape}"
-        )
-    multiclass = None
-    if OUT_MULTICLASS_SCORES in outputs:
-        multiclass = np.asarray(outputs[OUT_MULTICLASS_SCORES], dtype=np.float32)
-        if multiclass.shape != (batch, k, 1 + len(CLASS_NAMES)):
-            raise ModelOutputError(
-                f"{OUT_MULTICLASS_SCORES} shape {multiclass.shape}, want [{batch},{k},{1 + len(CLASS_NAMES)}]"
-            )
-    result: list[Detections] = []
-    for i in range(batch):
-        n = int(num[i])
-        if not 0 <= n <= k:
-            raise ModelOutputError(f"num_detections {n} outside [0, {k}]")
-        items = []
-        for j in range(n):
-            cls_id = int(round(float(classes[i, j])))
-            if cls_id not in CLASS_NAMES:
-                raise ModelOutputError(f"class id {cls_id} not in {sorted(CLASS_NAMES)}")
-            b = boxes[i, j]
-            if not np.all(np.isfinite(b)):
-                raise ModelOutputError("non-finite box")
-            box = tuple(float(v) for v in np.clip(b, 0.0, 1.0))
-            per_class = None if multiclass is None else tuple(float(v) for v in multiclass[i, j, 1:])
-            items.append(Detection(box=box, score=float(scores[i, j]), label=CLASS_NAMES[cls_id], class_scores=per_class))  # type: ignore[arg-type]
-        result.append(Detections(tuple(items)))
-    return result
 
 
 WIDTH_BUCKETS = ((0, 16, "faces_lt16"), (16, 32, "faces_16_32"), (32, 64, "faces_32_64"), (64, 1 << 30, "faces_ge64"))

@@ -20,6 +20,8 @@ from pathlib import Path
 import psutil
 import redis
 
+from maskwatch.model_api import MODEL_NAME
+
 logger = logging.getLogger(__name__)
 
 # every child: TensorFlow's C++ logging off, Python's output unbuffered (its log shows what it did up to a crash)
@@ -279,7 +281,7 @@ class Children:
         name: str = "serving",
         port: int | None = None,
         rest_port: int = 0,
-        model_name: str = "mask_detector",
+        model_name: str = MODEL_NAME,
         timeout_s: float = 240.0,
     ) -> str:
         """`python -m serving` over `model_base_path` with `extra` flags; its gRPC target once the model is AVAILABLE."""
@@ -344,7 +346,7 @@ def redis_answers(url: str) -> bool:
         return False
 
 
-def serving_command(port: int, model_base_path: Path, *extra: str, rest_port: int = 0, model_name: str = "mask_detector") -> list[str]:
+def serving_command(port: int, model_base_path: Path, *extra: str, rest_port: int = 0, model_name: str = MODEL_NAME) -> list[str]:
     """`python -m serving` serving one model on gRPC `port` (REST on `rest_port`, 0: off), with `extra` flags."""
     return py(
         "serving",
@@ -360,7 +362,7 @@ def serving_command(port: int, model_base_path: Path, *extra: str, rest_port: in
     )
 
 
-def version_states(target: str, name: str = "mask_detector") -> dict[int, int]:
+def version_states(target: str, name: str = MODEL_NAME) -> dict[int, int]:
     """Version -> state (TF Serving's ModelVersionStatus.State) of model `name` at `target` by GetModelStatus ({} when
     the server does not answer or knows no such model)."""
     import grpc
@@ -376,7 +378,7 @@ def version_states(target: str, name: str = "mask_detector") -> dict[int, int]:
     return {s.version: s.state for s in resp.model_version_status}
 
 
-def model_available(target: str, name: str = "mask_detector") -> bool:
+def model_available(target: str, name: str = MODEL_NAME) -> bool:
     """Model `name` at `target` has an AVAILABLE version."""
     from tensorflow_serving.apis import get_model_status_pb2
 

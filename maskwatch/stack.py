@@ -22,6 +22,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from maskwatch.buckets import TopicScheme
+from maskwatch.model_api import MODEL_NAME
 from maskwatch.procs import (
     Child,
     Children,
@@ -241,7 +242,7 @@ class StackConfig:
     settings: StackSettings = field(default_factory=StackSettings)
     workers: int = 2
     partitions: int = 12
-    model_base_path: str = "models/mask_detector"
+    model_base_path: str = f"models/{MODEL_NAME}"
     site_file: str | None = None
     demo_cameras: int = 3
     demo_fps: float = 2.0

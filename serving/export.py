@@ -15,22 +15,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
-from maskwatch.detections import CLASS_NAMES, OUT_BOXES, OUT_NUM
+from maskwatch.detections import CLASS_NAMES
 from maskwatch.logs import setup_logging
-from serving import caffe, ovexport
-from serving.graph import CLASSIFIER_CLASS_IDS, DEFAULT_MAX_DETECTIONS, MaskDetectorModule
-from serving.signature import (
+from maskwatch.model_api import (
     ASSETS_EXTRA,
     INPUT_IMAGES,
-    MODEL_INFO_FILE,
     MODEL_NAME,
+    OUT_BOXES,
+    OUT_NUM,
     OUTPUTS,
     SIGNATURE_NAME,
     WARMUP_FILE,
-    ModelInfo,
+    to_proto,
 )
+from serving import caffe, ovexport
+from serving.graph import CLASSIFIER_CLASS_IDS, DEFAULT_MAX_DETECTIONS, MaskDetectorModule
+from serving.model_info import MODEL_INFO_FILE, ModelInfo
 from serving.ssd import FaceDetector, TunedFaceDetector
 from serving.train import model as tuned
 
@@ -204,7 +207,7 @@ def write_warmup(path: Path, jpeg: bytes) -> None:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = MODEL_NAME
     request.model_spec.signature_name = SIGNATURE_NAME
-    request.inputs[INPUT_IMAGES].CopyFrom(tf.make_tensor_proto([jpeg], dtype=tf.string, shape=[1]))
+    request.inputs[INPUT_IMAGES].CopyFrom(to_proto(np.array([jpeg], dtype=object)))
     log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
     with tf.io.TFRecordWriter(str(path)) as writer:
         writer.write(log.SerializeToString())
@@ -221,7 +224,7 @@ def verify(version_dir: Path, jpeg: bytes) -> None:
         raise RuntimeError(f"unexpected output shapes boxes={outputs[OUT_BOXES].shape} num={outputs[OUT_NUM].shape}")
     faces = outputs[OUT_NUM].numpy().tolist()
     if min(faces) < 1:
-        raise RuntimeError(f"exported model finds no face in the warm-up photo (num_detections={faces})")
+        raise RuntimeError(f"exported model finds no face in the warm-up photo ({OUT_NUM}={faces})")
 
 
 def export(
@@ -233,7 +236,7 @@ def export(
     force: bool = False,
     before_publish: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write `<out>/mask_detector/<version>/`; the directory appears whole or not at all (TF Serving watches it).
+    """Write `<out>/<MODEL_NAME>/<version>/`; the directory appears whole or not at all (TF Serving watches it).
 
     `before_publish` gets the finished staging directory (e.g. to validate the model and add its report).
     """

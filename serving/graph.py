@@ -7,18 +7,18 @@ from typing import Protocol
 
 import tensorflow as tf
 
-from maskwatch.detections import (
-    CLASS_IDS,
+from maskwatch.detections import CLASS_IDS, WITH_MASK, WITHOUT_MASK
+from maskwatch.model_api import (
+    INPUT_IMAGES,
+    MODEL_NAME,
     OUT_BOXES,
     OUT_CLASSES,
+    OUT_FACE_SCORES,
     OUT_MULTICLASS_SCORES,
     OUT_NUM,
     OUT_SCORES,
-    WITH_MASK,
-    WITHOUT_MASK,
 )
 from serving.caffe import DetectionParams
-from serving.signature import INPUT_IMAGES, OUT_FACE_SCORES
 from serving.ssd import BGR_MEAN
 
 CLASSIFIER_SIZE = 224
@@ -123,7 +123,7 @@ class MaskDetectorModule(tf.Module):
         classifier: Classifier,
         face_threshold: float,
         max_detections: int = DEFAULT_MAX_DETECTIONS,
-        name: str = "mask_detector",
+        name: str = MODEL_NAME,
         classifier_size: int = CLASSIFIER_SIZE,
         class_ids: tuple[int, ...] = CLASSIFIER_CLASS_IDS,
         crop_margin: float | None = None,

@@ -17,13 +17,13 @@ from tensorflow_serving.apis import (
 )
 
 from maskwatch.frames import MAX_PIXELS
+from maskwatch.model_api import dtype_name, to_ndarray, to_proto
 from serving import metrics as m
 from serving.batching import BatchScheduler, run_by_image_size
 from serving.manager import ModelManager
 from serving.servable import DEFAULT_SIGNATURE, Servable
 from serving.settings import RUNTIME_OPENVINO
 from serving.status import ServingError, invalid_argument
-from serving.tensors import dtype_name, to_ndarray, to_proto
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 `serving.graph.MaskDetectorModule` is the reference: every step here computes what its TensorFlow op computes
 (letterbox resize, crops, classifier + mirror pass, Contract 2 rows), so the outputs match it within the networks'
-rounding (tests/integration/test_openvino_parity.py). The detector's DetectionOutput (box decoding, top-k, NMS) stays
+rounding (tests/integration/test_openvino_runtime.py). The detector's DetectionOutput (box decoding, top-k, NMS) stays
 the graph's own TensorFlow code: many candidates score exactly 1.0 in float32, and only the same NMS kernel breaks
 those ties the same way (a numpy NMS picked a neighbouring anchor, 2-3 px away, for 5 of 843 validation faces).
 The networks are converted from the same weights when the SavedModel is exported and stored in its version
@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,16 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from maskwatch.detections import CLASS_IDS, OUT_BOXES, OUT_CLASSES, OUT_MULTICLASS_SCORES, OUT_NUM, OUT_SCORES
-from serving.signature import ASSETS_EXTRA, OUT_FACE_SCORES
+from maskwatch.detections import CLASS_IDS
+from maskwatch.model_api import (
+    ASSETS_EXTRA,
+    OUT_BOXES,
+    OUT_CLASSES,
+    OUT_FACE_SCORES,
+    OUT_MULTICLASS_SCORES,
+    OUT_NUM,
+    OUT_SCORES,
+)
 
 OPENVINO_DIR = "openvino"
 CONFIG_FILE = "pipeline.json"
@@ -37,7 +45,10 @@ CLASSIFIER_XML = "classifier.xml"
 # a cv2 scalar (a fourth channel, unused).
 BGR_MEAN_SCALAR = (104.0, 177.0, 123.0, 0.0)
 CROP_BORDER = 1  # serving.graph.CROP_BORDER: the replicated edge a crop may read
-PRECISIONS = ("f32", "bf16")
+# Both networks run in float32, as TensorFlow does: it matches TensorFlow row for row. OpenVINO would pick bf16 by
+# itself on CPUs with AMX / AVX512-BF16; the detector in bf16 was 4-5x faster there but moved 9 boxes, 30 scores and
+# 3 classes of 843 validation rows past serving.parity's tolerances (serving/EXPERIMENTS.md, "Runtime trials").
+PRECISION = "f32"
 
 
 class ModelFormatError(ValueError):
@@ -62,19 +73,12 @@ class PipelineConfig:
     keep_top_k: int
     confidence_threshold: float
     variances: tuple[float, float, float, float]
-    # OpenVINO inference precision per network. The detector in bf16 (AMX / AVX512-BF16; CPUs without them run f32)
-    # is 4-5x faster than in f32 and keeps the validation mAP (+0.17 points) and the faces found (456 of 456), but
-    # moves a few rows past the per-row tolerances of serving.parity (5 of 843 boxes > 1 px, 30 scores > 0.01); the
-    # classifier in bf16 would gain little and move 235 scores. f32 everywhere matches TensorFlow row for row.
-    precision: dict[str, str] = field(default_factory=lambda: {"detector": "bf16", "classifier": "f32"})
 
     def __post_init__(self) -> None:
         if not 0.0 < self.face_threshold < 1.0:
             raise ModelFormatError(f"face_threshold {self.face_threshold} outside (0, 1)")
         if not 1 <= self.max_detections <= self.keep_top_k:
             raise ModelFormatError(f"max_detections {self.max_detections} outside [1, {self.keep_top_k}]")
-        if set(self.precision) != {"detector", "classifier"} or not set(self.precision.values()) <= set(PRECISIONS):
-            raise ModelFormatError(f"precision {self.precision} must give detector and classifier one of {PRECISIONS}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -275,37 +279,26 @@ class _Network:
 class OpenVinoMaskDetector:
     """JPEG strings in, Contract 2 outputs out, as `MaskDetectorModule.serve` answers, with OpenVINO networks."""
 
-    def __init__(self, version_dir: str | Path, threads: int = 0, precision: dict[str, str] | None = None) -> None:
-        """`precision` overrides the exported choice per network (the benchmark and the parity test compare)."""
+    def __init__(self, version_dir: str | Path, threads: int = 0) -> None:
         import openvino as ov
 
         folder = openvino_dir(version_dir)
         if not has_openvino(version_dir):
             raise ModelFormatError(f"{folder} lacks the OpenVINO networks (re-export the model with serving.export)")
         self.config = PipelineConfig.from_json((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        if precision is not None:
-            self.config = replace(self.config, precision={**self.config.precision, **precision})
         self.priors = np.load(folder / PRIORS_FILE).astype(np.float32)
         core = ov.Core()
         # unpinned threads: on a machine shared with the broker, workers and other services, threads pinned to busy
         # cores wait for them (wall-clock frames/s 20-40 % lower in an interleaved run with the machine loaded)
-        options: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+        options: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "ENABLE_CPU_PINNING": False,
+            "INFERENCE_PRECISION_HINT": PRECISION,
+        }
         if threads:
             options["INFERENCE_NUM_THREADS"] = threads
-        self.detector = _Network(
-            core.compile_model(
-                str(folder / DETECTOR_XML),
-                "CPU",
-                {**options, "INFERENCE_PRECISION_HINT": self.config.precision["detector"]},
-            )
-        )
-        self.classifier = _Network(
-            core.compile_model(
-                str(folder / CLASSIFIER_XML),
-                "CPU",
-                {**options, "INFERENCE_PRECISION_HINT": self.config.precision["classifier"]},
-            )
-        )
+        self.detector = _Network(core.compile_model(str(folder / DETECTOR_XML), "CPU", options))
+        self.classifier = _Network(core.compile_model(str(folder / CLASSIFIER_XML), "CPU", options))
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="jpeg")
         self._detection_output = _detection_output(self.priors, self.config)
 

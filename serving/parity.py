@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from maskwatch.detections import OUT_BOXES, OUT_CLASSES, OUT_NUM, OUT_SCORES
+from maskwatch.model_api import OUT_BOXES, OUT_CLASSES, OUT_NUM, OUT_SCORES
 
 FRAME_HW = (480, 640)  # boxes are compared in the pixels of a 640x480 frame
 BOX_TOLERANCE_PX = 1.0

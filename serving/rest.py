@@ -20,11 +20,11 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2, predict_pb2
 
+from maskwatch.model_api import numpy_dtype, to_ndarray, to_proto
 from serving import metrics as m
 from serving.inference import SIGNATURE_DEF_FIELD, Inference
 from serving.servable import DEFAULT_SIGNATURE
 from serving.status import ServingError, invalid_argument
-from serving.tensors import to_ndarray, to_proto
 
 logger = logging.getLogger(__name__)
 
@@ -34,20 +34,23 @@ _MODEL_PATH = re.compile(
     r"(?P<tail>/metadata|:predict|:classify|:regress)?/?$"
 )
 
-_NUMPY_BY_DTYPE: dict[int, Any] = {
-    types_pb2.DT_FLOAT: np.float32,
-    types_pb2.DT_DOUBLE: np.float64,
-    types_pb2.DT_HALF: np.float16,
-    types_pb2.DT_INT8: np.int8,
-    types_pb2.DT_INT16: np.int16,
-    types_pb2.DT_INT32: np.int32,
-    types_pb2.DT_INT64: np.int64,
-    types_pb2.DT_UINT8: np.uint8,
-    types_pb2.DT_UINT16: np.uint16,
-    types_pb2.DT_UINT32: np.uint32,
-    types_pb2.DT_UINT64: np.uint64,
-    types_pb2.DT_BOOL: np.bool_,
-}
+# The numeric dtypes a JSON number (or true/false) can fill.
+_JSON_NUMERIC = frozenset(
+    {
+        types_pb2.DT_FLOAT,
+        types_pb2.DT_DOUBLE,
+        types_pb2.DT_HALF,
+        types_pb2.DT_INT8,
+        types_pb2.DT_INT16,
+        types_pb2.DT_INT32,
+        types_pb2.DT_INT64,
+        types_pb2.DT_UINT8,
+        types_pb2.DT_UINT16,
+        types_pb2.DT_UINT32,
+        types_pb2.DT_UINT64,
+        types_pb2.DT_BOOL,
+    }
+)
 
 
 def _message_json(message: Message) -> Any:
@@ -85,11 +88,10 @@ def json_to_array(value: Any, info: meta_graph_pb2.TensorInfo, alias: str) -> np
         else:
             array[()] = decoded
         return array
-    numpy_type = _NUMPY_BY_DTYPE.get(info.dtype)
-    if numpy_type is None:
+    if info.dtype not in _JSON_NUMERIC:
         raise invalid_argument(f"input {alias}: dtype {types_pb2.DataType.Name(info.dtype)} is not supported over REST")
     try:
-        return np.array(value, dtype=numpy_type)
+        return np.array(value, dtype=numpy_dtype(info.dtype))
     except (TypeError, ValueError) as error:
         raise invalid_argument(f"input {alias}: {error}") from error
 

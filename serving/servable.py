@@ -19,7 +19,7 @@ from serving.status import ServingError, code_from_number, failed_precondition, 
 logger = logging.getLogger(__name__)
 
 SERVE_TAG = "serve"
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 SAVED_MODEL_FILENAMES = ("saved_model.pb", "saved_model.pbtxt")
 
 
@@ -146,7 +146,7 @@ class OpenVinoServable(Servable):
             model = OpenVinoMaskDetector(path)
         except (ModelFormatError, OSError, RuntimeError) as error:
             raise LoadError(f"Failed to load the OpenVINO networks at {path}: {error}") from error
-        logger.info("openvino runtime model=%s version=%d precision=%s", name, version, model.config.precision)
+        logger.info("openvino runtime model=%s version=%d", name, version)
         return cls(name, version, path, meta_graph, model)
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from maskwatch.frames import MAX_PIXELS
+from maskwatch.model_api import MODEL_NAME
 
-DEFAULT_MODEL_NAME = "mask_detector"
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 RUNTIME_TENSORFLOW = "tensorflow"
 RUNTIME_OPENVINO = "openvino"
@@ -44,7 +44,7 @@ class Settings:
     rest_api_port: int = 0
     rest_api_num_threads: int = 16
     rest_api_timeout_in_ms: int = 30000
-    model_name: str = DEFAULT_MODEL_NAME
+    model_name: str = MODEL_NAME
     model_base_path: str = ""
     model_config_file: str = ""
     model_config_file_poll_wait_seconds: int = 0

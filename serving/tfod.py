@@ -15,23 +15,22 @@ from pathlib import Path
 import tensorflow as tf
 
 from maskwatch.logs import setup_logging
+from maskwatch.model_api import INPUT_PIXELS, MODEL_NAME, SIGNATURE_NAME
 from serving.export import build_module, resolve_sources
 from serving.graph import MaskDetectorModule
-from serving.signature import MODEL_NAME, SIGNATURE_NAME
 
 logger = logging.getLogger(__name__)
 
-TFOD_INPUT = "input_tensor"
 
 
 class TfodModule(tf.Module):
     """uint8 pixels in (one image), Contract 2 outputs out; the graph inside is the JPEG model's."""
 
     def __init__(self, inner: MaskDetectorModule) -> None:
-        super().__init__(name="mask_detector_tfod")
+        super().__init__(name=f"{MODEL_NAME}_tfod")
         self.inner = inner
 
-    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name=TFOD_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name=INPUT_PIXELS)])
     def serve(self, input_tensor: tf.Tensor) -> dict[str, tf.Tensor]:
         # Lossless hand-over into the shared graph: quality-100 JPEG of the given pixels.
         jpeg = tf.io.encode_jpeg(input_tensor[0], quality=100, chroma_downsampling=False)
@@ -48,7 +47,7 @@ def export_tfod(out: Path, version: int = 1, face_threshold: float = 0.2) -> Pat
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m serving.tfod", description=__doc__)
-    ap.add_argument("--out", type=Path, required=True, help="model base path to write <out>/mask_detector/<version>")
+    ap.add_argument("--out", type=Path, required=True, help=f"model base path to write <out>/{MODEL_NAME}/<version>")
     ap.add_argument("--version", type=int, default=1)
     ap.add_argument("--face-threshold", type=float, default=0.2)
     args = ap.parse_args(argv)

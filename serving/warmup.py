@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from maskwatch.model_api import ASSETS_EXTRA, WARMUP_FILE
+
 logger = logging.getLogger(__name__)
 
-WARMUP_DIR = "assets.extra"
-WARMUP_FILENAME = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
 
 
@@ -22,7 +22,7 @@ class WarmupError(Exception):
 
 def warmup_path(version_path: str) -> str:
     """Where TF Serving looks for a version's warm-up requests."""
-    return os.path.join(version_path, WARMUP_DIR, WARMUP_FILENAME)
+    return os.path.join(version_path, ASSETS_EXTRA, WARMUP_FILE)
 
 
 def read_warmup_logs(path: str) -> Iterator[prediction_log_pb2.PredictionLog]:

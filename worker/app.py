@@ -10,11 +10,11 @@ import threading
 
 from kafka import KafkaConsumer, KafkaProducer
 
+from maskwatch.model_api import ModelClient
 from maskwatch.store import Store
 from worker import metrics
 from worker.consumer import Worker
 from worker.health import Abandon
-from worker.model import ModelClient
 from worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from maskwatch.annotate import decode, draw, encode
 from maskwatch.detections import Counts, Detection, Detections
 from maskwatch.frames import (
     ERR_UNKNOWN_CAMERA,
@@ -20,7 +21,7 @@ from maskwatch.frames import (
     seq_of,
 )
 from maskwatch.store import TP, BatchWrite, Episode, Seen, episode_notice
-from worker import annotate
+from worker import snapshots
 from worker.episodes import Announcer, EpisodeBook, EpisodeBooks, face_quality
 from worker.settings import WorkerSettings
 from worker.tracker import Track, Trackers
@@ -272,9 +273,9 @@ def count(
     for cid, part in part_of.items():
         batch.episodes.extend((part, ep) for ep in books.episodes.book(cid).drain())
     for cid, (frame, d) in latest.items():
-        img = annotate.decode(frame.jpeg)
+        img = decode(frame.jpeg)
         if img is not None:
-            batch.latest_jpeg[cid] = annotate.encode(annotate.annotate(img, d))
+            batch.latest_jpeg[cid] = encode(draw(img, d))
 
 
 def _episode_step(book: EpisodeBook, frame: Frame, seen: Iterable[tuple[Track, Detection]], blur_faces: bool) -> None:
@@ -282,12 +283,12 @@ def _episode_step(book: EpisodeBook, frame: Frame, seen: Iterable[tuple[Track, D
     candidates = book.observe(frame.ts_ms, seen, frame.width, frame.height)
     if not candidates:
         return
-    img = annotate.decode(frame.jpeg)
+    img = decode(frame.jpeg)
     if img is None:
         return
     for c in candidates:
-        quality = face_quality(c.area_px, annotate.sharpness(img, c.detection))
-        book.offer(c, quality, annotate.crop(img, c.detection, blur_faces))
+        quality = face_quality(c.area_px, snapshots.sharpness(img, c.detection))
+        book.offer(c, quality, snapshots.crop(img, c.detection, blur_faces))
 
 
 def applied_totals(batch: BatchWrite, applied: set[TP]) -> dict[str, Counts]:

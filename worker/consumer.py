@@ -15,13 +15,13 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from maskwatch.model_api import ModelClient
 from maskwatch.store import TP, Store
 from worker import metrics
 from worker.batch import Books, FrameLimits, RejectionLog, applied_totals, batch_notice, count, intake, live_notice
 from worker.cameras import CameraRegistry, CameraZones
 from worker.health import STATUS_DEGRADED, Health
 from worker.inference import Inference, InFlight
-from worker.model import ModelClient
 from worker.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)

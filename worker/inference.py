@@ -12,12 +12,12 @@ from typing import Any
 
 import grpc
 
-from maskwatch.detections import Detections, ModelOutputError, parse_outputs
+from maskwatch.detections import Detections, ModelOutputError
 from maskwatch.frames import ERR_MODEL_OUTPUT, ERR_UNDECODABLE, Frame
+from maskwatch.model_api import RETRYABLE, ModelClient, outputs_of, parse_outputs
 from maskwatch.store import TP, BatchWrite
 from worker.batch import DeadLetter, refuse
 from worker.health import Abandon, Health
-from worker.model import RETRYABLE, ModelClient, outputs_of
 
 logger = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ import secrets
 from pydantic import Field, model_validator
 
 from maskwatch.frames import MAX_PIXELS
+from maskwatch.model_api import MODEL_NAME
 from maskwatch.settings import CommonSettings
 
 
@@ -16,7 +17,7 @@ class WorkerSettings(CommonSettings):
         default_factory=lambda: f"worker-{secrets.token_hex(4)}",
         description="Worker id in heartbeats (random by default: the dashboard shows it, so no host name or pid)",
     )
-    model_name: str = Field("mask_detector", description="Model name on the server")
+    model_name: str = Field(MODEL_NAME, description="Model name on the server")
     max_poll_records: int = Field(16, ge=1, le=256, description="Frames per batch (one Predict each)")
     poll_timeout_ms: int = Field(200, ge=1, le=10_000, description="Longest a poll waits for frames")
     # Tansu holds every fetch for the whole wait even when frames arrive (Kafka answers at once): at 500 ms, the

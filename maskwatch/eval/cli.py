@@ -15,10 +15,11 @@ from maskwatch.detections import DEFAULT_MIN_SCORE
 from maskwatch.eval import crossval, dataset, report, runner, split
 from maskwatch.eval.metrics import DEFAULT_IOU, Report, Truth, evaluate
 from maskwatch.logs import setup_logging
+from maskwatch.model_api import MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = Path("models/mask_detector")
+DEFAULT_MODEL = Path("models") / MODEL_NAME
 DEFAULT_OUT = Path(".maskwatch/eval")
 DEFAULT_FPS_FRAMES = 50
 DEFAULT_BOOTSTRAP = 200
@@ -93,7 +94,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--model", type=Path, help=f"a SavedModel version directory or a base path (highest version); default {DEFAULT_MODEL}"
     )
-    ap.add_argument("--model-name", default="mask_detector", help="model name on the server (with --serving)")
+    ap.add_argument("--model-name", default=MODEL_NAME, help="model name on the server (with --serving)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report directory (default: {DEFAULT_OUT})")
     ap.add_argument("--split", choices=split.SPLITS, default="val", help="which part of the data (default: val)")
     ap.add_argument("--val-fraction", type=float, default=split.DEFAULT_VAL_FRACTION, help="as used for training")

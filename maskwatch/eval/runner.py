@@ -13,14 +13,20 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from maskwatch.detections import OUT_MULTICLASS_SCORES, Detections, parse_outputs
+from maskwatch.detections import Detections
 from maskwatch.eval.metrics import Predicted
+from maskwatch.model_api import (
+    INPUT_IMAGES,
+    MODEL_NAME,
+    OUT_MULTICLASS_SCORES,
+    SIGNATURE_NAME,
+    ModelClient,
+    parse_outputs,
+)
 
 logger = logging.getLogger(__name__)
 
 SAVED_MODEL_FILE = "saved_model.pb"
-INPUT_IMAGES = "images"  # Contract 2's input; serving.signature spells the same name for the exporter
-SIGNATURE = "serving_default"
 
 
 class Predictor(Protocol):
@@ -59,7 +65,7 @@ class SavedModelPredictor:
         self.version_dir = resolve_version_dir(path)
         self.name = str(self.version_dir)
         self._loaded = tf.saved_model.load(str(self.version_dir))
-        self._serve = self._loaded.signatures[SIGNATURE]
+        self._serve = self._loaded.signatures[SIGNATURE_NAME]
         self._tf = tf
 
     def predict(self, jpegs: Sequence[bytes]) -> list[Detections]:
@@ -70,12 +76,12 @@ class SavedModelPredictor:
 class OpenVinoPredictor:
     """The same version directory run by the model server's OpenVINO runtime (serving.ovmodel), in this process."""
 
-    def __init__(self, path: Path, threads: int = 0, precision: dict[str, str] | None = None) -> None:
+    def __init__(self, path: Path, threads: int = 0) -> None:
         from serving.ovmodel import OpenVinoMaskDetector
 
         self.version_dir = resolve_version_dir(path)
         self.name = f"{self.version_dir} (openvino)"
-        self._model = OpenVinoMaskDetector(self.version_dir, threads=threads, precision=precision)
+        self._model = OpenVinoMaskDetector(self.version_dir, threads=threads)
 
     def predict(self, jpegs: Sequence[bytes]) -> list[Detections]:
         return parse_outputs(self._model.predict(jpegs), len(jpegs))
@@ -100,9 +106,7 @@ class ModulePredictor:
 class ServingPredictor:
     """Any server speaking TensorFlow Serving's gRPC PredictionService (ours or tensorflow/serving)."""
 
-    def __init__(self, target: str, model_name: str = "mask_detector", timeout_s: float = 60.0) -> None:
-        from worker.model import ModelClient  # the one Contract 2 client
-
+    def __init__(self, target: str, model_name: str = MODEL_NAME, timeout_s: float = 60.0) -> None:
         self._client = ModelClient(
             target, model_name=model_name, timeout_s=timeout_s, optional_outputs=(OUT_MULTICLASS_SCORES,)
         )
@@ -110,7 +114,7 @@ class ServingPredictor:
         self.name = f"{target}/{model_name}/{info.version}"
 
     def predict(self, jpegs: Sequence[bytes]) -> list[Detections]:
-        return parse_outputs(self._client.predict(jpegs), len(jpegs))
+        return self._client.detect(jpegs)
 
     def close(self) -> None:
         self._client.close()

@@ -19,7 +19,7 @@ import numpy as np
 
 from maskwatch.eval import dataset, report, split
 from maskwatch.logs import setup_logging
-from serving.signature import ASSETS_EXTRA, MODEL_NAME
+from maskwatch.model_api import ASSETS_EXTRA, MODEL_NAME
 from serving.train import model as tuned
 from serving.train.config import ClassifierConfig, DetectorConfig, TrainConfig
 from serving.train.model import DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_CANVAS_HW, DEFAULT_MAX_UPSCALE

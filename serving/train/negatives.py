@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from maskwatch.detections import parse_outputs
 from maskwatch.eval.dataset import Sample
 from maskwatch.eval.runner import to_predicted
+from maskwatch.model_api import parse_outputs
 from serving.graph import Detector, MaskDetectorModule
 
 logger = logging.getLogger(__name__)

@@ -11,9 +11,20 @@ import pytest
 import skimage.data
 import tensorflow as tf
 
-from maskwatch.detections import OUT_BOXES, OUT_CLASSES, OUT_NUM, OUT_SCORES, parse_outputs
+from maskwatch.model_api import (
+    INPUT_IMAGES,
+    MODEL_NAME,
+    OUT_BOXES,
+    OUT_CLASSES,
+    OUT_FACE_SCORES,
+    OUT_NUM,
+    OUT_SCORES,
+    SIGNATURE_NAME,
+    WARMUP_FILE,
+    parse_outputs,
+)
 from serving import export
-from serving.signature import INPUT_IMAGES, MODEL_NAME, OUT_FACE_SCORES, SIGNATURE_NAME, WARMUP_FILE, ModelInfo
+from serving.model_info import ModelInfo
 from serving.ssd import FaceDetector
 
 # Real photos: two with a human face, a cat (a face the detector half-believes), three without faces.

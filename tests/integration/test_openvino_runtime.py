@@ -21,14 +21,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc, regression_pb2
 
 from bench.frames import frame_set
-from maskwatch.detections import OUT_NUM, OUT_SCORES
+from maskwatch.model_api import OUT_NUM
 from maskwatch.procs import free_port
 from serving.ovmodel import OpenVinoMaskDetector, has_openvino
 from serving.parity import compare
 from tests.integration.conftest import ENV, ROOT
 from tests.integration.serving_fixtures import ServerProcess, build_model, predict_request, start_server
-
-F32 = {"detector": "f32", "classifier": "f32"}
 
 
 def photos() -> list[bytes]:
@@ -59,8 +57,8 @@ def reference(version_dir: Path) -> list[dict[str, np.ndarray]]:
     return [{k: v.numpy() for k, v in serve(images=tf.constant([j])).items()} for j in photos()]
 
 
-def test_f32_networks_match_tensorflow_row_for_row(version_dir: Path, reference: list[dict[str, np.ndarray]]) -> None:
-    model = OpenVinoMaskDetector(version_dir, precision=F32)
+def test_rows_match_tensorflow_row_for_row(version_dir: Path, reference: list[dict[str, np.ndarray]]) -> None:
+    model = OpenVinoMaskDetector(version_dir)
     parity = None
     for jpeg, ref in zip(photos(), reference, strict=True):
         parity = compare(ref, model.predict([jpeg]), parity)
@@ -71,19 +69,8 @@ def test_f32_networks_match_tensorflow_row_for_row(version_dir: Path, reference:
     assert batch[OUT_NUM].tolist() == [r[OUT_NUM][0] for r in reference]
 
 
-def test_shipped_precision_finds_the_same_faces(version_dir: Path, reference: list[dict[str, np.ndarray]]) -> None:
-    """bf16 detector (the exported choice): the faces a worker counts (score >= 0.5) are the same, at nearly the
-    same place; the row-for-row tolerances are f32's (README, "A faster runtime")."""
-    model = OpenVinoMaskDetector(version_dir)
-    out = model.predict(photos())
-    for i, ref in enumerate(reference):
-        want = int(np.sum(ref[OUT_SCORES][0] >= 0.5))
-        got = int(np.sum(out[OUT_SCORES][i] >= 0.5))
-        assert got == want, f"image {i}: {got} faces >= 0.5, TensorFlow {want}"
-
-
 def test_bad_jpeg_is_a_value_error_and_loses_nothing(version_dir: Path) -> None:
-    model = OpenVinoMaskDetector(version_dir, precision=F32)
+    model = OpenVinoMaskDetector(version_dir)
     with pytest.raises(ValueError):
         model.predict([photos()[0], b"\xff\xd8 not a jpeg"])
     assert model.predict([photos()[0]])[OUT_NUM][0] >= 1

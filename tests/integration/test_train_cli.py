@@ -13,16 +13,14 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import get_model_status_pb2
 
-from maskwatch.detections import OUT_MULTICLASS_SCORES, parse_outputs
 from maskwatch.eval.cli import eval_main
+from maskwatch.model_api import ASSETS_EXTRA, OUT_MULTICLASS_SCORES, ModelClient, parse_outputs
 from maskwatch.procs import version_states, wait_for
 from serving.server import ModelServer
-from serving.signature import ASSETS_EXTRA
 from serving.train import model as tuned
 from serving.train.cli import REPORT_DIR, train_main
 from tests.integration.serving_fixtures import build_model, start_server
 from tests.voc_fixtures import write_voc
-from worker.model import ModelClient
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 POLL = ("--file_system_poll_wait_seconds", "0.2", "--max_num_load_retries", "0")

@@ -1,63 +1,10 @@
-"""Contract 2 answers parsed into Detections, and the compliance arithmetic."""
+"""Counts: the compliance arithmetic, adding, round trips, faces by width."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from maskwatch.detections import Counts, ModelOutputError, parse_outputs
-
-
-def outputs(n: int = 2, k: int = 3, num: list[int] | None = None, classes: list[list[float]] | None = None) -> dict[str, np.ndarray]:
-    boxes = np.tile(np.array([0.1, 0.2, 0.5, 0.6], np.float32), (n, k, 1))
-    scores = np.full((n, k), 0.9, np.float32)
-    cls = np.array(classes if classes is not None else [[1, 2, 3]] * n, np.float32)
-    return {
-        "detection_boxes": boxes,
-        "detection_scores": scores,
-        "detection_classes": cls,
-        "num_detections": np.array(num if num is not None else [3] * n, np.float32),
-    }
-
-
-def test_parse_splits_per_image_and_counts() -> None:
-    dets = parse_outputs(outputs(num=[3, 1]), 2)
-    assert [len(d) for d in dets] == [3, 1]
-    c = dets[0].counts()
-    assert (c.frames, c.faces, c.with_mask, c.without_mask, c.mask_worn_incorrectly) == (1, 3, 1, 1, 1)
-    assert dets[1].counts().with_mask == 1
-    assert dets[0].items[0].box == pytest.approx((0.1, 0.2, 0.5, 0.6))
-
-
-def test_per_class_scores_travel_with_each_face_when_the_model_gives_them() -> None:
-    out = outputs(num=[2, 0])
-    out["detection_multiclass_scores"] = np.tile(np.array([0.1, 0.6, 0.2, 0.1], np.float32), (2, 3, 1))
-    dets = parse_outputs(out, 2)
-    assert dets[0].items[1].class_scores == pytest.approx((0.6, 0.2, 0.1))
-    assert parse_outputs(outputs(), 2)[0].items[0].class_scores is None
-    out["detection_multiclass_scores"] = out["detection_multiclass_scores"][..., :3]  # no background column
-    with pytest.raises(ModelOutputError, match="detection_multiclass_scores shape"):
-        parse_outputs(out, 2)
-
-
-def test_empty_image() -> None:
-    d = parse_outputs(outputs(n=1, num=[0], classes=[[0, 0, 0]]), 1)[0]
-    assert len(d) == 0 and d.counts().faces == 0 and d.counts().frames == 1
-
-
-@pytest.mark.parametrize(
-    ("out", "batch", "match"),
-    [
-        ({k: v for k, v in outputs().items() if k != "num_detections"}, 2, "missing"),
-        (outputs(), 3, "shape"),
-        (outputs(num=[4, 0]), 2, "outside"),
-        (outputs(classes=[[1, 7, 1], [1, 1, 1]]), 2, "class id"),
-        ({**outputs(), "detection_scores": np.zeros((2, 2), np.float32)}, 2, "shapes"),
-    ],
-)
-def test_malformed(out: dict[str, np.ndarray], batch: int, match: str) -> None:
-    with pytest.raises(ModelOutputError, match=match):
-        parse_outputs(out, batch)
+from maskwatch.detections import Counts
 
 
 @pytest.mark.parametrize(

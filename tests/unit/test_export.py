@@ -11,10 +11,11 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from maskwatch.model_api import INPUT_IMAGES, MODEL_NAME
 from serving import caffe, export
 from serving.caffe import Affine, CaffeFormatError, Conv, DetectionParams, PriorBoxParams, Relu, Sum
 from serving.graph import compact, crop_boxes, pad_for_crops, resize_like_opencv, yxyx_clipped
-from serving.signature import INPUT_IMAGES, MODEL_NAME, ModelInfo
+from serving.model_info import ModelInfo
 from serving.ssd import caffe_pool_padding, decode_boxes, detection_output, prior_boxes
 
 pytestmark = pytest.mark.timeout(60)

@@ -9,7 +9,7 @@ import pytest
 import simplejpeg
 import tensorflow as tf
 
-from maskwatch.detections import OUT_BOXES, OUT_CLASSES, OUT_MULTICLASS_SCORES, OUT_NUM, OUT_SCORES
+from maskwatch.model_api import OUT_BOXES, OUT_CLASSES, OUT_MULTICLASS_SCORES, OUT_NUM, OUT_SCORES
 from serving import graph
 from serving.ovmodel import (
     ModelFormatError,
@@ -151,8 +151,6 @@ def test_assemble_second_stage_and_rows() -> None:
     [
         ({"face_threshold": 0.0}, "face_threshold"),
         ({"max_detections": 300}, "max_detections"),
-        ({"precision": {"detector": "int4", "classifier": "f32"}}, "precision"),
-        ({"precision": {"detector": "f32"}}, "precision"),
     ],
 )
 def test_config_refuses_what_it_cannot_run(change: dict[str, object], message: str) -> None:

@@ -1,4 +1,4 @@
-"""Request validation against a SignatureDef, tensor encoding, metrics text: TF Serving's wording and formats."""
+"""Request validation against a SignatureDef, metrics text: TF Serving's wording and formats."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from serving import metrics as m
 from serving.inference import validate_inputs, validate_output_filter
 from serving.rest import parse_monitoring_config
 from serving.status import ServingError
-from serving.tensors import dtype_name, to_proto
 
 
 def _signature() -> meta_graph_pb2.SignatureDef:
@@ -102,37 +101,6 @@ def test_output_filter(output_filter: list[str], expected: list[str] | str) -> N
         with pytest.raises(ServingError) as raised:
             validate_output_filter(_signature(), request)
         assert raised.value.message == expected
-
-
-@pytest.mark.timeout(30)
-@pytest.mark.parametrize(
-    ("array", "field"),
-    [
-        (np.array([1.5, 2.0], np.float32), "float_val"),
-        (np.array([[1, 2]], np.int32), "int_val"),
-        (np.array([7], np.int64), "int64_val"),
-        (np.array([True, False]), "bool_val"),
-        (np.array([0.5], np.float64), "double_val"),
-        (np.array([b"x"], dtype=object), "string_val"),
-    ],
-)
-def test_outputs_use_typed_fields_and_round_trip(array: np.ndarray, field: str) -> None:
-    proto = to_proto(array)
-    assert not proto.tensor_content
-    assert len(getattr(proto, field)) == array.size
-    np.testing.assert_array_equal(tf.make_ndarray(proto), array)
-
-
-@pytest.mark.timeout(30)
-def test_dtype_names_as_tf_errors_spell_them() -> None:
-    assert [
-        dtype_name(t) for t in (types_pb2.DT_STRING, types_pb2.DT_FLOAT, types_pb2.DT_DOUBLE, types_pb2.DT_INT64)
-    ] == [
-        "string",
-        "float",
-        "double",
-        "int64",
-    ]
 
 
 @pytest.mark.timeout(10)

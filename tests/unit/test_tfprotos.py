@@ -10,8 +10,9 @@ import pytest
 PROBE = """
 import sys
 import worker.__main__  # the worker's entry point installs the protos-only import
-from maskwatch.tfcodec import string_tensor, to_numpy
-t = string_tensor([b"a", b"bc"])
+import numpy as np
+from maskwatch.model_api import to_ndarray, to_proto
+t = to_proto(np.array([b"a", b"bc"], dtype=object))
 assert list(t.string_val) == [b"a", b"bc"] and t.tensor_shape.dim[0].size == 2
 loaded = sorted(m for m in sys.modules if m.startswith("tensorflow.python"))
 rss_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:"))

@@ -1,4 +1,4 @@
-"""Contract 2 as names: model name, signature, input and output keys, and the `maskwatch.json` model-info file."""
+"""The `maskwatch.json` model-info file an export writes in `assets.extra/`: thresholds, scoring, classes, sources."""
 
 from __future__ import annotations
 
@@ -6,21 +6,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from maskwatch.detections import OUT_BOXES, OUT_CLASSES, OUT_MULTICLASS_SCORES, OUT_NUM, OUT_SCORES
+from maskwatch.model_api import ASSETS_EXTRA
 
-MODEL_NAME = "mask_detector"
-SIGNATURE_NAME = "serving_default"
-INPUT_IMAGES = "images"
-# Extra output (allowed by Contract 2): each row's face score, which `detection_scores` repeats (a row is counted by
-# how sure the model is that it is a face; its class is the most probable one).
-OUT_FACE_SCORES = "detection_face_scores"
-# Extra output (maskwatch.detections.OUT_MULTICLASS_SCORES, the TF Object Detection API's name): [N,K,1+3], column 0
-# background (1 - face score), column c face score x the probability of Contract 2 class c.
-OUTPUTS = (OUT_BOXES, OUT_SCORES, OUT_CLASSES, OUT_NUM, OUT_FACE_SCORES, OUT_MULTICLASS_SCORES)
-
-ASSETS_EXTRA = "assets.extra"
 MODEL_INFO_FILE = "maskwatch.json"
-WARMUP_FILE = "tf_serving_warmup_requests"
 
 
 @dataclass(frozen=True)
