@@ -31,7 +31,6 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import cv2
 import grpc
@@ -40,7 +39,8 @@ import psutil
 
 from maskwatch.detections import Counts
 from maskwatch.frames import image_size
-from maskwatch.model_api import MODEL_NAME
+from maskwatch.model_api import MODEL_NAME, ModelClient
+from maskwatch.payloads import CameraSummary
 from maskwatch.procs import Children, free_port, port_open, py, serving_command, wait_for
 from maskwatch.store import BatchWrite, Store, epoch_minute, summarise
 
@@ -72,7 +72,7 @@ def seed_site(store: Store, cameras: int, now_ms: int) -> None:
         store.commit_batch(batch, "bench")
 
 
-def python_summed_summaries(store: Store, minutes: int, now_ms: int | None = None) -> list[dict[str, Any]]:
+def python_summed_summaries(store: Store, minutes: int, now_ms: int | None = None) -> list[CameraSummary]:
     """The summaries as they were computed before: every camera's hourly and minute buckets (at most 25 + 30) read
     in one pipeline, their hashes summed in Python."""
     now = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -270,8 +270,6 @@ def large_jpeg(width: int, height: int) -> bytes:
 
 
 def frames_run(code: Path, model: Path, label: str, runtime: str, n: int, jpeg: bytes, what: str) -> None:
-    from worker.model import ModelClient
-
     env = {**os.environ, "PYTHONPATH": str(code), "TF_CPP_MIN_LOG_LEVEL": "2"}
     port = free_port()
     size = image_size(jpeg)
@@ -305,7 +303,7 @@ def frames_run(code: Path, model: Path, label: str, runtime: str, n: int, jpeg: 
           f" ({n} parallel {size.width}x{size.height} {what}, answers {counted}, {took:.1f}s)", flush=True)
 
 
-def _answers(client: Any, jpeg: bytes) -> bool:
+def _answers(client: ModelClient, jpeg: bytes) -> bool:
     try:
         client.predict([jpeg])
     except grpc.RpcError:

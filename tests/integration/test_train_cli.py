@@ -15,11 +15,11 @@ from tensorflow_serving.apis import get_model_status_pb2
 
 from maskwatch.eval.cli import eval_main
 from maskwatch.model_api import ASSETS_EXTRA, OUT_MULTICLASS_SCORES, ModelClient, parse_outputs
-from maskwatch.procs import wait_for
+from maskwatch.procs import version_states, wait_for
 from serving.server import ModelServer
 from serving.train import model as tuned
 from serving.train.cli import REPORT_DIR, train_main
-from tests.integration.serving_fixtures import build_model, start_server, version_states
+from tests.integration.serving_fixtures import build_model, start_server
 from tests.voc_fixtures import write_voc
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
