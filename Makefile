@@ -31,7 +31,7 @@ dashboard/node_modules/.installed: dashboard/package.json dashboard/package-lock
 	cd dashboard && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(MODEL): $(STAMP) model/export.py model/ovexport.py model/ovmodel.py model/graph.py model/caffe.py model/ssd.py model/info.py maskwatch/model_api.py model/tuned.py $(wildcard model/weights/*)
+$(MODEL): $(STAMP) $(wildcard model/*.py model/weights/*) maskwatch/model_api.py
 	$(BIN)/python -m model.export --out models --force
 
 setup: $(STAMP) $(CHECKOV_STAMP) dashboard/node_modules/.installed $(MODEL)

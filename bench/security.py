@@ -6,6 +6,9 @@
 - `bombs`: peak RSS of the dashboard and the model server while 20 header-bomb JPEGs (a few hundred bytes
   announcing WxH pixels) are uploaded to /api/predict at once, with the code of `--before` (a directory holding
   an older checkout, e.g. `git archive <rev> | tar -x -C DIR`) and with this checkout.
+- `frames`: peak RSS of the model server (`python -m serving`, either runtime, its pixel cap raised to admit them)
+  while N large JPEGs (a real photo scaled up, or header bombs) are sent to Predict at once, with the code and
+  model of `--before` and with this checkout's: what decoding a large frame downscaled saves.
 - `rps`: requests/s of GET /api/cameras from N client threads, `python -m dashboard` of `--before` (the
   Werkzeug development server) against this checkout's (gunicorn), both as processes, interleaved.
 """
@@ -28,14 +31,16 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import cv2
+import grpc
 import numpy as np
 import psutil
 
 from maskwatch.detections import Counts
-from maskwatch.model_api import MODEL_NAME
+from maskwatch.frames import image_size
+from maskwatch.model_api import MODEL_NAME, ModelClient
+from maskwatch.payloads import CameraSummary
 from maskwatch.procs import Children, free_port, port_open, py, serving_command, wait_for
 from maskwatch.store import BatchWrite, Store, epoch_minute, summarise
 
@@ -67,7 +72,7 @@ def seed_site(store: Store, cameras: int, now_ms: int) -> None:
         store.commit_batch(batch, "bench")
 
 
-def python_summed_summaries(store: Store, minutes: int, now_ms: int | None = None) -> list[dict[str, Any]]:
+def python_summed_summaries(store: Store, minutes: int, now_ms: int | None = None) -> list[CameraSummary]:
     """The summaries as they were computed before: every camera's hourly and minute buckets (at most 25 + 30) read
     in one pipeline, their hashes summed in Python."""
     now = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -253,6 +258,69 @@ def bench_bombs(before: Path | None, n: int, width: int, height: int) -> None:
         bomb_run(ROOT, "now", url, n, width, height)
 
 
+# ---- large frames at the model server -------------------------------------------------------------------------
+
+
+def large_jpeg(width: int, height: int) -> bytes:
+    """scikit-image's astronaut (one face) scaled up to width x height, as a JPEG (quality 90)."""
+    from skimage.data import astronaut
+
+    bgr = cv2.resize(cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR), (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def frames_run(code: Path, model: Path, label: str, runtime: str, n: int, jpeg: bytes, what: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(code), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    port = free_port()
+    size = image_size(jpeg)
+    assert size is not None
+    flags = ("--runtime", runtime, "--max_image_pixels", str(size.pixels), "--file_system_poll_wait_seconds", "0")
+    with children() as group:
+        serving = group.start("serving", serving_command(port, model, *flags), base_env=env, cwd=code)
+        client = ModelClient(f"127.0.0.1:{port}", timeout_s=300)
+        try:
+            wait_for(lambda: port_open("127.0.0.1", port), 300, "the model server")
+            small = large_jpeg(640, 480)
+            wait_for(lambda: _answers(client, small), 300, "the model")
+
+            def predict(_: int) -> str:
+                try:
+                    out = client.predict([jpeg])
+                except grpc.RpcError as error:
+                    return str(error.code().name)
+                return f"OK {int(out['num_detections'][0])} faces"
+
+            with PeakRss({"model server": serving.pid}) as rss:
+                before = rss.now()["model server"]
+                t = time.perf_counter()
+                with ThreadPoolExecutor(n) as pool:
+                    answers = list(pool.map(predict, range(n)))
+                took = time.perf_counter() - t
+        finally:
+            client.close()
+    counted = {a: answers.count(a) for a in sorted(set(answers))}
+    print(f"{label}: model server ({runtime}) RSS {before:.0f} MB -> peak {rss.peak['model server']:.0f} MB"
+          f" ({n} parallel {size.width}x{size.height} {what}, answers {counted}, {took:.1f}s)", flush=True)
+
+
+def _answers(client: ModelClient, jpeg: bytes) -> bool:
+    try:
+        client.predict([jpeg])
+    except grpc.RpcError:
+        return False
+    return True
+
+
+def bench_frames(before: Path | None, before_model: Path | None, runtime: str, n: int, width: int, height: int,
+                 bomb: bool) -> None:
+    jpeg = header_bomb(width, height) if bomb else large_jpeg(width, height)
+    what = "header bombs" if bomb else "JPEGs"
+    if before is not None:
+        frames_run(before, before_model or before / "models" / "mask_detector", f"before ({before})", runtime, n,
+                   jpeg, what)
+    frames_run(ROOT, ROOT / "models" / "mask_detector", "now", runtime, n, jpeg, what)
+
+
 # ---- requests per second ------------------------------------------------------------------------------------
 
 
@@ -306,6 +374,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--before", type=Path, help="directory with the older code to compare with")
     b.add_argument("-n", type=int, default=20)
     b.add_argument("--size", default="6300x6300", help="the size the bombs announce")
+    f = sub.add_parser("frames")
+    f.add_argument("--before", type=Path, help="directory with the older code to compare with")
+    f.add_argument("--before-model", type=Path, help="the model exported by the older code (default: its models/)")
+    f.add_argument("--runtime", choices=("tensorflow", "openvino"), default="openvino")
+    f.add_argument("-n", type=int, default=20)
+    f.add_argument("--size", default="7680x4320", help="width x height of the frames")
+    f.add_argument("--bomb", action="store_true", help="header bombs announcing the size instead of real frames")
     r = sub.add_parser("rps")
     r.add_argument("--before", type=Path, required=True, help="directory with the older code to compare with")
     r.add_argument("--cameras", type=int, default=20)
@@ -319,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "bombs":
         w, h = (int(v) for v in args.size.split("x"))
         bench_bombs(args.before, args.n, w, h)
+    elif args.what == "frames":
+        w, h = (int(v) for v in args.size.split("x"))
+        bench_frames(args.before, args.before_model, args.runtime, args.n, w, h, args.bomb)
     else:
         paths = args.path or ["/healthz", "/api/cameras?window=15m"]
         bench_rps(args.before, args.cameras, args.threads, args.seconds, args.rounds, paths)

@@ -3,7 +3,6 @@ their runtime metrics, workers sharing one consumer group."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -94,18 +93,19 @@ def wait_group_stable(
     procs: Children, store: object, worker_ids: list[str], partitions: int, timeout_s: float = 180.0, settle_s: float = 3.0
 ) -> None:
     """Until every worker heartbeats with some partitions, together covering all, unchanged for `settle_s`."""
+    from maskwatch.payloads import WorkerHeartbeat
     from maskwatch.store import Store
 
     assert isinstance(store, Store)
-    last: dict[str, str] | None = None
+    last: dict[str, tuple[int, ...]] | None = None
     since = time.monotonic()
 
     def stable() -> bool:
         nonlocal last, since
         procs.check_alive(*worker_ids)
         hbs = store.heartbeats("worker")
-        parts = {w: hbs.get(w, {}).get("partitions", "[]") for w in worker_ids}
-        owned = [set(json.loads(p)) for p in parts.values()]
+        parts = {w: WorkerHeartbeat.from_json(hbs[w]).partitions if w in hbs else () for w in worker_ids}
+        owned = [set(p) for p in parts.values()]
         ok = all(owned) and set().union(*owned) == set(range(partitions))
         if not ok or parts != last:
             last, since = parts, time.monotonic()

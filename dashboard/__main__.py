@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import socket
 import sys
@@ -17,12 +16,17 @@ from dashboard.server import ProductionServer
 from dashboard.settings import DashboardSettings
 from dashboard.site import SiteError, load_site_view
 from maskwatch.logs import setup_logging
-from maskwatch.settings import add_flags, flags_over_env
+from maskwatch.settings import settings_from_argv
 from maskwatch.store import Store
 from maskwatch.tfprotos import use_protos_only
 
 logger = logging.getLogger("dashboard")
 
+DESCRIPTION = (
+    "MaskWatch dashboard: live compliance per camera over Socket.IO, and the REST API. Flags override environment "
+    "variables (MW_REDIS_URL, MW_SITE_FILE, MW_DASHBOARD_PORT, MW_DASHBOARD_TOKEN, ...); the access token is read from "
+    "MW_DASHBOARD_TOKEN only, never from a flag."
+)
 FLAGS = (
     "host",
     "port",
@@ -42,14 +46,7 @@ FLAGS = (
 
 def parse_settings(argv: Sequence[str] | None = None) -> DashboardSettings:
     """Flags over MW_* environment variables, as the process runs with them; raises ValidationError."""
-    p = argparse.ArgumentParser(
-        prog="python -m dashboard",
-        description="MaskWatch dashboard: live compliance per camera over Socket.IO, and the REST API. "
-        "Flags override environment variables (MW_REDIS_URL, MW_SITE_FILE, MW_DASHBOARD_PORT, MW_DASHBOARD_TOKEN, ...); "
-        "the access token is read from MW_DASHBOARD_TOKEN only, never from a flag.",
-    )
-    add_flags(p, DashboardSettings, *FLAGS, site_file="--site")
-    return flags_over_env(DashboardSettings, p.parse_args(argv))
+    return settings_from_argv(DashboardSettings, argv, "python -m dashboard", DESCRIPTION, *FLAGS, site_file="--site")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

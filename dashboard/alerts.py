@@ -24,27 +24,21 @@ from maskwatch.alerts import (
     Transition,
     camera_subject,
 )
+from maskwatch.payloads import CameraSummary
 from maskwatch.store import Store
 
 logger = logging.getLogger(__name__)
 
 
-def people_seen(summary: dict[str, Any]) -> int:
+def people_seen(summary: CameraSummary) -> int:
     """Different people in a camera summary's window (tracked persons; faces with a verdict from older workers)."""
-    persons = (summary.get("persons") or {}).get("persons") or 0
-    if persons:
-        return int(persons)
-    w = summary["window"]
-    return int(w.get("with_mask", 0) + w.get("without_mask", 0) + w.get("mask_worn_incorrectly", 0))
+    return summary.persons.get("persons", 0) or summary.window.people
 
 
-def site_reading(summaries: list[dict[str, Any]]) -> tuple[float | None, int]:
+def site_reading(summaries: list[CameraSummary]) -> tuple[float | None, int]:
     """(compliance, people) of the whole site: every camera's window added up."""
-    masked = verdicts = 0
-    for s in summaries:
-        w = s["window"]
-        masked += w.get("with_mask", 0)
-        verdicts += w.get("with_mask", 0) + w.get("without_mask", 0) + w.get("mask_worn_incorrectly", 0)
+    masked = sum(s.window.with_mask for s in summaries)
+    verdicts = sum(s.window.people for s in summaries)
     return (masked / verdicts if verdicts else None), sum(people_seen(s) for s in summaries)
 
 
@@ -103,7 +97,7 @@ class AlertEngine:
         self.states.clear()
         self._last_tick_ms = None
 
-    def tick(self, summaries: list[dict[str, Any]], now_ms: int, max_gap_ms: int | None = None) -> list[dict[str, Any]]:
+    def tick(self, summaries: list[CameraSummary], now_ms: int, max_gap_ms: int | None = None) -> list[dict[str, Any]]:
         """Evaluate every rule on the window figures in `summaries`; returns the events recorded.
 
         A gap of more than `max_gap_ms` since the previous tick restarts the timers: what happened in
@@ -115,9 +109,9 @@ class AlertEngine:
         self.stats["ticks"] += 1
         active = self.store.active_alerts()
         self._sync(active)
-        readings: dict[str, tuple[str | None, dict[str, Any] | None, float | None, int]] = {}
+        readings: dict[str, tuple[str | None, CameraSummary | None, float | None, int]] = {}
         for s in summaries:
-            readings[camera_subject(s["camera"])] = (s["camera"], s, s["compliance"], people_seen(s))
+            readings[camera_subject(s.camera)] = (s.camera, s, s.compliance, people_seen(s))
         comp, people = site_reading(summaries)
         readings[SITE_SUBJECT] = (None, None, comp, people)
         for subject in active:  # an alert whose camera is gone still needs an end
@@ -168,7 +162,7 @@ class AlertEngine:
         transition: Transition,
         subject: str,
         cid: str | None,
-        summary: dict[str, Any] | None,
+        summary: CameraSummary | None,
         rule: AlertRule,
         compliance: float | None,
         people: int,
@@ -177,14 +171,14 @@ class AlertEngine:
         reason: str | None,
     ) -> dict[str, Any]:
         started_ms = now_ms if transition == "start" else (started_before or now_ms)
-        name = ((summary or {}).get("name") or cid) if cid is not None else (self.site_name or "Site")
+        name = ((summary.name if summary else "") or cid) if cid is not None else (self.site_name or "Site")
         event: dict[str, Any] = {
             "alert_id": f"{subject}@{started_ms}",
             "state": transition,
             "scope": "site" if cid is None else "camera",
             "camera": cid,
             "name": name,
-            "zone": (summary or {}).get("zone", ""),
+            "zone": summary.zone if summary else "",
             "site": self.site_name,
             "compliance": None if compliance is None else round(compliance, 4),
             "people": people,

@@ -19,7 +19,8 @@ from dashboard.live import all_summaries, episode_view, scoped, scoped_system, s
 from maskwatch import history, report
 from maskwatch.detections import COUNT_FIELDS
 from maskwatch.frames import is_valid_camera_id
-from maskwatch.store import WINDOWS, CameraStillSent, camera_summary, epoch_minute, remove_camera
+from maskwatch.payloads import WINDOWS
+from maskwatch.store import CameraStillSent, camera_summary, epoch_minute, remove_camera
 
 bp = Blueprint("api", __name__)
 
@@ -146,7 +147,7 @@ def health() -> tuple[Response, int]:
 @bp.get("/api/cameras")
 def cameras() -> Response:
     _, minutes = window_minutes_arg()
-    return jsonify(scoped(all_summaries(dashboard().store, minutes), access.current()))
+    return jsonify([s.to_json() for s in scoped(all_summaries(dashboard().store, minutes), access.current())])
 
 
 @bp.get("/api/cameras/<cid>")
@@ -155,7 +156,7 @@ def camera(cid: str) -> Response:
     label, minutes = window_minutes_arg()
     now_ms = int(time.time() * 1000)
     summary = camera_summary(dashboard().store, cid, minutes, now_ms)
-    return jsonify({**summary, "window_label": label, "series": series_rows(cid, minutes, now_ms)})
+    return jsonify({**summary.to_json(), "window_label": label, "series": series_rows(cid, minutes, now_ms)})
 
 
 @bp.delete("/api/cameras/<cid>")

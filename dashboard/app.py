@@ -15,9 +15,10 @@ from werkzeug.exceptions import HTTPException
 
 from dashboard import api, auth, cors, openapi, pages, predict, security
 from dashboard.context import EXTENSION, PACKAGE_DIR, Dashboard, dashboard, missing_vendor_files
-from dashboard.live import NAMESPACE, LiveEmitter
+from dashboard.live import LiveEmitter
 from dashboard.settings import DashboardSettings
 from dashboard.site import SiteView, load_site_view
+from maskwatch.payloads import NAMESPACE
 from maskwatch.store import Store
 
 logger = logging.getLogger(__name__)

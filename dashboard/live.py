@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -18,16 +18,10 @@ from dashboard import access
 from dashboard.alerts import build_engine
 from dashboard.settings import DashboardSettings
 from dashboard.site import SiteView
-from maskwatch.frames import is_valid_camera_id
+from maskwatch.payloads import EV_ALERT, EV_CAMERA, EV_SYSTEM, EV_VIOLATION, NAMESPACE, CameraSummary, LiveNotice
 from maskwatch.store import Store, camera_summaries, camera_summary
 
 logger = logging.getLogger(__name__)
-
-NAMESPACE = "/live"
-EV_CAMERA = "camera_update"
-EV_VIOLATION = "violation"
-EV_SYSTEM = "system"
-EV_ALERT = "alert"
 
 MAX_VIOLATIONS_PER_BATCH = 20
 THROUGHPUT_SPAN_S = 10.0
@@ -40,7 +34,7 @@ def snapshot_url(cid: str, episode_id: str) -> str:
     return f"/api/cameras/{cid}/snapshots/{episode_id}.jpg"
 
 
-def episode_view(row: dict[str, Any]) -> dict[str, Any]:
+def episode_view(row: Mapping[str, Any]) -> dict[str, Any]:
     """An episode row (`maskwatch.store.episode_row` or a worker's notice) as the API and `violation` event show it."""
     out = {k: v for k, v in row.items() if k != "snapshot"}
     has_snapshot = bool(row.get("snapshot_ms"))
@@ -48,9 +42,9 @@ def episode_view(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def scoped(summaries: list[dict[str, Any]], who: access.Principal) -> list[dict[str, Any]]:
+def scoped(summaries: list[CameraSummary], who: access.Principal) -> list[CameraSummary]:
     """The summaries of the cameras `who` may see."""
-    return [s for s in summaries if who.sees(s["camera"], s.get("zone", ""))]
+    return [s for s in summaries if who.sees(s.camera, s.zone)]
 
 
 def scoped_system(state: dict[str, Any], who: access.Principal) -> dict[str, Any]:
@@ -63,7 +57,7 @@ def scoped_system(state: dict[str, Any], who: access.Principal) -> dict[str, Any
     return {**state, "producers": [], "alerts": {**alerts, "active": active}}
 
 
-def all_summaries(store: Store, window_minutes: int, now_ms: int | None = None) -> list[dict[str, Any]]:
+def all_summaries(store: Store, window_minutes: int, now_ms: int | None = None) -> list[CameraSummary]:
     """camera_summary for every known camera, by id (the same call `maskwatch stats` makes)."""
     return camera_summaries(store, window_minutes, now_ms)
 
@@ -103,7 +97,7 @@ def heartbeat_rows(beats: dict[str, dict[str, str]], now_ms: int) -> list[dict[s
 
 def system_state(
     store: Store,
-    summaries: list[dict[str, Any]],
+    summaries: list[CameraSummary],
     *,
     window_minutes: int,
     stale_after_s: float,
@@ -118,21 +112,19 @@ def system_state(
     """
     window: dict[str, int] = {}
     for s in summaries:
-        for k, v in s["window"].items():
+        for k, v in s.window.as_dict().items():
             window[k] = window.get(k, 0) + v
     # people are different people (one per track); face verdicts count every face in every frame
     faces = window.get("with_mask", 0) + window.get("without_mask", 0) + window.get("mask_worn_incorrectly", 0)
     online = [
-        s["camera"]
-        for s in summaries
-        if s["status"] != "offline" and s["data_age_s"] is not None and s["data_age_s"] <= stale_after_s
+        s.camera for s in summaries if s.status != "offline" and s.data_age_s is not None and s.data_age_s <= stale_after_s
     ]
     workers = heartbeat_rows(store.heartbeats("worker"), now_ms)
     lags = [w["lag"] for w in workers if isinstance(w["lag"], (int, float))]
     return {
         "ts_ms": now_ms,
         "window_minutes": window_minutes,
-        "cameras": {"total": len(summaries), "online": len(online), "ids": [s["camera"] for s in summaries]},
+        "cameras": {"total": len(summaries), "online": len(online), "ids": [s.camera for s in summaries]},
         "window": window,
         "people": window.get("persons", 0),
         "face_verdicts": faces,
@@ -311,7 +303,7 @@ class LiveEmitter:
         now_ms = int(time.time() * 1000)
         summaries = scoped(all_summaries(self.store, self.settings.window_minutes, now_ms), who)
         for s in summaries:
-            self.socketio.emit(EV_CAMERA, s, namespace=NAMESPACE, to=sid)
+            self.socketio.emit(EV_CAMERA, s.to_json(), namespace=NAMESPACE, to=sid)
         last = self.last_system
         throughput = last["throughput_fps"] if last is not None and not who.scoped else None
         state = scoped_system(self._system(summaries, now_ms, throughput), who)
@@ -402,31 +394,22 @@ class LiveEmitter:
 
     def _on_update(self, raw: bytes | str) -> None:
         try:
-            data = json.loads(raw)
-            cameras = data["cameras"]
-            if not isinstance(cameras, dict):
-                raise TypeError("cameras is not an object")
-        except (ValueError, KeyError, TypeError) as exc:
+            notice = LiveNotice.from_json(raw)
+        except ValueError as exc:
             self.stats["bad_updates"] += 1
             logger.debug("ignoring malformed update error=%s", exc)
             return
         self.stats["updates"] += 1
         self.last_update_ms = int(time.time() * 1000)
         now = self.clock()
-        for cid, info in cameras.items():
-            if not isinstance(cid, str) or not is_valid_camera_id(cid):
-                continue
+        for cid, counted in notice.cameras.items():
             self.throttle.mark(cid)
-            frames = info.get("frames") if isinstance(info, dict) else None
-            if isinstance(frames, int) and frames > 0:
-                self._frames.append((now, frames))
-        violations = data.get("violations") or []
-        if isinstance(violations, list):
-            for v in violations[:MAX_VIOLATIONS_PER_BATCH]:
-                if isinstance(v, dict) and isinstance(v.get("camera"), str) and is_valid_camera_id(v["camera"]):
-                    rooms = access.rooms_for_camera(v["camera"], self._zone(v["camera"]))
-                    self.socketio.emit(EV_VIOLATION, episode_view(v), namespace=NAMESPACE, to=rooms)
-                    self.stats["violations"] += 1
+            if counted.frames > 0:
+                self._frames.append((now, counted.frames))
+        for v in notice.violations[:MAX_VIOLATIONS_PER_BATCH]:
+            rooms = access.rooms_for_camera(v["camera"], self._zone(v["camera"]))
+            self.socketio.emit(EV_VIOLATION, episode_view(v), namespace=NAMESPACE, to=rooms)
+            self.stats["violations"] += 1
 
     def _emit_due(self) -> None:
         due = self.throttle.take_due()
@@ -438,9 +421,9 @@ class LiveEmitter:
             if cid in retired:
                 continue
             summary = camera_summary(self.store, cid, self.settings.window_minutes, now_ms)
-            self._zones[cid] = summary["zone"]
-            rooms = access.rooms_for_camera(cid, summary["zone"])
-            self.socketio.emit(EV_CAMERA, summary, namespace=NAMESPACE, to=rooms)
+            self._zones[cid] = summary.zone
+            rooms = access.rooms_for_camera(cid, summary.zone)
+            self.socketio.emit(EV_CAMERA, summary.to_json(), namespace=NAMESPACE, to=rooms)
             self.stats["camera_updates"] += 1
 
     def _throughput(self) -> float | None:
@@ -452,7 +435,7 @@ class LiveEmitter:
             return None
         return sum(f for _, f in self._frames) / span
 
-    def _system(self, summaries: list[dict[str, Any]], now_ms: int, throughput: float | None) -> dict[str, Any]:
+    def _system(self, summaries: list[CameraSummary], now_ms: int, throughput: float | None) -> dict[str, Any]:
         state = system_state(
             self.store,
             summaries,
@@ -465,7 +448,7 @@ class LiveEmitter:
         state["replica"] = self.replica_id
         return state
 
-    def _evaluate_alerts(self, summaries: list[dict[str, Any]], now_ms: int) -> None:
+    def _evaluate_alerts(self, summaries: list[CameraSummary], now_ms: int) -> None:
         """Alert rules on this tick's figures, when this replica holds the alerts lock."""
         if self.alerts is None or self.alerts_lock is None:
             return

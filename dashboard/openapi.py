@@ -6,14 +6,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from dashboard.api import WINDOWS
-from maskwatch.detections import COUNT_FIELDS
+from maskwatch.payloads import WINDOWS, CameraSummary, WorkerHeartbeat, counts_schema, json_schema
 
 bp = Blueprint("openapi", __name__)
-
-
-def _counts() -> dict[str, Any]:
-    return {"type": "object", "properties": {f: {"type": "integer", "minimum": 0} for f in COUNT_FIELDS}}
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -53,39 +48,7 @@ BAD_WINDOW = _json(ERROR, "bad window")
 
 
 def spec() -> dict[str, Any]:
-    summary = {
-        "type": "object",
-        "description": "Contract 4 camera_update payload (maskwatch.store.camera_summary)",
-        "properties": {
-            "camera": {"type": "string"},
-            "name": {"type": "string"},
-            "site": {"type": "string"},
-            "zone": {"type": "string"},
-            "status": {"type": "string", "description": "online / reconnecting / offline / unknown, from the producer"},
-            "last_error": {
-                "type": "string",
-                "description": "the producer's last error reading this camera (no such file, connection refused, "
-                "unauthorized, timeout, undecodable stream, removed from the site file); empty when none",
-            },
-            "fps": {"type": "number"},
-            "last_frame_ms": {"type": ["integer", "null"]},
-            "data_age_s": {"type": ["number", "null"]},
-            "lag": {
-                "type": ["number", "null"],
-                "description": "seconds the newest counted frame trails the newest captured one; null before both are known",
-            },
-            "window_minutes": {"type": "integer"},
-            "window": {"$ref": "#/components/schemas/Counts"},
-            "compliance": {"type": ["number", "null"], "description": "with_mask / people; null with nobody seen"},
-            "totals": {"$ref": "#/components/schemas/Counts"},
-            "persons": {
-                "type": "object",
-                "description": "unique people in the window (one verdict per tracked person)",
-                "additionalProperties": {"type": "integer"},
-            },
-            "warnings": {"type": "array", "items": {"type": "string", "enum": ["faces_too_small"]}},
-        },
-    }
+    summary = json_schema(CameraSummary, description="Contract 4 camera_update payload (maskwatch.payloads.CameraSummary)")
     minute = {
         "allOf": [
             {"$ref": "#/components/schemas/Counts"},
@@ -163,8 +126,9 @@ def spec() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "Counts": _counts(),
+                "Counts": counts_schema(),
                 "Summary": summary,
+                "Heartbeat": json_schema(WorkerHeartbeat),
                 "Minute": minute,
                 "Violation": violation,
                 "Alert": alert,
@@ -389,6 +353,21 @@ def spec() -> dict[str, Any]:
                                     "compliance": {"type": ["number", "null"]},
                                     "lag": {"type": ["integer", "null"], "description": "frames not yet consumed"},
                                     "window": {"$ref": "#/components/schemas/Counts"},
+                                    "workers": {
+                                        "type": "array",
+                                        "items": {
+                                            "allOf": [
+                                                {"$ref": "#/components/schemas/Heartbeat"},
+                                                {
+                                                    "type": "object",
+                                                    "properties": {
+                                                        "id": {"type": "string"},
+                                                        "age_s": {"type": ["number", "null"]},
+                                                    },
+                                                },
+                                            ]
+                                        },
+                                    },
                                 },
                             }
                         )

@@ -8,10 +8,34 @@ from flask import Blueprint, abort, render_template
 
 from dashboard.api import visible_cameras, visible_zones
 from dashboard.context import dashboard, missing_vendor_files
+from maskwatch.detections import INCORRECT, VIOLATION_CLASSES, WITH_MASK, WITHOUT_MASK
 from maskwatch.frames import is_valid_camera_id
-from maskwatch.store import WINDOWS
+from maskwatch.payloads import EVENTS, NAMESPACE, WINDOWS
 
 bp = Blueprint("pages", __name__)
+
+# How the pages show each class, in the order they list them: its label and its swatch (colours in app.css).
+CLASS_VIEWS = {WITH_MASK: ("mask", "with"), INCORRECT: ("mask worn incorrectly", "incorrect"), WITHOUT_MASK: ("no mask", "without")}
+# The windows a camera's per-minute chart offers (a one-minute chart would be one bar).
+CHART_WINDOWS = ("15m", "1h", "24h")
+
+
+def window_text(minutes: int) -> str:
+    return f"{minutes // 60} h" if minutes >= 60 and minutes % 60 == 0 else f"{minutes} min"
+
+
+def page_names() -> dict[str, Any]:
+    """The names the pages' scripts use, from the modules that own them (rendered as JSON into every page): the
+    live namespace and event names, the windows, and the classes (count field, label, swatch, violation or not)."""
+    return {
+        "namespace": NAMESPACE,
+        "events": EVENTS,
+        "windows": WINDOWS,
+        "classes": [
+            {"field": c, "label": label, "swatch": swatch, "violation": c in VIOLATION_CLASSES}
+            for c, (label, swatch) in CLASS_VIEWS.items()
+        ],
+    }
 
 
 def page_config() -> dict[str, Any]:
@@ -23,6 +47,8 @@ def page_config() -> dict[str, Any]:
         "window_minutes": s.window_minutes,
         # the headline's window as a `?window=` label ('' = not one of them: the API's default is the headline's)
         "window_label": next((k for k, v in WINDOWS.items() if v == s.window_minutes), ""),
+        "chart_windows": [(label, window_text(WINDOWS[label])) for label in CHART_WINDOWS],
+        "names": page_names(),
         "good": s.good_threshold,
         "warn": s.warn_threshold,
         "stale_after_s": s.stale_after_s,

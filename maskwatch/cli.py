@@ -17,10 +17,11 @@ from maskwatch.frames import is_valid_camera_id
 from maskwatch.lifecycle import stop_event
 from maskwatch.logs import setup_logging
 from maskwatch.model_api import MODEL_NAME
+from maskwatch.payloads import WINDOWS, CameraSummary
 from maskwatch.settings import CommonSettings, add_flags, flags_over_env
 from maskwatch.site import SiteError, load_site
 from maskwatch.stack import Stack, StackConfig, StackSettings
-from maskwatch.store import WINDOWS, CameraStillSent, Store, camera_summaries, camera_summary, remove_camera
+from maskwatch.store import CameraStillSent, Store, camera_summaries, camera_summary, remove_camera
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -52,7 +53,7 @@ def _up(args: argparse.Namespace) -> int:
     return Stack(cfg, stop_event()).run()
 
 
-def stats_rows(store: Store, window: str, camera: str | None, now_ms: int) -> list[dict[str, Any]]:
+def stats_rows(store: Store, window: str, camera: str | None, now_ms: int) -> list[CameraSummary]:
     """The camera summaries `maskwatch stats` shows: GET /api/cameras (or /api/cameras/<id>) without the series."""
     minutes = WINDOWS[window]
     if camera is None:
@@ -64,20 +65,20 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-def print_table(window: str, rows: list[dict[str, Any]]) -> None:
+def print_table(window: str, rows: list[CameraSummary]) -> None:
     print(
         f"{'camera':<16} {'status':<13} {'compliance':>10} {'people':>7} {'mask':>6} {'no mask':>8} {'wrong':>6} "
         f"{'frames':>8} {'age s':>6}   window {window}"
     )
     for r in rows:
-        w = r["window"]
-        age = "-" if r["data_age_s"] is None else f"{r['data_age_s']:.0f}"
+        w = r.window
+        age = "-" if r.data_age_s is None else f"{r.data_age_s:.0f}"
         print(
-            f"{r['camera']:<16} {r['status']:<13} {_pct(r['compliance']):>10} {r['persons']['persons']:>7} "
-            f"{w['with_mask']:>6} {w['without_mask']:>8} {w['mask_worn_incorrectly']:>6} {w['frames']:>8} {age:>6}"
+            f"{r.camera:<16} {r.status:<13} {_pct(r.compliance):>10} {r.persons['persons']:>7} "
+            f"{w.with_mask:>6} {w.without_mask:>8} {w.mask_worn_incorrectly:>6} {w.frames:>8} {age:>6}"
         )
-        if r.get("last_error") and r["status"] != "online":  # why it does not send
-            print(f"{'':<16} last error: {r['last_error']}")
+        if r.last_error and r.status != "online":  # why it does not send
+            print(f"{'':<16} last error: {r.last_error}")
 
 
 def print_history(body: dict[str, Any], tz: Any) -> None:
@@ -142,7 +143,7 @@ def _stats(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print(json.dumps({"window": args.window, "window_minutes": WINDOWS[args.window], "cameras": rows}, indent=2))
+        print(json.dumps({"window": args.window, "window_minutes": WINDOWS[args.window], "cameras": [r.to_json() for r in rows]}, indent=2))
         return 0
     if not rows:
         print("no cameras yet: start a producer (`python -m producer --site site.yaml`) or `maskwatch up`")

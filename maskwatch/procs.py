@@ -362,8 +362,9 @@ def serving_command(port: int, model_base_path: Path, *extra: str, rest_port: in
     )
 
 
-def model_available(target: str, name: str = MODEL_NAME) -> bool:
-    """GetModelStatus at `target` shows an AVAILABLE version of model `name`."""
+def version_states(target: str, name: str = MODEL_NAME) -> dict[int, int]:
+    """Version -> state (TF Serving's ModelVersionStatus.State) of model `name` at `target` by GetModelStatus ({} when
+    the server does not answer or knows no such model)."""
     import grpc
     from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
@@ -373,5 +374,12 @@ def model_available(target: str, name: str = MODEL_NAME) -> bool:
         try:
             resp = model_service_pb2_grpc.ModelServiceStub(ch).GetModelStatus(req, timeout=2)
         except grpc.RpcError:
-            return False
-    return any(s.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE for s in resp.model_version_status)
+            return {}
+    return {s.version: s.state for s in resp.model_version_status}
+
+
+def model_available(target: str, name: str = MODEL_NAME) -> bool:
+    """Model `name` at `target` has an AVAILABLE version."""
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    return get_model_status_pb2.ModelVersionStatus.AVAILABLE in version_states(target, name).values()

@@ -1,10 +1,11 @@
 """Settings shared by every service (addresses, names); each service extends `CommonSettings` with its own, and its
-`__main__` puts command-line flags over the environment with `add_flags` and `flags_over_env`."""
+`__main__` puts command-line flags over the environment with `settings_from_argv` (`add_flags`, `flags_over_env`)."""
 
 from __future__ import annotations
 
 import argparse
 import types
+from collections.abc import Sequence
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import Field, SecretStr, model_validator
@@ -122,6 +123,16 @@ def _flag_kind(annotation: Any) -> dict[str, Any]:
     if annotation is bool:
         return {"action": argparse.BooleanOptionalAction}
     return {"type": annotation if annotation in (int, float) else str}
+
+
+def settings_from_argv(
+    settings: type[S], argv: Sequence[str] | None, prog: str, description: str | None, *fields: str, **renamed: str
+) -> S:
+    """A service's settings as its process runs with them: its flags for `fields` (`add_flags`) parsed from `argv`
+    (None: the command line) over its environment variables (raises pydantic's ValidationError; bad flags exit 2)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_flags(parser, settings, *fields, **renamed)
+    return flags_over_env(settings, parser.parse_args(argv))
 
 
 def flags_over_env(settings: type[S], args: argparse.Namespace) -> S:

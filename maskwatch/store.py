@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from maskwatch.detections import COUNT_FIELDS, Counts
+from maskwatch.payloads import PERSON_FIELDS, CameraSummary, LiveNotice
 
 DEFAULT_PREFIX = "mw:"
 MINUTE_TTL_S = 7 * 24 * 3600
@@ -27,8 +28,6 @@ LATEST_TTL_S = 120
 SNAPSHOT_TTL_S = 24 * 3600
 HEARTBEAT_TTL_S = 15
 ALERTS_MAXLEN = 10_000
-# The windows the REST API and `maskwatch stats` answer for: label -> minutes of per-minute buckets.
-WINDOWS: dict[str, int] = {"1m": 1, "15m": 15, "1h": 60, "24h": 1440}
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
 
@@ -705,8 +704,8 @@ class Store:
         head = self.keys.offsets(group, "")
         return sorted(_s(k)[len(head) :] for k in self.r.scan_iter(match=head.replace("*", r"\*") + "*", count=500))
 
-    def publish_update(self, payload: Mapping[str, Any]) -> None:
-        self.r.publish(self.keys.updates(), json.dumps(payload, separators=(",", ":")))
+    def publish_update(self, notice: LiveNotice) -> None:
+        self.r.publish(self.keys.updates(), json.dumps(notice.to_json(), separators=(",", ":")))
 
     def heartbeat(self, kind: str, ident: str, fields: Mapping[str, Any], ttl_s: int = HEARTBEAT_TTL_S) -> None:
         key = self.keys.worker(ident) if kind == "worker" else self.keys.producer(ident)
@@ -1067,7 +1066,7 @@ def remove_camera(store: Store, cid: str, now_ms: int | None = None) -> bool:
     return True
 
 
-def camera_summary(store: Store, cid: str, window_minutes: int, now_ms: int | None = None) -> dict[str, Any]:
+def camera_summary(store: Store, cid: str, window_minutes: int, now_ms: int | None = None) -> CameraSummary:
     """What the dashboard, REST API and CLI show for one camera (Contract 4's `camera_update`)."""
     now = now_ms if now_ms is not None else int(time.time() * 1000)
     ((info, win, totals),) = store.summaries_data([cid], window_minutes, now)
@@ -1076,38 +1075,33 @@ def camera_summary(store: Store, cid: str, window_minutes: int, now_ms: int | No
 
 def summarise(
     cid: str, info: Mapping[str, str], win: Counts, totals: Counts, window_minutes: int, now: int
-) -> dict[str, Any]:
+) -> CameraSummary:
     """camera_summary from what Redis holds for the camera."""
     last = int(info.get("last_frame_ms", "0") or 0)
     captured = int(info.get("last_capture_ms", "0") or 0)
-    status = info.get("status", "unknown")
-    warnings = []
     small = win.small_face_share if win.faces else totals.small_face_share
-    if small is not None and small > 0.5:
-        warnings.append("faces_too_small")
-    window = win.as_dict()
-    return {
-        "camera": cid,
-        "name": info.get("name", cid),
-        "site": info.get("site", ""),
-        "zone": info.get("zone", ""),
-        "status": status,
-        "last_error": info.get("last_error", ""),
-        "fps": float(info.get("fps", "0") or 0),
-        "last_frame_ms": last or None,
-        "data_age_s": round((now - last) / 1000, 1) if last else None,
+    return CameraSummary(
+        camera=cid,
+        name=info.get("name", cid),
+        site=info.get("site", ""),
+        zone=info.get("zone", ""),
+        status=info.get("status", "unknown"),
+        last_error=info.get("last_error", ""),
+        fps=float(info.get("fps", "0") or 0),
+        last_frame_ms=last or None,
+        data_age_s=round((now - last) / 1000, 1) if last else None,
         # seconds the newest counted frame trails the newest captured one (Contract 4's per-camera lag)
-        "lag": round(max(0, captured - last) / 1000, 1) if last and captured else None,
-        "window_minutes": window_minutes,
-        "window": window,
-        "compliance": None if win.compliance is None else round(win.compliance, 4),
-        "totals": totals.as_dict(),
-        "persons": {k: window[k] for k in ("persons", "persons_with_mask", "persons_without_mask", "persons_mask_worn_incorrectly")},
-        "warnings": warnings,
-    }
+        lag=round(max(0, captured - last) / 1000, 1) if last and captured else None,
+        window_minutes=window_minutes,
+        window=win,
+        compliance=None if win.compliance is None else round(win.compliance, 4),
+        totals=totals,
+        persons={k: getattr(win, k) for k in PERSON_FIELDS},
+        warnings=("faces_too_small",) if small is not None and small > 0.5 else (),
+    )
 
 
-def camera_summaries(store: Store, window_minutes: int, now_ms: int | None = None) -> list[dict[str, Any]]:
+def camera_summaries(store: Store, window_minutes: int, now_ms: int | None = None) -> list[CameraSummary]:
     """camera_summary of every known camera, by id: what GET /api/cameras and `maskwatch stats --json` answer.
 
     One pipelined round trip for all cameras; windows of an hour or more read hourly buckets.

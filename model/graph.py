@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
 import tensorflow as tf
 
 from maskwatch.detections import CLASS_IDS, WITH_MASK, WITHOUT_MASK
@@ -18,6 +19,7 @@ from maskwatch.model_api import (
     OUT_NUM,
     OUT_SCORES,
 )
+from model import jpegscale
 from model.caffe import DetectionParams
 from model.ssd import BGR_MEAN
 
@@ -39,6 +41,8 @@ class Detector(Protocol):
 
     @property
     def params(self) -> DetectionParams: ...
+
+    def prior_boxes(self) -> np.ndarray: ...
 
     def __call__(self, blob: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]: ...
 
@@ -99,6 +103,27 @@ def context_boxes(boxes: tf.Tensor, image_hw: tf.Tensor, margin: float) -> tf.Te
     centre = (pixels[:, :2] + pixels[:, 2:]) / 2.0
     half = tf.reduce_max(pixels[:, 2:] - pixels[:, :2], axis=-1, keepdims=True) * (0.5 + margin)
     return tf.concat([centre - half, centre + half], axis=-1) / tf.concat([hw, hw], axis=-1)
+
+
+def decode_ratios(sizes: tf.Tensor, floor_hw: tuple[int, int], letterbox: bool) -> tf.Tensor:
+    """jpegscale.decode_ratio for each image size [N,2] (height, width): ratios [N] int32 (8, 4, 2 or 1)."""
+    ratios = tf.ones_like(sizes[:, 0])
+    for ratio in sorted(jpegscale.RATIOS):  # the largest that fits wins
+        scaled = (sizes + ratio - 1) // ratio
+        tall, wide = scaled[:, 0] >= floor_hw[0], scaled[:, 1] >= floor_hw[1]
+        ratios = tf.where(tall | wide if letterbox else tall & wide, ratio, ratios)
+    return ratios
+
+
+def decode_scaled(jpeg: tf.Tensor, ratio: tf.Tensor) -> tf.Tensor:
+    """RGB uint8 [H,W,3] of one JPEG decoded at 1/ratio scale (libjpeg's DCT scaling; ratio 1, 2, 4 or 8)."""
+
+    def at(r: int) -> Callable[[], tf.Tensor]:
+        return lambda: tf.io.decode_jpeg(jpeg, channels=3, dct_method="INTEGER_ACCURATE", ratio=r)
+
+    scales = (1, *sorted(jpegscale.RATIOS))
+    index = tf.argmax(tf.cast(tf.equal(tf.constant(scales), ratio), tf.int32), output_type=tf.int32)
+    return tf.switch_case(index, [at(r) for r in scales])
 
 
 def letterbox_size(image_hw: tf.Tensor, canvas_hw: tuple[int, int], max_upscale: float) -> tf.Tensor:
@@ -167,6 +192,8 @@ class MaskDetectorModule(tf.Module):
         self.face_output = face_output
         self.flip_average = flip_average
         self.face_threshold = tf.Variable(face_threshold, dtype=tf.float32, trainable=False, name="face_threshold")
+        # what the networks can use of an image: a larger one is decoded downscaled to no less than this
+        self.decode_floor_hw = jpegscale.decode_floor(detector.prior_boxes(), detector.input_hw, classifier_size, crop_margin)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_IMAGES)])
     def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -174,23 +201,29 @@ class MaskDetectorModule(tf.Module):
         return self.predict(images)
 
     def decode(self, images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """JPEG strings [N] to (detector blobs [N,300,300,3], RGB images laid out by `pad_for_crops`, sizes [N,2])."""
-        sizes = tf.map_fn(
+        """JPEG strings [N] to (detector blobs [N,300,300,3], RGB images laid out by `pad_for_crops`, sizes [N,2]).
+
+        An image larger than the networks can use is decoded downscaled by libjpeg (`jpegscale`, down to
+        `decode_floor_hw`); `sizes` are the decoded sizes, which the boxes are normalised to like the image's.
+        """
+        announced = tf.map_fn(
             lambda s: tf.image.extract_jpeg_shape(s)[:2], images, fn_output_signature=tf.TensorSpec([2], tf.int32)
         )
+        ratios = decode_ratios(announced, self.decode_floor_hw, self.letterbox)
+        sizes = (announced + ratios[:, tf.newaxis] - 1) // ratios[:, tf.newaxis]
         batch_hw = tf.reduce_max(sizes, axis=0)
         in_h, in_w = self.detector.input_hw
         if self.letterbox:
-            return self.decode_letterboxed(images, sizes, batch_hw)
+            return self.decode_letterboxed(images, ratios, sizes, batch_hw)
 
-        def one(jpeg: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            rgb = tf.io.decode_jpeg(jpeg, channels=3, dct_method="INTEGER_ACCURATE")
+        def one(jpeg_ratio: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+            rgb = decode_scaled(*jpeg_ratio)
             small = resize_like_opencv(rgb, (in_h, in_w))
             return small, pad_for_crops(rgb, batch_hw)
 
         small, padded = tf.map_fn(
             one,
-            images,
+            (images, ratios),
             fn_output_signature=(
                 tf.TensorSpec([in_h, in_w, 3], tf.float32),
                 tf.TensorSpec([None, None, 3], tf.uint8),
@@ -199,20 +232,20 @@ class MaskDetectorModule(tf.Module):
         return detector_blob(small), padded, sizes
 
     def decode_letterboxed(
-        self, images: tf.Tensor, sizes: tf.Tensor, batch_hw: tf.Tensor
+        self, images: tf.Tensor, ratios: tf.Tensor, sizes: tf.Tensor, batch_hw: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """As `decode`, each image scaled with its aspect kept into the top-left of the detector's input."""
         in_h, in_w = self.detector.input_hw
 
-        def one(jpeg: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            rgb = tf.io.decode_jpeg(jpeg, channels=3, dct_method="INTEGER_ACCURATE")
+        def one(jpeg_ratio: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+            rgb = decode_scaled(*jpeg_ratio)
             size = letterbox_size(tf.shape(rgb)[:2], (in_h, in_w), self.max_upscale)
             blob = detector_blob(resize_like_opencv(rgb, size))
             return tf.image.pad_to_bounding_box(blob, 0, 0, in_h, in_w), pad_for_crops(rgb, batch_hw)
 
         blob, padded = tf.map_fn(
             one,
-            images,
+            (images, ratios),
             fn_output_signature=(
                 tf.TensorSpec([in_h, in_w, 3], tf.float32),
                 tf.TensorSpec([None, None, 3], tf.uint8),

@@ -109,8 +109,7 @@ def write_openvino(module: MaskDetectorModule, version_dir: Path) -> Path:
     fold_pool_padding(converted)
     ov.save_model(converted, str(folder / DETECTOR_XML), compress_to_fp16=False)
     ov.save_model(ov.convert_model(classify), str(folder / CLASSIFIER_XML), compress_to_fp16=False)
-    _, _, priors = detector.heads(tf.zeros([1, h, w, 3], tf.float32))
-    np.save(folder / PRIORS_FILE, np.asarray(priors, np.float32))
+    np.save(folder / PRIORS_FILE, detector.prior_boxes())
     (folder / CONFIG_FILE).write_text(pipeline_config(module).to_json(), encoding="utf-8")
     logger.info("openvino networks written dir=%s", folder)
     return folder

@@ -35,6 +35,7 @@ from maskwatch.model_api import (
     OUT_NUM,
     OUT_SCORES,
 )
+from model import jpegscale
 
 OPENVINO_DIR = "openvino"
 CONFIG_FILE = "pipeline.json"
@@ -110,11 +111,17 @@ def has_openvino(version_dir: str | Path) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def decode_jpeg(data: bytes) -> np.ndarray:
+def decode_jpeg(data: bytes, floor_hw: tuple[int, int] | None = None) -> np.ndarray:
     """RGB uint8 [H,W,3], as tf.io.decode_jpeg(channels=3, dct_method="INTEGER_ACCURATE") gives it (libjpeg's
-    accurate integer DCT and fancy upsampling). Raises ValueError on bytes that are not a decodable JPEG."""
+    accurate integer DCT and fancy upsampling); with `floor_hw`, downscaled by libjpeg's DCT scaling to no less than
+    it as the letterboxed graph decodes (`jpegscale.decode_ratio`, its `ratio`). Raises ValueError on bytes that
+    are not a decodable JPEG."""
     try:
-        return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False)
+        if floor_hw is None:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False)
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        h, w = jpegscale.scaled_size((height, width), jpegscale.decode_ratio((height, width), floor_hw, letterbox=True))
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False, min_height=h, min_width=w)
     except ValueError:
         raise
     except (RuntimeError, TypeError) as error:  # simplejpeg raises ValueError for most, RuntimeError for some
@@ -287,6 +294,10 @@ class OpenVinoMaskDetector:
             raise ModelFormatError(f"{folder} lacks the OpenVINO networks (re-export the model with model.export)")
         self.config = PipelineConfig.from_json((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         self.priors = np.load(folder / PRIORS_FILE).astype(np.float32)
+        # the graph's decode_floor_hw, from the same priors: a larger image is decoded downscaled to no less
+        self.decode_floor_hw = jpegscale.decode_floor(
+            self.priors, self.config.canvas_hw, self.config.classifier_size, self.config.crop_margin
+        )
         core = ov.Core()
         # unpinned threads: on a machine shared with the broker, workers and other services, threads pinned to busy
         # cores wait for them (wall-clock frames/s 20-40 % lower in an interleaved run with the machine loaded)
@@ -306,8 +317,8 @@ class OpenVinoMaskDetector:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _prepare(self, jpeg: bytes) -> tuple[tuple[int, int], np.ndarray, tuple[int, int], np.ndarray]:
-        """(image size, detector blob, size it was scaled to, framed image for the crops) of one JPEG."""
-        rgb = decode_jpeg(jpeg)
+        """(decoded size, detector blob, size it was scaled to, framed image for the crops) of one JPEG."""
+        rgb = decode_jpeg(jpeg, self.decode_floor_hw)
         blob, scaled = detector_input(rgb, self.config.canvas_hw, self.config.max_upscale)
         return (rgb.shape[0], rgb.shape[1]), blob, scaled, frame_for_crops(rgb)
 

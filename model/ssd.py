@@ -184,6 +184,11 @@ class FaceDetector(tf.Module):
             raise TypeError("priors must be computed at build time")
         return tf.convert_to_tensor(values[det.loc]), tf.convert_to_tensor(values[det.conf]), priors
 
+    def prior_boxes(self) -> np.ndarray:
+        """The prior boxes [P,4] (xmin, ymin, xmax, ymax) normalised to the input, float32."""
+        _, _, priors = self.heads(tf.zeros([1, *self.input_hw, 3], tf.float32))
+        return priors[0, 0].reshape(-1, 4)
+
     def __call__(self, blob: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Detect faces: boxes [N,K,4] (xmin, ymin, xmax, ymax) normalised and unclipped, scores [N,K], count [N]."""
         loc, conf, priors = self.heads(blob)
@@ -465,6 +470,11 @@ class TunedFaceDetector(tf.Module):
                 out.append(tf.reshape(y, [tf.shape(y)[0], fh * fw * len(layer.widths), width]))
             priors.append(anchor_boxes((fh, fw), hw, layer))
         return tf.concat(locs, axis=1), tf.concat(logits, axis=1), np.concatenate(priors)
+
+    def prior_boxes(self) -> np.ndarray:
+        """The anchors [P,4] (xmin, ymin, xmax, ymax) normalised to `input_hw`, float32, in the heads' order."""
+        _, _, priors = self.heads(tf.zeros([1, *self._input_hw, 3], tf.float32))
+        return priors
 
     def _dilated(self, op: Conv, x: Blob) -> tf.Tensor:
         """A dilated conv through space_to_batch: TensorFlow's CPU kernels have no gradient for dilated conv2d."""

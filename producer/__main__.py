@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -15,7 +14,7 @@ from pydantic import ValidationError
 
 from maskwatch.lifecycle import stop_event
 from maskwatch.logs import setup_logging
-from maskwatch.settings import add_flags, flags_over_env
+from maskwatch.settings import settings_from_argv
 from maskwatch.site import SiteError
 from producer.app import run
 from producer.settings import ProducerSettings
@@ -36,10 +35,8 @@ def reload_event() -> threading.Event:
 
 def parse_settings(argv: list[str] | None = None) -> ProducerSettings:
     """Flags over MW_* environment variables, as the process runs with them; raises ValidationError."""
-    ap = argparse.ArgumentParser(prog="python -m producer", description=__doc__)
     flags = ("kafka", "redis_url", "topic", "shard", "metrics_port", "max_frames", "demo_cameras", "demo_fps")
-    add_flags(ap, ProducerSettings, *flags, site_file="--site")
-    return flags_over_env(ProducerSettings, ap.parse_args(argv))
+    return settings_from_argv(ProducerSettings, argv, "python -m producer", __doc__, *flags, site_file="--site")
 
 
 def main(argv: list[str] | None = None) -> int:

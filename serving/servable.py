@@ -146,7 +146,8 @@ class OpenVinoServable(Servable):
             model = OpenVinoMaskDetector(path)
         except (ModelFormatError, OSError, RuntimeError) as error:
             raise LoadError(f"Failed to load the OpenVINO networks at {path}: {error}") from error
-        logger.info("openvino runtime model=%s version=%d", name, version)
+        floor_h, floor_w = model.decode_floor_hw
+        logger.info("openvino runtime model=%s version=%d decode_floor=%dx%d", name, version, floor_w, floor_h)
         return cls(name, version, path, meta_graph, model)
 
     def run(self, signature_name: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

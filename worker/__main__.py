@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from maskwatch.tfprotos import use_protos_only
@@ -13,17 +12,15 @@ from pydantic import ValidationError  # noqa: E402
 
 from maskwatch.lifecycle import stop_event  # noqa: E402
 from maskwatch.logs import setup_logging  # noqa: E402
-from maskwatch.settings import add_flags, flags_over_env  # noqa: E402
+from maskwatch.settings import settings_from_argv  # noqa: E402
 from worker.app import run  # noqa: E402
 from worker.settings import WorkerSettings  # noqa: E402
 
 
 def parse_settings(argv: list[str] | None = None) -> WorkerSettings:
     """Flags over MW_* environment variables, as the process runs with them; raises ValidationError."""
-    ap = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
     flags = ("kafka", "redis_url", "serving", "topic", "group", "worker_id", "max_poll_records", "max_frame_age_s")
-    add_flags(ap, WorkerSettings, *flags)
-    return flags_over_env(WorkerSettings, ap.parse_args(argv))
+    return settings_from_argv(WorkerSettings, argv, "python -m worker", __doc__, *flags)
 
 
 def main(argv: list[str] | None = None) -> int:

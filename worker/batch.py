@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from maskwatch.annotate import decode, draw, encode
 from maskwatch.detections import Counts, Detection, Detections
@@ -20,6 +20,7 @@ from maskwatch.frames import (
     parse_message,
     seq_of,
 )
+from maskwatch.payloads import CameraActivity, LiveNotice
 from maskwatch.store import TP, BatchWrite, Episode, Seen, episode_notice
 from worker import snapshots
 from worker.episodes import Announcer, EpisodeBook, EpisodeBooks, face_quality
@@ -136,26 +137,33 @@ def intake(
         out.batch.next_offsets[tp] = recs[-1].offset + 1
         for rec in recs:
             out.records += 1
-            cid, run_seq = camera_of(rec.key), seq_of(rec.headers)
-            if cid is not None and run_seq is not None and not seen[tp].first_time(cid, *run_seq):
-                out.copies.append(Copy(cid, tp, rec.offset, run_seq[1]))
-                continue
-            try:
-                frame = parse_message(rec.key, rec.value, rec.headers, limits.max_bytes, limits.max_pixels)
-            except FrameError as e:
-                _reject(out, tp, rec, e.reason, str(e), counts_camera, rec.timestamp or now_ms)
-                continue
-            if not counts_camera(frame.camera_id):  # counted nowhere: no camera comes from nowhere
-                out.dead.append(DeadLetter.of(rec.key, rec.value, rec.headers, ERR_UNKNOWN_CAMERA))
-                out.rejected.append(Rejection(frame.camera_id, tp, rec.offset, ERR_UNKNOWN_CAMERA, ERR_UNKNOWN_CAMERA))
-                continue
-            out.batch.see(tp, frame.camera_id, frame.producer, frame.seq, frame.ts_ms)
-            if now_ms - frame.ts_ms > limits.max_age_ms:
-                out.batch.add(tp, frame.camera_id, frame.ts_ms, Counts(dropped_stale=1))
-                continue
-            out.frames.append((tp, frame))
+            _sort(out, tp, rec, seen[tp], now_ms, limits, counts_camera)
         out.batch.seen[tp] = seen[tp].take_changes()
     return out
+
+
+def _sort(
+    out: Intake, tp: TP, rec: Record, seen: Seen, now_ms: int, limits: FrameLimits, counts_camera: Callable[[str], bool]
+) -> None:
+    """One record: a copy skipped, a message rejected, a frame counted stale, or a frame for the model."""
+    cid, run_seq = camera_of(rec.key), seq_of(rec.headers)
+    if cid is not None and run_seq is not None and not seen.first_time(cid, *run_seq):
+        out.copies.append(Copy(cid, tp, rec.offset, run_seq[1]))
+        return
+    try:
+        frame = parse_message(rec.key, rec.value, rec.headers, limits.max_bytes, limits.max_pixels)
+    except FrameError as e:
+        _reject(out, tp, rec, e.reason, str(e), counts_camera, rec.timestamp or now_ms)
+        return
+    if not counts_camera(frame.camera_id):  # counted nowhere: no camera comes from nowhere
+        out.dead.append(DeadLetter.of(rec.key, rec.value, rec.headers, ERR_UNKNOWN_CAMERA))
+        out.rejected.append(Rejection(frame.camera_id, tp, rec.offset, ERR_UNKNOWN_CAMERA, ERR_UNKNOWN_CAMERA))
+        return
+    out.batch.see(tp, frame.camera_id, frame.producer, frame.seq, frame.ts_ms)
+    if now_ms - frame.ts_ms > limits.max_age_ms:
+        out.batch.add(tp, frame.camera_id, frame.ts_ms, Counts(dropped_stale=1))
+        return
+    out.frames.append((tp, frame))
 
 
 def _reject(out: Intake, tp: TP, rec: Record, reason: str, error: str, counts_camera: Callable[[str], bool], ts_ms: int) -> None:
@@ -300,24 +308,14 @@ def applied_totals(batch: BatchWrite, applied: set[TP]) -> dict[str, Counts]:
     return out
 
 
-def live_notice(
-    worker_id: str, now_ms: int, cameras: Mapping[str, Mapping[str, int]], announced: Iterable[Episode]
-) -> dict[str, Any]:
-    """The notice on `mw:updates`: the cameras a batch counted (frames, newest frame) and the episode states worth
-    announcing."""
-    return {
-        "type": "batch",
-        "worker": worker_id,
-        "ts_ms": now_ms,
-        "cameras": {cid: dict(c) for cid, c in cameras.items()},
-        "violations": [episode_notice(ep) for ep in announced],
-    }
+def live_notice(worker_id: str, now_ms: int, cameras: Mapping[str, CameraActivity], announced: Iterable[Episode]) -> LiveNotice:
+    """The notice on `mw:updates`: the cameras a batch counted and the episode states worth announcing."""
+    return LiveNotice(worker_id, now_ms, dict(cameras), tuple(episode_notice(ep) for ep in announced))
 
 
-def batch_notice(worker_id: str, now_ms: int, batch: BatchWrite, applied: set[TP], announcer: Announcer) -> dict[str, Any]:
+def batch_notice(worker_id: str, now_ms: int, batch: BatchWrite, applied: set[TP], announcer: Announcer) -> LiveNotice:
     """The live notice of a stored batch: only what the transaction applied (a duplicate announces nothing new)."""
     cameras = {
-        cid: {"frames": c.frames, "last_frame_ms": batch.last_frame_ms.get(cid, 0)}
-        for cid, c in applied_totals(batch, applied).items()
+        cid: CameraActivity(c.frames, batch.last_frame_ms.get(cid, 0)) for cid, c in applied_totals(batch, applied).items()
     }
     return live_notice(worker_id, now_ms, cameras, announcer.select(ep for part, ep in batch.episodes if part in applied))

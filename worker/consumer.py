@@ -16,11 +16,12 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from maskwatch.model_api import ModelClient
+from maskwatch.payloads import WORKER_DEGRADED, LiveNotice
 from maskwatch.store import TP, Store
 from worker import metrics
 from worker.batch import Books, FrameLimits, RejectionLog, applied_totals, batch_notice, count, intake, live_notice
 from worker.cameras import CameraRegistry, CameraZones
-from worker.health import STATUS_DEGRADED, Health
+from worker.health import Health
 from worker.inference import Inference, InFlight
 from worker.settings import WorkerSettings
 
@@ -109,7 +110,7 @@ class Worker:
         todo = [tp for tp in self.unpositioned if tp in self.consumer.assignment()]
         self.seek_to_stored(todo)
         self.unpositioned.difference_update(todo)
-        if todo and self.health.status != STATUS_DEGRADED:
+        if todo and self.health.status != WORKER_DEGRADED:
             self.consumer.resume(*todo)
 
     # ---- main loop -----------------------------------------------------------------------
@@ -229,7 +230,7 @@ class Worker:
         for fut in futures:
             fut.get(timeout=0.1)  # raises the send's KafkaError: the batch is held and the whole send retried
 
-    def _publish(self, notice: dict[str, Any]) -> None:
+    def _publish(self, notice: LiveNotice) -> None:
         try:
             self.store.publish_update(notice)
         except redis.RedisError as e:

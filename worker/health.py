@@ -15,6 +15,7 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
+from maskwatch.payloads import WORKER_DEGRADED, WORKER_OK, WorkerHeartbeat
 from maskwatch.store import Store
 from worker import metrics
 from worker.settings import WorkerSettings
@@ -22,8 +23,6 @@ from worker.settings import WorkerSettings
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-STATUS_OK = "ok"
-STATUS_DEGRADED = "degraded"
 # the window `fps` averages over
 RATE_SPAN_S = 10.0
 
@@ -53,7 +52,7 @@ class Health:
         self.store = store
         self.stop = stop
         self.unpositioned = unpositioned
-        self.status = STATUS_OK
+        self.status = WORKER_OK
         self.reason = ""
         self.processed = 0
         self.batches = 0
@@ -64,17 +63,17 @@ class Health:
 
     # ---- dependencies --------------------------------------------------------------------
     def degraded(self, dep: str, reason: str) -> None:
-        if self.status != STATUS_DEGRADED or not self.reason.startswith(dep):
+        if self.status != WORKER_DEGRADED or not self.reason.startswith(dep):
             logger.warning("degraded dependency=%s reason=%s", dep, reason)
-        self.status, self.reason = STATUS_DEGRADED, f"{dep}: {reason}"
+        self.status, self.reason = WORKER_DEGRADED, f"{dep}: {reason}"
         metrics.DEGRADED.labels(dep).set(1)
         self.heartbeat(force=True)
 
     def ok(self, dep: str) -> None:
-        if self.status == STATUS_DEGRADED and self.reason.startswith(dep):
+        if self.status == WORKER_DEGRADED and self.reason.startswith(dep):
             logger.info("recovered dependency=%s", dep)
             metrics.DEGRADED.labels(dep).set(0)
-            self.status, self.reason = STATUS_OK, ""
+            self.status, self.reason = WORKER_OK, ""
             ready = [tp for tp in self.consumer.paused() if tp not in self.unpositioned]
             if ready:
                 self.consumer.resume(*ready)
@@ -153,18 +152,18 @@ class Health:
         self._last_hb = now
         lag = self.lag()
         metrics.LAG.set(lag)
-        fields = {
-            "status": self.status,
-            "reason": self.reason,
-            "partitions": sorted(tp.partition for tp in self.consumer.assignment()),
-            "topics": len({tp.topic for tp in self.consumer.assignment()}),
-            "fps": round(self.fps(), 2),
-            "frames": self.processed,
-            "batches": self.batches,
-            "model_ms": round(self.model_ms_ewma, 1),
-            "lag": lag,
-        }
+        beat = WorkerHeartbeat(
+            status=self.status,
+            reason=self.reason,
+            partitions=tuple(sorted(tp.partition for tp in self.consumer.assignment())),
+            topics=len({tp.topic for tp in self.consumer.assignment()}),
+            fps=round(self.fps(), 2),
+            frames=self.processed,
+            batches=self.batches,
+            model_ms=round(self.model_ms_ewma, 1),
+            lag=lag,
+        )
         try:
-            self.store.heartbeat("worker", self.s.worker_id, fields)
+            self.store.heartbeat("worker", self.s.worker_id, beat.to_json())
         except redis.RedisError as e:
             logger.debug("heartbeat not written error=%s", e)

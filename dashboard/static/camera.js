@@ -23,8 +23,8 @@
     $("cam-sub").textContent = [s.camera, s.zone, s.site].filter(Boolean).join(" · ");
     $("cam-pct").textContent = MW.complianceText(s);
     MW.fillBar($("cam-bar"), s.window);
-    for (const f of ["with_mask", "mask_worn_incorrectly", "without_mask"]) {
-      document.querySelector(`.classes [data-field="${f}"]`).textContent = MW.num(s.window[f]);
+    for (const c of MW.CLASSES) {
+      document.querySelector(`.classes [data-field="${c.field}"]`).textContent = MW.num(s.window[c.field]);
     }
     const set = (f, v) => (document.querySelector(`.meta [data-field="${f}"]`).textContent = v);
     set("people", MW.num(MW.persons(s)));
@@ -53,8 +53,8 @@
   function chartData(rows) {
     const xs = rows.map((r) => r.ts_ms / 1000);
     const orNull = (n) => (n > 0 ? n : null); // no zero-height bars along the axis
-    const faces = rows.map((r) => orNull(r.with_mask + r.without_mask + r.mask_worn_incorrectly));
-    const violators = rows.map((r) => orNull(r.without_mask + r.mask_worn_incorrectly));
+    const faces = rows.map((r) => orNull(MW.people(r)));
+    const violators = rows.map((r) => orNull(MW.violators(r)));
     const comp = rows.map((r) => (r.compliance === null ? null : r.compliance * 100));
     return [xs, faces, violators, comp];
   }
@@ -199,19 +199,19 @@
   }
 
   MW.live({
-    system: (sys) => {
+    [MW.EVENTS.system]: (sys) => {
       if (sys.alerts) showAlert(sys.alerts.active.find((a) => a.scope === "camera" && a.camera === cid));
     },
-    alert: (ev) => {
+    [MW.EVENTS.alert]: (ev) => {
       if (ev.scope === "camera" && ev.camera === cid) showAlert(ev.state === "start" ? ev : null);
     },
-    camera_update: (s) => {
+    [MW.EVENTS.camera]: (s) => {
       if (s.camera !== cid) return;
       s._receivedAt = performance.now();
       showSummary(s);
       refreshSeries();
     },
-    violation: (v) => {
+    [MW.EVENTS.violation]: (v) => {
       if (v.camera !== cid || violationsTimer !== null) return;
       violationsTimer = setTimeout(() => ((violationsTimer = null), loadViolations()), 1000);
     },

@@ -4,6 +4,11 @@
 
 const MW = (() => {
   const cfg = document.body.dataset;
+  // The live namespace and event names, the windows and the classes, as the server names them (dashboard/pages.py).
+  const NAMES = JSON.parse(document.getElementById("mw-names").textContent);
+  const EVENTS = NAMES.events;
+  const WINDOWS = NAMES.windows;
+  const CLASSES = NAMES.classes; // [{field, label, swatch, violation}] in the order the pages list them
   const GOOD = parseFloat(cfg.good);
   const WARN = parseFloat(cfg.warn);
   const STALE_AFTER_S = parseFloat(cfg.staleAfterS);
@@ -80,8 +85,19 @@ const MW = (() => {
     return Math.floor(seconds / 86400) + " d";
   }
 
+  const sum = (w, classes) => classes.reduce((n, c) => n + (w[c.field] || 0), 0);
+
+  // Faces with a verdict in counts `w`; the masked ones; the violators (no mask, or worn incorrectly).
   function people(w) {
-    return (w.with_mask || 0) + (w.without_mask || 0) + (w.mask_worn_incorrectly || 0);
+    return sum(w, CLASSES);
+  }
+
+  function masked(w) {
+    return sum(w, CLASSES.filter((c) => !c.violation));
+  }
+
+  function violators(w) {
+    return sum(w, CLASSES.filter((c) => c.violation));
   }
 
   // Age of a summary's newest frame now, counted from when the browser received it (immune to clock skew).
@@ -102,9 +118,7 @@ const MW = (() => {
   function fillBar(bar, w) {
     const total = people(w);
     const part = (n) => (total ? (100 * n) / total : 0) + "%";
-    bar.querySelector(".with").style.width = part(w.with_mask || 0);
-    bar.querySelector(".incorrect").style.width = part(w.mask_worn_incorrectly || 0);
-    bar.querySelector(".without").style.width = part(w.without_mask || 0);
+    for (const c of CLASSES) bar.querySelector("." + c.swatch).style.width = part(w[c.field] || 0);
   }
 
   // Clock times in the site's time zone, 24-hour: what an operator compares with the site's own clocks.
@@ -144,10 +158,10 @@ const MW = (() => {
     );
   }
 
-  const LABELS = { with_mask: "mask", without_mask: "no mask", mask_worn_incorrectly: "mask worn incorrectly" };
-  const SWATCH = { with_mask: "with", without_mask: "without", mask_worn_incorrectly: "incorrect" };
+  const LABELS = Object.fromEntries(CLASSES.map((c) => [c.field, c.label]));
+  const SWATCH = Object.fromEntries(CLASSES.map((c) => [c.field, c.swatch]));
 
-  // Connects to /live and shows the connection state in the top bar.
+  // Connects to the live namespace and shows the connection state in the top bar; `handlers` by event name.
   function live(handlers) {
     const conn = document.getElementById("conn");
     const show = (state, text) => {
@@ -158,7 +172,7 @@ const MW = (() => {
       show("denied", "Live updates off");
       return null;
     }
-    const socket = io("/live");
+    const socket = io(NAMES.namespace);
     socket.on("connect", () => show("live", "Live"));
     socket.on("disconnect", () => show("reconnecting", "Reconnecting…"));
     socket.on("connect_error", () => {
@@ -170,7 +184,8 @@ const MW = (() => {
   }
 
   return {
-    tone, setTone, pct, complianceText, persons, showWarnings, showError, num, age, ageNow, status, people, fillBar, time, since,
-    duration, alertLine, alertTitle, live, LABELS, SWATCH, WINDOW_MINUTES, TIMEZONE, ALERTING, ALERT_RULE,
+    tone, setTone, pct, complianceText, persons, showWarnings, showError, num, age, ageNow, status, people, masked, violators,
+    fillBar, time, since, duration, alertLine, alertTitle, live, EVENTS, WINDOWS, CLASSES, LABELS, SWATCH, WINDOW_MINUTES,
+    TIMEZONE, ALERTING, ALERT_RULE,
   };
 })();

@@ -55,9 +55,7 @@
     el.querySelector(".pct").textContent = MW.complianceText(s);
     el.querySelector(".pct-label").textContent = s.compliance === null ? "" : "masked · last " + s.window_minutes + " min";
     MW.fillBar(el.querySelector(".bar"), s.window);
-    for (const f of ["with_mask", "mask_worn_incorrectly", "without_mask"]) {
-      el.querySelector(`[data-field="${f}"]`).textContent = MW.num(s.window[f]);
-    }
+    for (const c of MW.CLASSES) el.querySelector(`[data-field="${c.field}"]`).textContent = MW.num(s.window[c.field]);
     el.querySelector('[data-field="people"]').textContent = MW.num(MW.persons(s));
     MW.showWarnings(el.querySelector(".qa"), s);
     MW.showError(el.querySelector(".cam-error"), s);
@@ -151,25 +149,23 @@
 
   // The summary strip adds up the cameras shown (all, or one zone), so it always agrees with the cards.
   function renderSite(shown) {
-    const w = { with_mask: 0, without_mask: 0, mask_worn_incorrectly: 0 };
+    const w = Object.fromEntries(MW.CLASSES.map((c) => [c.field, 0]));
     for (const s of shown) for (const k of Object.keys(w)) w[k] += s.window[k] || 0;
     const p = MW.people(w);
-    const compliance = p ? w.with_mask / p : null;
+    const compliance = p ? MW.masked(w) / p : null;
     MW.setTone(document.querySelector(".site"), MW.tone(compliance));
     $("site-title").textContent = zone ? `${zone} compliance` : "Site compliance";
     $("site-pct").textContent = MW.pct(compliance);
     $("site-sub").textContent =
       p > 0
-        ? `${MW.num(shown.reduce((n, s) => n + MW.persons(s), 0))} people · ${MW.num(p)} faces seen · ${MW.num(w.with_mask)} masked`
+        ? `${MW.num(shown.reduce((n, s) => n + MW.persons(s), 0))} people · ${MW.num(p)} faces seen · ${MW.num(MW.masked(w))} masked`
         : shown.length
           ? "No people in the window"
           : systemSeen
             ? "No cameras yet"
             : "waiting for data";
     MW.fillBar($("site-bar"), w);
-    $("site-with").textContent = MW.num(w.with_mask);
-    $("site-incorrect").textContent = MW.num(w.mask_worn_incorrectly);
-    $("site-without").textContent = MW.num(w.without_mask);
+    for (const c of MW.CLASSES) $("site-" + c.swatch).textContent = MW.num(w[c.field]);
     const online = shown.filter((s) => ["online", "no people"].includes(MW.status(s))).length;
     $("stat-cameras").textContent = shown.length ? `${online} / ${shown.length}` : "—";
   }
@@ -332,5 +328,6 @@
     onViolation(v, true);
   }
 
-  MW.live({ camera_update: onCamera, system: onSystem, violation: onPushedViolation, alert: onAlert });
+  const on = MW.EVENTS;
+  MW.live({ [on.camera]: onCamera, [on.system]: onSystem, [on.violation]: onPushedViolation, [on.alert]: onAlert });
 })();

@@ -24,6 +24,7 @@ from dashboard.app import close_app, create_app
 from dashboard.server import Server
 from dashboard.settings import DashboardSettings
 from maskwatch.detections import Counts
+from maskwatch.payloads import CameraActivity, LiveNotice
 from maskwatch.procs import Child, free_port, port_open, py
 from maskwatch.settings import env_name
 from maskwatch.store import EPISODE_CLOSED, BatchWrite, Episode, Store, episode_notice
@@ -105,7 +106,7 @@ def seed(
     violations: int = 0,
     small_faces: bool = False,
     **meta: str | int | float,
-) -> dict[str, Any]:
+) -> LiveNotice:
     """Write one batch for `cid` the way a worker does (commit_batch) and publish its update notice."""
     now = ts_ms if ts_ms is not None else int(time.time() * 1000)
     if meta:
@@ -144,15 +145,9 @@ def seed(
         batch.episodes.append(((TOPIC, 0), ep))
         notices.append(episode_notice(ep))
     assert store.commit_batch(batch, GROUP).applied == {(TOPIC, 0)}
-    payload = {
-        "type": "batch",
-        "worker": "test-worker",
-        "ts_ms": now,
-        "cameras": {cid: {"frames": frames, "last_frame_ms": now}},
-        "violations": notices,
-    }
-    store.publish_update(payload)
-    return payload
+    notice = LiveNotice("test-worker", now, {cid: CameraActivity(frames, now)}, tuple(notices))
+    store.publish_update(notice)
+    return notice
 
 
 @dataclass

@@ -11,13 +11,12 @@ import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_status_pb2,
-    model_service_pb2_grpc,
     predict_pb2,
     prediction_log_pb2,
     prediction_service_pb2_grpc,
 )
 
-from maskwatch.procs import Child, free_port, py
+from maskwatch.procs import Child, free_port, py, version_states
 from serving.server import ModelServer
 from tests.integration.conftest import ROOT
 
@@ -92,18 +91,6 @@ def build_broken(base: Path, version: int) -> Path:
     path.mkdir(parents=True)
     (path / "saved_model.pb").write_bytes(b"this is not a SavedModel")
     return path
-
-
-def version_states(target: str, name: str = "mask_detector") -> dict[int, int]:
-    """version -> state number from GetModelStatus ({} when unreachable or unknown)."""
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = name
-    with grpc.insecure_channel(target) as channel:
-        try:
-            response = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=2)
-        except grpc.RpcError:
-            return {}
-    return {s.version: s.state for s in response.model_version_status}
 
 
 class ServerProcess:

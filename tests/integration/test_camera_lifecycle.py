@@ -37,8 +37,8 @@ def site_store(dashboard_store: Store) -> Store:
 
 
 def test_a_camera_removed_from_the_site_file_is_retired_and_comes_back_when_named_again(site_store: Store) -> None:
-    site_compliance = lambda: sum(s["window"]["with_mask"] for s in camera_summaries(site_store, 15)) / sum(  # noqa: E731
-        s["window"]["with_mask"] + s["window"]["without_mask"] for s in camera_summaries(site_store, 15)
+    site_compliance = lambda: sum(s.window.with_mask for s in camera_summaries(site_store, 15)) / sum(  # noqa: E731
+        s.window.with_mask + s.window.without_mask for s in camera_summaries(site_store, 15)
     )
     assert site_compliance() == 0.5
     # what the producer writes after a reload without door-2: its last row, and door-2 retired

@@ -21,7 +21,7 @@ from flask_socketio import SocketIO
 from dashboard.app import close_app, create_app
 from dashboard.auth import COOKIE
 from dashboard.context import dashboard
-from dashboard.live import EV_ALERT, EV_CAMERA, EV_SYSTEM, EV_VIOLATION, NAMESPACE
+from maskwatch.payloads import EV_ALERT, EV_CAMERA, EV_SYSTEM, EV_VIOLATION, NAMESPACE
 from maskwatch.store import Store
 from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are fixtures)
     dashboard_settings,

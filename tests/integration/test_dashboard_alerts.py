@@ -16,7 +16,7 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from dashboard.app import close_app, create_app
-from dashboard.live import EV_ALERT, EV_SYSTEM, NAMESPACE
+from maskwatch.payloads import EV_ALERT, EV_SYSTEM, NAMESPACE
 from maskwatch.store import Store
 from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are fixtures)
     dashboard_settings,

@@ -8,6 +8,7 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
+from maskwatch.payloads import LiveNotice
 from maskwatch.store import EPISODE_CLOSED, EPISODE_OPEN, BatchWrite, Episode, Store, episode_notice
 from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are fixtures)
     FRAME_JPEG,
@@ -28,7 +29,7 @@ def write(store: Store, ep: Episode, offset: int) -> None:
     b.start_offsets[("t-ep", 0)], b.next_offsets[("t-ep", 0)] = offset, offset + 1
     b.episodes.append((("t-ep", 0), ep))
     assert store.commit_batch(b, "g-ep").applied == {("t-ep", 0)}
-    store.publish_update({"type": "batch", "worker": "w", "ts_ms": ep.last_ms, "cameras": {}, "violations": [episode_notice(ep)]})
+    store.publish_update(LiveNotice("w", ep.last_ms, {}, (episode_notice(ep),)))
 
 
 @pytest.mark.timeout(60)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dashboard.app import close_app, create_app
-from dashboard.live import EV_CAMERA, NAMESPACE
+from maskwatch.payloads import EV_CAMERA, NAMESPACE
 from maskwatch.procs import Children, free_port
 from maskwatch.store import Store
 from tests.integration.dashboard_fixtures import dashboard_settings, seed, wait_until

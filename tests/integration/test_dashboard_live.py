@@ -16,8 +16,8 @@ from flask_socketio import SocketIO, SocketIOTestClient
 
 from dashboard.app import close_app, create_app
 from dashboard.auth import COOKIE
-from dashboard.live import EV_CAMERA, EV_SYSTEM, EV_VIOLATION, NAMESPACE
 from dashboard.server import Server
+from maskwatch.payloads import EV_CAMERA, EV_SYSTEM, EV_VIOLATION, NAMESPACE
 from maskwatch.store import Store
 from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are fixtures)
     dashboard_settings,

@@ -272,7 +272,7 @@ def test_only_allowed_hosts_are_answered(make: Callable[..., Flask], host: str, 
 def test_a_rebinding_page_gets_no_socket(make: Callable[..., Flask]) -> None:
     app = make()
     sio = app.extensions["socketio"]
-    from dashboard.live import NAMESPACE
+    from maskwatch.payloads import NAMESPACE
 
     refused = sio.test_client(app, namespace=NAMESPACE, headers={"Host": "evil.example"})
     assert not refused.is_connected(NAMESPACE)
@@ -343,7 +343,7 @@ def test_wrong_tokens_are_limited_per_client_and_logged_without_the_token(
 
 @pytest.mark.timeout(30)
 def test_wrong_socket_tokens_count_too(make: Callable[..., Flask]) -> None:
-    from dashboard.live import NAMESPACE
+    from maskwatch.payloads import NAMESPACE
 
     app = make(token=TOKEN, auth_max_failures=2, auth_window_s=60)
     sio = app.extensions["socketio"]

@@ -21,9 +21,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc, regression_pb2
 
 from bench.frames import frame_set
+from bench.security import large_jpeg
 from maskwatch.model_api import OUT_NUM
 from maskwatch.procs import free_port
-from model.ovmodel import OpenVinoMaskDetector, has_openvino
+from model.ovmodel import OpenVinoMaskDetector, decode_jpeg, has_openvino
 from model.parity import compare
 from tests.integration.conftest import ENV, ROOT
 from tests.integration.serving_fixtures import ServerProcess, build_model, predict_request, start_server
@@ -74,6 +75,19 @@ def test_bad_jpeg_is_a_value_error_and_loses_nothing(version_dir: Path) -> None:
     with pytest.raises(ValueError):
         model.predict([photos()[0], b"\xff\xd8 not a jpeg"])
     assert model.predict([photos()[0]])[OUT_NUM][0] >= 1
+
+
+def test_an_8k_frame_is_decoded_downscaled_alike(version_dir: Path) -> None:
+    """Past what the networks can use, both runtimes decode at 1/2 scale (3840x2160 of 7680x4320) and answer the
+    same rows."""
+    model = OpenVinoMaskDetector(version_dir)
+    assert model.decode_floor_hw == (2364, 3151)
+    jpeg = large_jpeg(7680, 4320)
+    assert decode_jpeg(jpeg, model.decode_floor_hw).shape == (2160, 3840, 3)
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    want = {k: v.numpy() for k, v in serve(images=tf.constant([jpeg])).items()}
+    parity = compare(want, model.predict([jpeg]), None)
+    assert parity.rows >= 1 and parity.ok, (parity.to_dict(), parity.examples)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from maskwatch.procs import wait_for
+from maskwatch.procs import version_states, wait_for
 from serving import metrics as m
 from serving.server import ModelServer, StartupError
 from tests.integration.serving_fixtures import (
@@ -25,7 +25,6 @@ from tests.integration.serving_fixtures import (
     build_model,
     predict_request,
     start_server,
-    version_states,
 )
 
 Status = get_model_status_pb2.ModelVersionStatus

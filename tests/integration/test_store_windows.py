@@ -46,9 +46,9 @@ def test_summaries_of_all_cameras_in_one_go_match_one_by_one(dashboard_store: St
     now_minute = HOUR0 * 60 + 150
     seed_until(dashboard_store, now_minute)
     together = camera_summaries(dashboard_store, 1440, now_minute * 60_000)
-    assert [s["camera"] for s in together] == ["gate-1", "gate-2"]
+    assert [s.camera for s in together] == ["gate-1", "gate-2"]
     assert together == [camera_summary(dashboard_store, cid, 1440, now_minute * 60_000) for cid in ("gate-1", "gate-2")]
-    assert together[0]["window"]["with_mask"] == sum(range(1, 12))
+    assert together[0].window.with_mask == sum(range(1, 12))
 
 
 @pytest.mark.parametrize("past_hour", [0, 1, 29, 30, 31, 59])

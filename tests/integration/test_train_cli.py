@@ -14,10 +14,10 @@ import pytest
 from tensorflow_serving.apis import get_model_status_pb2
 
 from maskwatch.model_api import ASSETS_EXTRA, OUT_MULTICLASS_SCORES, ModelClient, parse_outputs
-from maskwatch.procs import wait_for
+from maskwatch.procs import version_states, wait_for
 from model import tuned
 from serving.server import ModelServer
-from tests.integration.serving_fixtures import build_model, start_server, version_states
+from tests.integration.serving_fixtures import build_model, start_server
 from tests.voc_fixtures import write_voc
 from training.cli import REPORT_DIR, train_main
 from training.eval.cli import eval_main

@@ -174,6 +174,9 @@ class _FixedDetector(tf.Module):
     input_hw = (64, 64)
     params = caffe.DetectionParams(2, 0, 0.45, 10, 5, 0.01)
 
+    def prior_boxes(self) -> np.ndarray:
+        return np.array([[0.25, 0.125, 0.5, 0.375]], np.float32)  # the face it finds: 16 px
+
     def __call__(self, blob: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         n = tf.shape(blob)[0]
         box = tf.constant([[[0.25, 0.125, 0.5, 0.375]] + [[0.0] * 4] * 4])  # xyxy: x 16..32, y 8..24 px
@@ -241,6 +244,21 @@ def test_letterboxed_module_maps_boxes_back_to_each_image() -> None:
     assert out["detection_classes"].numpy()[:, 0].tolist() == [3.0, 3.0]
     np.testing.assert_allclose(out["detection_scores"].numpy()[:, 0], [0.9, 0.9], atol=1e-6)
     assert out["num_detections"].numpy().tolist() == [1.0, 1.0]
+
+
+def test_a_large_image_is_decoded_downscaled_to_what_the_networks_use() -> None:
+    """The fixed module's networks use 64x64 (its canvas; its 16 px crops of a 16 px face need no more): a 512x256
+    image is decoded at 1/8 scale (libjpeg's DCT scaling), a 64x48 one at full size; boxes stay normalised."""
+    module = _fixed_module(_fixed_classes)
+    assert module.decode_floor_hw == (64, 64)
+    large = tf.io.encode_jpeg(tf.zeros([256, 512, 3], tf.uint8)).numpy()
+    small = tf.io.encode_jpeg(tf.zeros([48, 64, 3], tf.uint8)).numpy()
+    _, padded, sizes = module.decode(tf.constant([large, small]))
+    assert sizes.numpy().tolist() == [[32, 64], [48, 64]]
+    assert padded.shape == (2, 48 + 2, 64 + 2, 3)  # the batch's decoded size, framed by the crop border
+    boxes = module.serve(tf.constant([large]))["detection_boxes"].numpy()
+    # the face is y 8..24, x 16..32 of the detector input, which the decoded 32x64 image fills at scale 1
+    np.testing.assert_allclose(boxes[0, 0] * [256, 512, 256, 512], [64, 128, 192, 256], atol=1e-3)
 
 
 def _face_module(face_threshold: float, sure: float = 0.9) -> MaskDetectorModule:

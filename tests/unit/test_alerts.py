@@ -20,6 +20,8 @@ from maskwatch.alerts import (
     Hysteresis,
     camera_subject,
 )
+from maskwatch.detections import Counts
+from maskwatch.payloads import CameraSummary
 from maskwatch.site import SiteError, parse_site
 
 pytestmark = pytest.mark.timeout(30)
@@ -220,16 +222,15 @@ def test_bad_alerts_name_file_line_and_field(edit: tuple[str, str], expect: list
 # ---- readings and events ---------------------------------------------------------------------------
 
 
-def summary(cid: str, masked: int, bare: int, persons: int | None = None, **extra: Any) -> dict[str, Any]:
+def summary(cid: str, masked: int, bare: int, persons: int | None = None, **extra: Any) -> CameraSummary:
     people = masked + bare
-    return {
-        "camera": cid,
-        "name": extra.get("name", cid),
-        "zone": "",
-        "window": {"with_mask": masked, "without_mask": bare, "mask_worn_incorrectly": 0},
-        "compliance": masked / people if people else None,
-        "persons": {"persons": people if persons is None else persons},
-    }
+    window = Counts(with_mask=masked, without_mask=bare)
+    return CameraSummary(
+        camera=cid, name=extra.get("name", cid), site="", zone="", status="online", last_error="", fps=0.0,
+        last_frame_ms=None, data_age_s=None, lag=None, window_minutes=15, window=window,
+        compliance=masked / people if people else None, totals=window,
+        persons={"persons": people if persons is None else persons}, warnings=(),
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -240,7 +241,7 @@ def summary(cid: str, masked: int, bare: int, persons: int | None = None, **extr
         (summary("a", 0, 0), 0),
     ],
 )
-def test_people_seen(s: dict[str, Any], people: int) -> None:
+def test_people_seen(s: CameraSummary, people: int) -> None:
     assert people_seen(s) == people
 
 

@@ -8,10 +8,7 @@ from typing import Any
 import pytest
 
 from dashboard.live import (
-    EV_CAMERA,
-    EV_VIOLATION,
     MAX_VIOLATIONS_PER_BATCH,
-    NAMESPACE,
     LiveEmitter,
     Throttle,
     heartbeat_rows,
@@ -19,6 +16,7 @@ from dashboard.live import (
 )
 from dashboard.settings import DashboardSettings
 from maskwatch.detections import Counts
+from maskwatch.payloads import EV_CAMERA, EV_VIOLATION, NAMESPACE, CameraSummary
 from maskwatch.store import Keys
 
 
@@ -142,8 +140,13 @@ def test_the_default_worker_id_names_no_machine() -> None:
     assert socket.gethostname() not in wid and str(os.getpid()) not in wid and wid != WorkerSettings().worker_id
 
 
-def summary(cid: str, status: str, age: float | None, **window: int) -> dict[str, Any]:
-    return {"camera": cid, "status": status, "data_age_s": age, "window": Counts(**window).as_dict()}
+def summary(cid: str, status: str, age: float | None, **window: int) -> CameraSummary:
+    counts = Counts(**window)
+    return CameraSummary(
+        camera=cid, name=cid, site="", zone="", status=status, last_error="", fps=0.0, last_frame_ms=None,
+        data_age_s=age, lag=None, window_minutes=15, window=counts, compliance=counts.compliance, totals=counts,
+        persons={"persons": counts.persons}, warnings=(),
+    )  # fmt: skip
 
 
 def test_system_state_adds_up_cameras_and_workers() -> None:

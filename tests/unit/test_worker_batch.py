@@ -373,7 +373,7 @@ def counted_batch() -> BatchWrite:
     ],
 )
 def test_the_live_notice_of_a_batch(applied: set[TP], cameras: dict[str, dict[str, int]], violations: list[str]) -> None:
-    notice = batch_notice("worker-1", NOW, counted_batch(), applied, Announcer())
+    notice = batch_notice("worker-1", NOW, counted_batch(), applied, Announcer()).to_json()
     assert notice["type"] == "batch" and notice["worker"] == "worker-1" and notice["ts_ms"] == NOW
     assert notice["cameras"] == cameras
     assert [v["id"] for v in notice["violations"]] == violations
@@ -392,6 +392,6 @@ def test_the_live_notice_of_a_batch(applied: set[TP], cameras: dict[str, dict[st
 )
 def test_which_episode_states_are_announced(states: list[Episode], announced: list[int]) -> None:
     announcer = Announcer()
-    sent = [live_notice("worker-1", NOW, {}, announcer.select([ep]))["violations"] for ep in states]
+    sent = [live_notice("worker-1", NOW, {}, announcer.select([ep])).violations for ep in states]
     assert [v["last_ms"] for notice in sent for v in notice] == announced
     assert all("snapshot" not in v for notice in sent for v in notice)  # the page asks for the image by URL
