@@ -310,3 +310,47 @@ def test_a_frame_written_twice_is_counted_once(
         rcs = procs.stop_all()
         store.close()
     assert rcs.get("w-dup") == 0, rcs
+
+
+@pytest.mark.timeout(240)
+def test_a_bucket_nobody_reads_is_counted_stale_and_deleted(
+    kafka: str, redis_url: str, names: dict[str, str], logs_dir: Path
+) -> None:
+    """With every worker down (or far behind), a bucket is not kept for ever: past the retention the janitor counts
+    its unread frames `dropped_stale`, once each (a retry's copy skipped), and deletes it. The broker stays bounded
+    and every frame is still accounted."""
+    rotate_s = 4
+    scheme = TopicScheme(names["topic"], rotate_s)
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    janitor = Janitor(
+        {"bootstrap_servers": [kafka]}, scheme, 4, store, names["group"], ahead=2, grace_s=1.0, retire_wait_s=1.0, retain_s=2.0
+    )
+    stop = threading.Event()
+    janitor.tick()
+    jt = threading.Thread(target=run_janitor, args=(janitor, stop, 0.5), daemon=True)
+    jt.start()
+    try:
+        n = 240
+        base = int(time.time() * 1000)
+        sent = [frame(CAMS[i % len(CAMS)], i // len(CAMS), ts_ms=base + i * 25) for i in range(n)]  # 6 s of frames
+        copies = sent[: len(CAMS)]  # a retry wrote each camera's first frame twice, into the same bucket
+        p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5, allow_auto_create_topics=False)
+        futs = [p.send(scheme.topic_for(f.ts_ms), key=f.key, value=f.jpeg, headers=f.headers()) for f in sent + copies]
+        p.flush(timeout=30)
+        for fut in futs:
+            fut.get(timeout=1)  # no worker runs: these stay unread
+        p.close()
+        stale = lambda: sum(store.totals(c).dropped_stale for c in CAMS)  # noqa: E731
+        wait_for(lambda: stale() >= n, 120, "the unread frames counted dropped_stale")
+        gone = set(janitor.stats.gone)
+        assert {c: (store.totals(c).dropped_stale, store.totals(c).frames, store.totals(c).lost) for c in CAMS} == {
+            c: (n // len(CAMS), 0, 0) for c in CAMS
+        }
+        assert janitor.stats.expired == n
+        wait_for(lambda: len(janitor.stats.gone) > len(gone), 60, "expired buckets deleted")
+        assert not set(janitor.stats.gone) & janitor.existing()
+    finally:
+        stop.set()
+        jt.join(timeout=15)
+        janitor.close()
+        store.close()
