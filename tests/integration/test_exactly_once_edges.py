@@ -11,7 +11,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -114,6 +114,20 @@ def _feed(kafka: str, topic_of: TopicScheme, n: int, per_s: float, bad_at: dict[
             fut.get(timeout=1)  # every frame the test counts on was acknowledged by the broker
     finally:
         p.close()
+
+
+def _send_rounds(kafka: str, topic: str, seqs: Iterable[int]) -> None:
+    """Frame `seq` of every camera, for each seq in order, to `topic`; returns once the broker acknowledged all."""
+    p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5, allow_auto_create_topics=False)
+    futs = []
+    for seq in seqs:
+        for cam in CAMS:
+            f = frame(cam, seq)
+            futs.append(p.send(topic, key=f.key, value=f.jpeg, headers=f.headers()))
+    p.flush(timeout=30)
+    for fut in futs:
+        fut.get(timeout=1)
+    p.close()
 
 
 class _Feeder(threading.Thread):
@@ -237,16 +251,7 @@ def test_frames_a_broker_restart_loses_are_counted_lost(
         ensure_topics([kafka], names["topic"], 4, names["dlq_topic"])
 
     def send(first: int, per_cam: int) -> None:
-        p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5)
-        futs = []
-        for seq in range(first, first + per_cam):
-            for cam in CAMS:
-                f = frame(cam, seq)
-                futs.append(p.send(names["topic"], key=f.key, value=f.jpeg, headers=f.headers()))
-        p.flush(timeout=30)
-        for fut in futs:
-            fut.get(timeout=1)
-        p.close()
+        _send_rounds(kafka, names["topic"], range(first, first + per_cam))
 
     broker()
     procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names))
@@ -284,23 +289,14 @@ def test_a_frame_written_twice_is_counted_once(
     store = Store.from_url(redis_url, names["redis_prefix"])
 
     def send(seqs: list[int]) -> None:
-        p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5, allow_auto_create_topics=False)
-        futs = []
-        for seq in seqs:
-            for cam in CAMS:
-                f = frame(cam, seq)
-                futs.append(p.send(names["topic"], key=f.key, value=f.jpeg, headers=f.headers()))
-        p.flush(timeout=30)
-        for fut in futs:
-            fut.get(timeout=1)
-        p.close()
+        _send_rounds(kafka, names["topic"], seqs)
 
     frames_of = lambda: sum(store.totals(c).frames for c in CAMS)  # noqa: E731
     try:
         procs.worker("w-dup")
         send(list(range(20)))
         wait_for(lambda: frames_of() >= 20 * len(CAMS), 120, "the first frames counted")
-        procs.kill("w-dup", signal.SIGKILL)  # the next reader knows what was read from Redis alone
+        procs["w-dup"].kill(signal.SIGKILL)  # the next reader knows what was read from Redis alone
         # copies of frames read before the kill, new frames, and copies right behind their originals
         send([*range(10, 30), *range(25, 40)])
         procs.worker("w-dup")
