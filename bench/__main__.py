@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,13 @@ from maskwatch.procs import Children  # noqa: E402
 logger = logging.getLogger("bench")
 
 
+def _stop_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM ends a benchmark as Ctrl-C does: its child processes are stopped on the way out, none orphaned."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="a short smoke version (1 repeat, short windows)")
     ap.add_argument("--soak", action="store_true", help="run the soak instead of the suite")
@@ -138,4 +145,8 @@ def goals(data: dict[str, object], results: Path) -> list[dict[str, object]]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        logger.warning("interrupted: child processes stopped, no results written")
+        sys.exit(0)

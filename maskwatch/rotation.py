@@ -26,7 +26,9 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from maskwatch.buckets import TopicScheme
-from maskwatch.store import Store
+from maskwatch.detections import Counts
+from maskwatch.frames import H_TS, camera_of, header_map, seq_of
+from maskwatch.store import TP, BatchWrite, Seen, Store
 from maskwatch.topics import FRAMES_TOPIC_CONFIGS
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ class JanitorStats:
     deleted: int = 0
     live: int = 0
     held: list[str] = field(default_factory=list)  # closed topics not yet consumed
+    expired: int = 0  # frames nobody read within the retention, counted dropped_stale by the janitor
     gone: list[str] = field(default_factory=list)  # the topics deleted lately (the last 100)
 
 
@@ -51,7 +54,8 @@ class Janitor:
     watermark comes from a fetch (Tansu's ListOffsets(latest) is wrong for multi-record batches). New topics get a
     stored offset of 0 for every partition, so a worker never guesses where one starts, and a batch read from an
     earlier broker instance (the same topic name) is refused as a conflict unless it began at offset 0. Once deleted,
-    a topic's stored offsets are dropped too.
+    a topic's stored offsets are dropped too. A closed bucket still unread `retain_s` after it closed is counted
+    `dropped_stale` by the janitor itself (`_expire`), so the broker stays bounded while workers are away.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class Janitor:
         ahead: int = 2,
         grace_s: float = 15.0,
         retire_wait_s: float = 20.0,
+        retain_s: float = 300.0,
         topic_configs: dict[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -78,6 +83,7 @@ class Janitor:
         self.ahead = ahead
         self.grace_s = grace_s
         self.retire_wait_s = retire_wait_s
+        self.retain_s = retain_s
         self.topic_configs = FRAMES_TOPIC_CONFIGS if topic_configs is None else topic_configs
         self.clock = clock
         self.stats = JanitorStats()
@@ -170,6 +176,8 @@ class Janitor:
         held: list[str] = []
         done: list[str] = []
         for topic in closed:
+            if not self._consumed(topic) and self._expired(topic, now_ms):
+                self._expire(topic)
             (done if self._consumed(topic) else held).append(topic)
         if missing:
             self._create(admin, missing)
@@ -209,6 +217,85 @@ class Janitor:
         highwater = {tp: probe.highwater(tp) for tp in tps}
         probe.assign([])
         return all(hw is not None and stored.get(tp.partition, 0) >= hw for tp, hw in highwater.items())
+
+    def _expired(self, topic: str, now_ms: int) -> bool:
+        """Closed more than `retain_s` ago: its frames are worthless now, whoever reads them."""
+        return (self.scheme.bucket_of(topic) or 0) + self.scheme.rotate_s + self.retain_s < now_ms / 1000
+
+    def _expire(self, topic: str) -> None:
+        """Count what nobody read of an expired bucket as `dropped_stale` (workers down, or far behind) and move its
+        stored offsets to the end, in the workers' exactly-once transaction: the broker's memory stays bounded and
+        every frame is still accounted once. A worker committing the same frames first wins; this pass then
+        conflicts and changes nothing."""
+        _, probe = self._clients()
+        parts = sorted(probe.partitions_for_topic(topic) or set())
+        stored = self.store.stored_offsets(self.group, topic)
+        cams = set(self.store.camera_ids())
+        reader = KafkaConsumer(
+            **self.client,
+            client_id="maskwatch-janitor-expire",
+            allow_auto_create_topics=False,
+            group_id=None,
+            enable_auto_commit=False,
+            request_timeout_ms=10_000,
+            fetch_max_wait_ms=50,
+        )
+        batch = BatchWrite()
+        seen: dict[TP, Seen] = {}
+        try:
+            tps = [TopicPartition(topic, p) for p in parts]
+            reader.assign(tps)
+            for tp in tps:
+                reader.seek(tp, stored.get(tp.partition, 0))
+            todo = set(tps)
+            deadline = time.monotonic() + 60
+            while todo and time.monotonic() < deadline:
+                for tp, recs in reader.poll(timeout_ms=200, max_records=2000).items():
+                    key = (tp.topic, tp.partition)
+                    batch.start_offsets.setdefault(key, stored.get(tp.partition, 0))
+                    read = seen.setdefault(key, self.store.seen_in(self.group, *key))
+                    for rec in recs:
+                        batch.next_offsets[key] = rec.offset + 1
+                        self._tally(batch, read, key, rec, cams)
+                for tp in list(todo):
+                    hw = reader.highwater(tp)
+                    if hw is not None and reader.position(tp) >= hw:
+                        todo.discard(tp)
+                        if hw > stored.get(tp.partition, 0):
+                            batch.start_offsets.setdefault((tp.topic, tp.partition), stored.get(tp.partition, 0))
+                            batch.next_offsets[(tp.topic, tp.partition)] = hw
+            if todo:
+                logger.warning("expired topic not read to its end, kept topic=%s partitions=%d", topic, len(todo))
+                return
+        finally:
+            reader.close()
+        batch.seen = {tp: read.take_changes() for tp, read in seen.items()}
+        result = self.store.commit_batch(batch, self.group)
+        n = sum(c.dropped_stale for (tp, _, _), c in batch.counts.items() if tp in result.applied)
+        self.stats.expired += n
+        logger.info(
+            "expired topic counted dropped_stale topic=%s frames=%d partitions=%d conflicts=%d",
+            topic,
+            n,
+            len(result.applied),
+            len(result.conflicts),
+        )
+
+    @staticmethod
+    def _tally(batch: BatchWrite, read: Seen, tp: TP, rec: Any, cams: set[str]) -> None:
+        """One unread frame of an expired bucket: counted `dropped_stale` for its camera (a site camera, or any
+        valid id when the site lists none), once (a retry's copy is skipped), its `mw-seq` gaps judged as the
+        workers judge them."""
+        cid, run_seq = camera_of(rec.key), seq_of(rec.headers)
+        if cid is None or (cams and cid not in cams):
+            return
+        ts = header_map(rec.headers).get(H_TS, "")
+        ts_ms = int(ts) if ts.isdigit() else int(rec.timestamp or time.time() * 1000)
+        if run_seq is not None:
+            if not read.first_time(cid, *run_seq):
+                return
+            batch.see(tp, cid, *run_seq, ts_ms)
+        batch.add(tp, cid, ts_ms, Counts(dropped_stale=1))
 
     def _delete(self, admin: KafkaAdminClient, topics: list[str]) -> None:
         if not topics:

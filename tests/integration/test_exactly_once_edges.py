@@ -11,7 +11,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -114,6 +114,20 @@ def _feed(kafka: str, topic_of: TopicScheme, n: int, per_s: float, bad_at: dict[
             fut.get(timeout=1)  # every frame the test counts on was acknowledged by the broker
     finally:
         p.close()
+
+
+def _send_rounds(kafka: str, topic: str, seqs: Iterable[int]) -> None:
+    """Frame `seq` of every camera, for each seq in order, to `topic`; returns once the broker acknowledged all."""
+    p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5, allow_auto_create_topics=False)
+    futs = []
+    for seq in seqs:
+        for cam in CAMS:
+            f = frame(cam, seq)
+            futs.append(p.send(topic, key=f.key, value=f.jpeg, headers=f.headers()))
+    p.flush(timeout=30)
+    for fut in futs:
+        fut.get(timeout=1)
+    p.close()
 
 
 class _Feeder(threading.Thread):
@@ -237,16 +251,7 @@ def test_frames_a_broker_restart_loses_are_counted_lost(
         ensure_topics([kafka], names["topic"], 4, names["dlq_topic"])
 
     def send(first: int, per_cam: int) -> None:
-        p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5)
-        futs = []
-        for seq in range(first, first + per_cam):
-            for cam in CAMS:
-                f = frame(cam, seq)
-                futs.append(p.send(names["topic"], key=f.key, value=f.jpeg, headers=f.headers()))
-        p.flush(timeout=30)
-        for fut in futs:
-            fut.get(timeout=1)
-        p.close()
+        _send_rounds(kafka, names["topic"], range(first, first + per_cam))
 
     broker()
     procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names))
@@ -284,23 +289,14 @@ def test_a_frame_written_twice_is_counted_once(
     store = Store.from_url(redis_url, names["redis_prefix"])
 
     def send(seqs: list[int]) -> None:
-        p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5, allow_auto_create_topics=False)
-        futs = []
-        for seq in seqs:
-            for cam in CAMS:
-                f = frame(cam, seq)
-                futs.append(p.send(names["topic"], key=f.key, value=f.jpeg, headers=f.headers()))
-        p.flush(timeout=30)
-        for fut in futs:
-            fut.get(timeout=1)
-        p.close()
+        _send_rounds(kafka, names["topic"], seqs)
 
     frames_of = lambda: sum(store.totals(c).frames for c in CAMS)  # noqa: E731
     try:
         procs.worker("w-dup")
         send(list(range(20)))
         wait_for(lambda: frames_of() >= 20 * len(CAMS), 120, "the first frames counted")
-        procs.kill("w-dup", signal.SIGKILL)  # the next reader knows what was read from Redis alone
+        procs["w-dup"].kill(signal.SIGKILL)  # the next reader knows what was read from Redis alone
         # copies of frames read before the kill, new frames, and copies right behind their originals
         send([*range(10, 30), *range(25, 40)])
         procs.worker("w-dup")
@@ -310,3 +306,47 @@ def test_a_frame_written_twice_is_counted_once(
         rcs = procs.stop_all()
         store.close()
     assert rcs.get("w-dup") == 0, rcs
+
+
+@pytest.mark.timeout(240)
+def test_a_bucket_nobody_reads_is_counted_stale_and_deleted(
+    kafka: str, redis_url: str, names: dict[str, str], logs_dir: Path
+) -> None:
+    """With every worker down (or far behind), a bucket is not kept for ever: past the retention the janitor counts
+    its unread frames `dropped_stale`, once each (a retry's copy skipped), and deletes it. The broker stays bounded
+    and every frame is still accounted."""
+    rotate_s = 4
+    scheme = TopicScheme(names["topic"], rotate_s)
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    janitor = Janitor(
+        {"bootstrap_servers": [kafka]}, scheme, 4, store, names["group"], ahead=2, grace_s=1.0, retire_wait_s=1.0, retain_s=2.0
+    )
+    stop = threading.Event()
+    janitor.tick()
+    jt = threading.Thread(target=run_janitor, args=(janitor, stop, 0.5), daemon=True)
+    jt.start()
+    try:
+        n = 240
+        base = int(time.time() * 1000)
+        sent = [frame(CAMS[i % len(CAMS)], i // len(CAMS), ts_ms=base + i * 25) for i in range(n)]  # 6 s of frames
+        copies = sent[: len(CAMS)]  # a retry wrote each camera's first frame twice, into the same bucket
+        p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5, allow_auto_create_topics=False)
+        futs = [p.send(scheme.topic_for(f.ts_ms), key=f.key, value=f.jpeg, headers=f.headers()) for f in sent + copies]
+        p.flush(timeout=30)
+        for fut in futs:
+            fut.get(timeout=1)  # no worker runs: these stay unread
+        p.close()
+        stale = lambda: sum(store.totals(c).dropped_stale for c in CAMS)  # noqa: E731
+        wait_for(lambda: stale() >= n, 120, "the unread frames counted dropped_stale")
+        gone = set(janitor.stats.gone)
+        assert {c: (store.totals(c).dropped_stale, store.totals(c).frames, store.totals(c).lost) for c in CAMS} == {
+            c: (n // len(CAMS), 0, 0) for c in CAMS
+        }
+        assert janitor.stats.expired == n
+        wait_for(lambda: len(janitor.stats.gone) > len(gone), 60, "expired buckets deleted")
+        assert not set(janitor.stats.gone) & janitor.existing()
+    finally:
+        stop.set()
+        jt.join(timeout=15)
+        janitor.close()
+        store.close()
