@@ -316,9 +316,9 @@ def bench_frames(before: Path | None, before_model: Path | None, runtime: str, n
     jpeg = header_bomb(width, height) if bomb else large_jpeg(width, height)
     what = "header bombs" if bomb else "JPEGs"
     if before is not None:
-        frames_run(before, before_model or before / "models" / "mask_detector", f"before ({before})", runtime, n,
+        frames_run(before, before_model or before / "models" / MODEL_NAME, f"before ({before})", runtime, n,
                    jpeg, what)
-    frames_run(ROOT, ROOT / "models" / "mask_detector", "now", runtime, n, jpeg, what)
+    frames_run(ROOT, ROOT / "models" / MODEL_NAME, "now", runtime, n, jpeg, what)
 
 
 # ---- requests per second ------------------------------------------------------------------------------------
