@@ -176,9 +176,11 @@ class Janitor:
         held: list[str] = []
         done: list[str] = []
         for topic in closed:
-            if not self._consumed(topic) and self._expired(topic, now_ms):
+            consumed = self._consumed(topic)
+            if not consumed and self._expired(topic, now_ms):
                 self._expire(topic)
-            (done if self._consumed(topic) else held).append(topic)
+                consumed = self._consumed(topic)
+            (done if consumed else held).append(topic)
         if missing:
             self._create(admin, missing)
         if done:
@@ -253,7 +255,9 @@ class Janitor:
                 for tp, recs in reader.poll(timeout_ms=200, max_records=2000).items():
                     key = (tp.topic, tp.partition)
                     batch.start_offsets.setdefault(key, stored.get(tp.partition, 0))
-                    read = seen.setdefault(key, self.store.seen_in(self.group, *key))
+                    if key not in seen:
+                        seen[key] = self.store.seen_in(self.group, *key)
+                    read = seen[key]
                     for rec in recs:
                         batch.next_offsets[key] = rec.offset + 1
                         self._tally(batch, read, key, rec, cams)
