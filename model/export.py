@@ -319,13 +319,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # the fine-tuned model's own threshold (its manifest) applies unless one is given
     args.face_threshold_given = any(a == "--face-threshold" or a.startswith("--face-threshold=") for a in given)
     if args.canvas is not None:
-        try:
-            h, w = (int(v) for v in args.canvas.lower().split("x"))
-        except ValueError:
-            parser.error("--canvas must look like 480x640")
-        if h < 32 or w < 32:
-            parser.error("--canvas must be at least 32x32")
-        args.canvas = (h, w)
+        args.canvas = tuned.parse_canvas(args.canvas)
+        if args.canvas is None:
+            parser.error("--canvas must look like 480x640 (each side >= 32)")
     if args.max_upscale is not None and args.max_upscale <= 0:
         parser.error("--max-upscale must be > 0")
     if args.version < 1:

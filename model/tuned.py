@@ -31,6 +31,16 @@ DEFAULT_CROP_MARGIN = 0.15
 DEFAULT_CANDIDATE_THRESHOLD = 0.1
 # The classifier's "is this a face" output layer (`build_classifier(face_output=True)`).
 FACE_LAYER = "face"
+MIN_CANVAS_SIDE = 32
+
+
+def parse_canvas(text: str) -> tuple[int, int] | None:
+    """A detector canvas written HxW (e.g. "480x640"), or None when it is not one (or a side is under 32)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        return None
+    return (h, w) if min(h, w) >= MIN_CANVAS_SIDE else None
 
 
 @dataclass(frozen=True)

@@ -95,17 +95,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
-def canvas_hw(text: str) -> tuple[int, int] | None:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        return None
-    return (h, w) if min(h, w) >= 32 else None
-
-
 def config_of(args: argparse.Namespace) -> TrainConfig:
     """The run's one config from parsed options; ValueError names the option that is wrong."""
-    canvas = canvas_hw(args.canvas)
+    canvas = tuned.parse_canvas(args.canvas)
     if canvas is None:
         raise ValueError("--canvas must look like 480x640 (each side >= 32)")
     detector = replace(
@@ -454,7 +446,7 @@ def cross_validate(config: TrainConfig) -> int:
     import tensorflow as tf
 
     from training.eval import crossval
-    from training.eval.cli import DEFAULT_BOOTSTRAP
+    from training.eval.cli import DEFAULT_BOOTSTRAP, measure_fold
 
     started = time.monotonic()
     try:
@@ -490,7 +482,8 @@ def cross_validate(config: TrainConfig) -> int:
         except Refused as exc:
             logger.error("%s", exc)
             return 2
-        measure_fold(config, weights_dir, parts.val, fold_dir, f"{name} of {folds.k}", settings)
+        meta = {"data": str(config.data), "threads": config.threads, "training": settings}
+        measure_fold(weights_dir, parts.val, fold_dir, f"{name} of {folds.k}", meta, config.fps_frames)
     cv = crossval.aggregate(fold_dirs, DEFAULT_BOOTSTRAP)
     meta = {
         "model": f"maskwatch train recipe, {folds.k} folds",
@@ -539,28 +532,3 @@ def _fold_done(fold_dir: Path, settings: dict[str, Any]) -> bool:
     return True
 
 
-def measure_fold(
-    config: TrainConfig,
-    weights_dir: Path,
-    held_out: Sequence[dataset.Sample],
-    fold_dir: Path,
-    name: str,
-    settings: dict[str, Any],
-) -> None:
-    """The fold's model, built as export builds it and run in process, measured on its held-out images: the report
-    and detections written to `fold_dir` (report.json last, so a report there is a finished fold)."""
-    from model import export
-    from training.eval import runner
-    from training.eval.cli import run_split
-
-    module, _ = export.build_tuned_module(weights_dir, export.default_sources(), max_detections=export.DEFAULT_MAX_DETECTIONS)
-    measured = run_split(runner.ModulePredictor(module, name), held_out, fps_frames=config.fps_frames)
-    meta = {
-        **measured.meta,
-        "data": str(config.data),
-        "split": f"{name} (held out)",
-        "threads": config.threads,
-        "training": settings,
-    }
-    report.write(measured.report, meta, fold_dir, measured.detections)
-    logger.info("fold measured fold=%s mAP=%s report=%s", name, measured.report.mean_ap, fold_dir / report.MARKDOWN_FILE)

@@ -12,12 +12,13 @@ import pytest
 from tests.voc_fixtures import write_voc
 from training.cli import train_main
 from training.eval import report
+from training.eval.cli import eval_main
 
 QUICK = ["--epochs", "1", "--classifier-epochs", "1", "--batch-size", "2", "--crop", "96", "--classifier-size", "32"]
 
 
-@pytest.fixture
-def voc(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(11)
     specs = []
     for i in range(8):
@@ -25,16 +26,27 @@ def voc(tmp_path: Path) -> Path:
         side = int(rng.integers(18, 36))
         label = ("with_mask", "without_mask", "with_mask", "mask_weared_incorrect")[i % 4]
         specs.append((f"im{i}", (112, 84), [(label, (x, y, x + side, y + side))]))
-    return write_voc(tmp_path / "voc", specs, seed=3)
+    return write_voc(tmp_path_factory.mktemp("data") / "voc", specs, seed=3)
+
+
+def train_argv(voc: Path, out: Path) -> list[str]:
+    return ["--data", str(voc), "--out", str(out), "--folds", "2", "--fps-frames", "0", *QUICK]
+
+
+@pytest.fixture(scope="module")
+def trained(voc: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`maskwatch train --folds 2` run once: its --out directory."""
+    out = tmp_path_factory.mktemp("trained") / "models"
+    assert train_main(train_argv(voc, out)) == 0
+    return out
 
 
 @pytest.mark.timeout(900)
 def test_folds_measure_every_image_once_and_resume_fold_by_fold(
-    voc: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    voc: Path, trained: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "models"
-    argv = ["--data", str(voc), "--out", str(out), "--folds", "2", "--fps-frames", "0", *QUICK]
-    assert train_main(argv) == 0
+    out = trained
+    argv = train_argv(voc, out)
     cv = out / "cross-validation"
     held_out = []
     for k in (1, 2):
@@ -72,3 +84,47 @@ def test_folds_refuse_what_they_cannot_do(voc: Path, capsys: pytest.CaptureFixtu
         with pytest.raises(SystemExit):
             train_main(["--data", str(voc), *extra])
         assert "--folds" in capsys.readouterr().err
+
+
+def fold_detections(fold_dir: Path) -> report.ImageDetections:
+    return report.ImageDetections.from_json((fold_dir / report.DETECTIONS_FILE).read_text())
+
+
+@pytest.mark.timeout(900)
+def test_fold_models_measure_a_way_of_serving_them_by_cross_validation(
+    voc: Path, trained: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--data", str(voc), "--split", "all", "--folds", "2", "--fps-frames", "0", "--bootstrap", "0"]
+    again = tmp_path / "again"
+    assert eval_main([*common, "--fold-models", str(trained / ".train"), "--out", str(again)]) == 0
+    for k in (1, 2):  # served as trained: each fold's model finds on its held-out images what the training run measured
+        ours, theirs = fold_detections(again / f"fold-{k}"), fold_detections(trained / "cross-validation" / f"fold-{k}")
+        assert ours.names == theirs.names
+        for a, b in zip(ours.preds, theirs.preds, strict=True):
+            assert a.labels == b.labels and np.allclose(a.scores, b.scores, atol=1e-6)
+    bigger = tmp_path / "bigger"
+    argv = [*common, "--fold-models", str(trained / ".train"), "--out", str(bigger), "--canvas", "128x192", "--no-flip-average"]
+    assert eval_main(argv) == 0
+    fold = json.loads((bigger / "fold-1" / report.JSON_FILE).read_text())
+    assert fold["serving"] == {"canvas_hw": [128, 192], "flip_average": False}
+    summary = json.loads((bigger / report.JSON_FILE).read_text())
+    assert summary["cross_validation"]["images"] == 8 and "canvas_hw=(128, 192)" in summary["model"]
+    # models cut another way (another seed, or more folds than were trained) are refused, not measured
+    capfd.readouterr()
+    assert eval_main([*common, "--seed", "1", "--fold-models", str(trained / ".train"), "--out", str(tmp_path / "x")]) == 2
+    assert "fold model of another cut fold=1" in capfd.readouterr().err
+    common[common.index("--folds") + 1] = "3"
+    assert eval_main([*common, "--fold-models", str(trained / ".train"), "--out", str(tmp_path / "y")]) == 2
+    assert "fold model of another cut fold=1" in capfd.readouterr().err
+
+
+def test_fold_model_options_are_refused_where_they_mean_nothing(voc: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for extra, says in (
+        (["--split", "all", "--fold-models", "w"], "--fold-models needs --folds K"),
+        (["--split", "all", "--folds", "2", "--fold-models", "w", "--runtime", "openvino"], "--fold-models needs"),
+        (["--canvas", "480x640"], "only with --fold-models"),
+        (["--split", "all", "--folds", "2", "--fold-models", "w", "--canvas", "480"], "--canvas must look like"),
+    ):
+        with pytest.raises(SystemExit):
+            eval_main(["--data", str(voc), *extra])
+        assert says in capsys.readouterr().err

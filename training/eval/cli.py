@@ -14,6 +14,7 @@ from typing import Any
 from maskwatch.detections import DEFAULT_MIN_SCORE
 from maskwatch.logs import setup_logging
 from maskwatch.model_api import MODEL_NAME
+from model import tuned
 from training.eval import crossval, dataset, report, runner, split
 from training.eval.metrics import DEFAULT_IOU, Report, Truth, evaluate
 
@@ -121,6 +122,24 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "--seed) and write each fold's report and their mean ± sd under <out>/folds/: a model that never trained on "
         "this data measured on the folds the recipe is cross-validated on",
     )
+    ap.add_argument(
+        "--fold-models",
+        type=Path,
+        metavar="WORK_DIR",
+        help="with --split all --folds K: run each fold's images through the model `maskwatch train --folds K` trained "
+        "without them (WORK_DIR/fold-<k>/weights, e.g. models/.train), a report per fold and their mean ± sd in "
+        "<out>: a way of serving the recipe's models (--canvas, --max-upscale, --no-flip-average) measured by "
+        "cross-validation",
+    )
+    ap.add_argument("--canvas", help="with --fold-models: the detector's input HxW, e.g. 480x640 (default: as trained)")
+    ap.add_argument(
+        "--max-upscale", type=float, help="with --fold-models: largest factor a small image is scaled by (default: as trained)"
+    )
+    ap.add_argument(
+        "--flip-average",
+        action=argparse.BooleanOptionalAction,
+        help="with --fold-models: average each crop's classes with its mirror image's (default: as trained, on)",
+    )
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--fps-frames", type=int, default=DEFAULT_FPS_FRAMES, help="640x480 frames to time (0: skip)")
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow threads for an in-process model")
@@ -145,6 +164,14 @@ def check(args: argparse.Namespace) -> str | None:
         return "--min-score must be in [0, 1]"
     if args.folds and (not 2 <= args.folds <= split.MAX_FOLDS or args.split != "all" or args.limit):
         return f"--folds must be in [2, {split.MAX_FOLDS}], with --split all and without --limit"
+    if args.fold_models and (not args.folds or args.serving or args.model or args.runtime != "tensorflow"):
+        return "--fold-models needs --folds K and runs the fold models in TensorFlow (no --serving, --model or --runtime)"
+    if not args.fold_models and (args.canvas or args.max_upscale is not None or args.flip_average is not None):
+        return "--canvas, --max-upscale and --flip-average change how the fold models are served: only with --fold-models"
+    if args.canvas and tuned.parse_canvas(args.canvas) is None:
+        return "--canvas must look like 480x640 (each side >= 32)"
+    if args.max_upscale is not None and args.max_upscale <= 0:
+        return "--max-upscale must be > 0"
     if args.batch_size < 1 or args.threads < 1 or min(args.fps_frames, args.limit, args.bootstrap) < 0:
         return "--batch-size and --threads must be >= 1, --fps-frames, --limit and --bootstrap >= 0"
     return None
@@ -179,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
     except (dataset.DatasetError, ValueError) as exc:
         logger.error("data unusable error=%s", exc)
         return 2
+    if args.fold_models:
+        return by_fold_models(samples, args)
     if args.limit:
         part = part[: args.limit]
     predictor: runner.Predictor
@@ -244,6 +273,72 @@ def by_folds(
     paths = crossval.write(cv, {"model": meta["model"], "data": meta["data"], "how": how}, root)
     print(paths["markdown"].read_text(encoding="utf-8"))
     logger.info("folds measured folds=%d report=%s", folds.k, paths["markdown"])
+    return 0
+
+
+def measure_fold(
+    weights_dir: Path,
+    held_out: Sequence[dataset.Sample],
+    fold_dir: Path,
+    name: str,
+    meta: dict[str, Any],
+    fps_frames: int,
+    serve: dict[str, Any] | None = None,
+) -> Report:
+    """A fold's model, built as export builds it (with `serve`'s changes: canvas_hw, max_upscale, flip_average) and
+    run in process, measured on its held-out images: the report and detections written to `fold_dir` (report.json
+    last, so a report there is a finished fold)."""
+    from model import export
+
+    module, _ = export.build_tuned_module(
+        weights_dir, export.default_sources(), max_detections=export.DEFAULT_MAX_DETECTIONS, **(serve or {})
+    )
+    measured = run_split(runner.ModulePredictor(module, name), held_out, fps_frames=fps_frames)
+    report.write(measured.report, {**measured.meta, **meta, "split": f"{name} (held out)"}, fold_dir, measured.detections)
+    logger.info("fold measured fold=%s mAP=%s report=%s", name, measured.report.mean_ap, fold_dir / report.MARKDOWN_FILE)
+    return measured.report
+
+
+def by_fold_models(samples: Sequence[dataset.Sample], args: argparse.Namespace) -> int:
+    """--fold-models: each fold's held-out images through the model trained without them, served as the options
+    say; 0 when the cross-validation report is written, 2 when a fold's model is missing or was trained on
+    another cut of the data."""
+    try:
+        folds = split.folds(samples, args.folds, args.seed)
+    except ValueError as exc:
+        logger.error("data unusable error=%s", exc)
+        return 2
+    serve = {
+        "canvas_hw": tuned.parse_canvas(args.canvas) if args.canvas else None,
+        "max_upscale": args.max_upscale,
+        "flip_average": args.flip_average,
+    }
+    runner.limit_threads(args.threads)
+    dirs = []
+    for k in range(folds.k):
+        weights = args.fold_models / f"fold-{k + 1}" / "weights"
+        expected = {"folds": folds.k, "fold": k + 1, "seed": args.seed}
+        try:
+            made = tuned.Manifest.read(weights).training.get("split", {})
+        except (OSError, ValueError, KeyError) as exc:
+            logger.error("fold model missing fold=%d error=%s", k + 1, exc)
+            return 2
+        if {key: made.get(key) for key in expected} != expected:
+            logger.error("fold model of another cut fold=%d dir=%s made=%s expected=%s", k + 1, weights, made, expected)
+            return 2
+        dirs.append(args.out / f"fold-{k + 1}")
+        meta = {"data": str(args.data), "threads": args.threads, "serving": {key: v for key, v in serve.items() if v is not None}}
+        measure_fold(weights, folds.part(k).val, dirs[-1], f"fold-{k + 1} of {folds.k}", meta, args.fps_frames, serve)
+    cv = crossval.aggregate(dirs, args.bootstrap)
+    changed = ", ".join(f"{key}={v}" for key, v in serve.items() if v is not None) or "as trained"
+    meta = {
+        "model": f"the fold models of {args.fold_models}, served {changed}",
+        "data": str(args.data),
+        "how": "each fold measured by the model trained without it",
+    }
+    paths = crossval.write(cv, meta, args.out)
+    print(paths["markdown"].read_text(encoding="utf-8"))
+    logger.info("fold models measured folds=%d pooled_mAP=%s report=%s", folds.k, cv.pooled.mean_ap, paths["markdown"])
     return 0
 
 
