@@ -163,3 +163,66 @@ def write(cv: CrossValidation, meta: dict[str, Any], out: Path) -> dict[str, Pat
     files.plot(cv.pooled, paths["plot"], f"{len(cv.folds)} folds pooled, precision–recall, IoU {cv.pooled.iou_threshold}")
     paths["json"].write_text(json.dumps(files.rounded({**meta, **cv.to_dict()}), indent=2) + "\n", encoding="utf-8")
     return paths
+
+
+OPERATING_FILES = ("operating_points.json", "operating_points.md")
+# the figures the operating points move, in the comparison table
+OPERATING_FIGURES = (
+    "mAP@0.5, 3 classes, top class only",
+    *(f"recall {c} at the operating point" for c in (FACE, *CLASSES)),
+    "precision, faces at the operating point",
+    "compliance error, one image: mean abs",
+    *(f"compliance error, {g} images: {stat}" for g in GROUP_SIZES for stat in ("mean abs", "p90 abs", "mean signed")),
+    *(f"count bias {c} (counted ÷ true)" for c in CLASSES),
+)
+
+
+def _points_row(label: str, p: Any) -> str:
+    return f"| {label} | " + " | ".join(f"{t:.2f}" for t in p.min_scores) + " | " + " | ".join(f"{w:g}" for w in p.class_weights) + " |"
+
+
+def operating_markdown(fit: Any, meta: dict[str, Any]) -> str:
+    """The nested fit (training.eval.operating.NestedFit) as tables: each figure as served and with the points, mean
+    ± sd over the held-out folds, then the points each fold got and the points fitted on every fold."""
+    served, fitted = spreads(fit.served), spreads(fit.fitted)
+    k = len(fit.per_fold)
+
+    def cell(s: Spread) -> str:
+        return _fmt(s.mean, s.unit) + ("" if s.sd is None else f" ± {_fmt(s.sd, s.unit)}")
+
+    lines = [
+        f"# Per-class operating points, by nested cross-validation: `{meta.get('model', '?')}`",
+        "",
+        f"For each of the {k} held-out folds the points were fitted on the other folds' held-out detections only (the "
+        "lowest compliance error over groups of 20 images: a face counted in its top class after the class weights, "
+        "from its class's min score) and applied to the fold, so no figure comes from images a choice was made on. "
+        "Mean ± sd over the folds; percent, points for the compliance error.",
+        "",
+        "| figure | as served (every class from 0.5) | per-class points |",
+        "|---|---:|---:|",
+        *(f"| {label} | {cell(served[label])} | {cell(fitted[label])} |" for label in OPERATING_FIGURES),
+        "",
+        "| points | " + " | ".join(f"min score {c}" for c in CLASSES) + " | " + " | ".join(f"weight {c}" for c in CLASSES) + " |",
+        "|---|" + "---:|" * (2 * len(CLASSES)),
+        *(_points_row(f"fitted without fold {i + 1}", p) for i, p in enumerate(fit.per_fold)),
+        _points_row("**fitted on every fold**", fit.overall),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_operating(fit: Any, meta: dict[str, Any], out: Path) -> dict[str, Path]:
+    """operating_points.json and .md of a nested fit in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / OPERATING_FILES[0], "markdown": out / OPERATING_FILES[1]}
+    served, fitted = spreads(fit.served), spreads(fit.fitted)
+    record = {
+        **meta,
+        "overall": fit.overall.to_dict(),
+        "per_fold": [p.to_dict() for p in fit.per_fold],
+        "figures": {
+            label: {"served": served[label].to_dict(), "per_class_points": fitted[label].to_dict()} for label in OPERATING_FIGURES
+        },
+    }
+    paths["json"].write_text(json.dumps(files.rounded(record), indent=2) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(operating_markdown(fit, meta), encoding="utf-8")
+    return paths
