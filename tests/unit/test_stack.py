@@ -187,3 +187,31 @@ def test_site_check_command(tmp_path: Path) -> None:
     no = subprocess.run([sys.executable, "-m", "maskwatch.cli", "site", "check", str(bad)], capture_output=True, text=True, timeout=30)
     assert no.returncode != 0
     assert no.stderr.strip() == f"{bad}:4: camera=a field=source: no such file: {tmp_path}/missing.mp4"
+
+
+def test_free_ports_taken_one_after_another_are_all_different(monkeypatch: pytest.MonkeyPatch) -> None:
+    from maskwatch import procs
+
+    real_socket = socket.socket
+    given = iter([41001, 41001, 41002, 41001, 41003])  # a kernel handing a just-closed port out again
+
+    class Reused:
+        def __init__(self) -> None:
+            self._s = real_socket()
+            self._port = next(given)
+
+        def __enter__(self) -> Reused:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._s.close()
+
+        def bind(self, address: tuple[str, int]) -> None:
+            pass
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self._port)
+
+    monkeypatch.setattr(procs, "_handed_out", set())
+    monkeypatch.setattr(procs.socket, "socket", Reused)
+    assert [procs.free_port() for _ in range(3)] == [41001, 41002, 41003]
