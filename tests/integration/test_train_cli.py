@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import get_model_status_pb2
 
-from maskwatch.model_api import ASSETS_EXTRA, OUT_MULTICLASS_SCORES, ModelClient, parse_outputs
+from maskwatch.model_api import ASSETS_EXTRA, OUT_MULTICLASS_SCORES, VALIDATION_DIR, ModelClient, parse_outputs
 from maskwatch.procs import version_states, wait_for
 from model import tuned
 from serving.server import ModelServer
 from tests.integration.serving_fixtures import build_model, start_server
 from tests.voc_fixtures import write_voc
-from training.cli import REPORT_DIR, train_main
+from training.cli import train_main
 from training.eval.cli import eval_main
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
@@ -58,13 +58,13 @@ def test_train_exports_a_version_the_server_swaps_in(
 
     version = out / "mask_detector" / "2"  # the next free number
     assert (version / "saved_model.pb").is_file()
-    validation = json.loads((version / ASSETS_EXTRA / REPORT_DIR / "report.json").read_text())
+    validation = json.loads((version / ASSETS_EXTRA / VALIDATION_DIR / "report.json").read_text())
     assert validation["split"] == "val" and validation["images"] == 2
     assert set(validation["classes"]) == {"with_mask", "without_mask", "mask_worn_incorrectly", "face"}
     assert validation["compliance_error"]["min_score"] == 0.5  # what the operator reads, at the worker's operating point
-    text = (version / ASSETS_EXTRA / REPORT_DIR / "report.md").read_text()
+    text = (version / ASSETS_EXTRA / VALIDATION_DIR / "report.md").read_text()
     assert "## Compliance error at the operating point" in text and "not cross-validated" in text
-    assert (version / ASSETS_EXTRA / REPORT_DIR / "pr.png").is_file()
+    assert (version / ASSETS_EXTRA / VALIDATION_DIR / "pr.png").is_file()
     assert not list((out / "mask_detector").glob(".export-*"))  # staging gone
     manifest = tuned.Manifest.read(installed)
     tuned.verify(installed, manifest)
