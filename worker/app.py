@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
@@ -15,20 +16,21 @@ from maskwatch.store import Store
 from worker import metrics
 from worker.consumer import Worker
 from worker.health import Abandon
-from worker.settings import WorkerSettings
+from worker.settings import KAFKA_HEARTBEAT_INTERVAL_MS, WorkerSettings
 
 logger = logging.getLogger(__name__)
 
 
 def run(settings: WorkerSettings, stop: threading.Event) -> int:
     logger.info(
-        "worker starting worker=%s host=%s pid=%d group=%s topic=%s serving=%s",
+        "worker starting worker=%s host=%s pid=%d group=%s topic=%s serving=%s session_timeout_ms=%d",
         settings.worker_id,
         socket.gethostname(),
         os.getpid(),
         settings.group,
         settings.topic,
         settings.serving,
+        settings.session_timeout_ms,
     )
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
@@ -41,35 +43,38 @@ def run(settings: WorkerSettings, stop: threading.Event) -> int:
         kafka = settings.kafka_client_config()
         dlq = KafkaProducer(**kafka, acks=1, max_block_ms=5000, client_id="maskwatch-worker-dlq", allow_auto_create_topics=False)
         stack.callback(dlq.close, timeout=5)
-        consumer = KafkaConsumer(
-            **kafka,
-            group_id=settings.group,
-            client_id=f"maskwatch-worker-{settings.worker_id}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=settings.max_poll_records,
-            max_poll_interval_ms=settings.max_poll_interval_ms,
-            session_timeout_ms=10_000,
-            # a member learns of a rebalance from its next heartbeat: 1 s keeps a rebalance (new or deleted bucket
-            # topics, workers joining or leaving) to about two seconds on Tansu
-            heartbeat_interval_ms=1_000,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
-            fetch_max_bytes=16 * 1024 * 1024,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            # Tansu may answer a fetch with more than fetch_max_bytes; kafka-python's 1 MB default frame cap
-            # then closes the connection (InvalidReceiveError), so allow large frames.
-            receive_message_max_bytes=128 * 1024 * 1024,
-            # rotating topics: a new bucket topic is noticed within seconds (the janitor creates them minutes ahead)
-            metadata_max_age_ms=5_000 if settings.topic_rotate_s else 300_000,
-            # fetching a deleted bucket topic must not create it again (Tansu creates topics on request otherwise)
-            allow_auto_create_topics=False,
-        )
+        consumer = KafkaConsumer(**consumer_config(settings))
         stack.callback(consumer.close, autocommit=False)
         worker = Worker(settings, consumer, dlq, model, store, stop)
         stack.callback(store.drop_heartbeat, "worker", settings.worker_id)
         run_worker(worker)
         logger.info("worker stopped worker=%s frames=%d batches=%d", settings.worker_id, worker.health.processed, worker.health.batches)
     return 0
+
+
+def consumer_config(settings: WorkerSettings) -> dict[str, Any]:
+    """The worker's KafkaConsumer keyword arguments: its group, batch size, liveness timeouts and fetch limits."""
+    return dict(
+        **settings.kafka_client_config(),
+        group_id=settings.group,
+        client_id=f"maskwatch-worker-{settings.worker_id}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.max_poll_records,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=KAFKA_HEARTBEAT_INTERVAL_MS,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        # Tansu may answer a fetch with more than fetch_max_bytes; kafka-python's 1 MB default frame cap
+        # then closes the connection (InvalidReceiveError), so allow large frames.
+        receive_message_max_bytes=128 * 1024 * 1024,
+        # rotating topics: a new bucket topic is noticed within seconds (the janitor creates them minutes ahead)
+        metadata_max_age_ms=5_000 if settings.topic_rotate_s else 300_000,
+        # fetching a deleted bucket topic must not create it again (Tansu creates topics on request otherwise)
+        allow_auto_create_topics=False,
+    )
 
 
 def run_worker(worker: Worker) -> None:

@@ -10,6 +10,11 @@ from maskwatch.frames import MAX_PIXELS
 from maskwatch.model_api import MODEL_NAME
 from maskwatch.settings import CommonSettings
 
+# The consumer's heartbeat period (Kafka heartbeat.interval.ms): a member learns of a rebalance from its next
+# heartbeat, so 1 s keeps a rebalance (new or deleted bucket topics, workers joining or leaving) to about two seconds
+# on Tansu.
+KAFKA_HEARTBEAT_INTERVAL_MS = 1_000
+
 
 class WorkerSettings(CommonSettings):
     group: str = Field("maskwatch-workers", min_length=1, description="Kafka consumer group")
@@ -27,6 +32,15 @@ class WorkerSettings(CommonSettings):
     )
     model_timeout_s: float = Field(10.0, gt=0, le=60, description="Deadline of one Predict call")
     max_poll_interval_ms: int = Field(300_000, ge=10_000, description="Kafka max.poll.interval.ms")
+    # kafka-python wants heartbeats at most a third of the session, and a session under its request timeout (305 s).
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=3 * KAFKA_HEARTBEAT_INTERVAL_MS,
+        le=300_000,
+        description="Kafka session.timeout.ms: a worker that stops heartbeating (killed, frozen) keeps its partitions "
+        "this long before the group rebalances without it; at least 3 heartbeats of 1 s (Apache Kafka brokers also "
+        "refuse less than their group.min.session.timeout.ms, 6 s by default)",
+    )
     max_frame_age_s: float = Field(2.0, gt=0, description="Frames older than this when consumed are counted dropped_stale")
     blur_faces: bool = Field(True, description="Blur violation snapshots")
     episode_min_frames: int = Field(

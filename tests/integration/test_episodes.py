@@ -16,7 +16,7 @@ from maskwatch.frames import Frame
 from maskwatch.procs import wait_for
 from maskwatch.store import Store
 from producer.scene import compose
-from tests.integration.worker_fixtures import Procs, env_for
+from tests.integration.worker_fixtures import KILL_SESSION, Procs, env_for
 
 CAMERA = "bare-cam"
 FPS = 2
@@ -83,7 +83,9 @@ def test_a_worker_killed_mid_scene_leaves_still_two_episodes(
     half = SCENE_FRAMES // 2
     _send(kafka, topic, frames[:half])
     store = Store.from_url(redis_url, names["redis_prefix"])
-    env = env_for(kafka, redis_url, serving, names, MW_EPISODE_GRACE_S=str(GRACE_S), MW_EPISODE_MIN_FRAMES="3")
+    env = env_for(
+        kafka, redis_url, serving, names, MW_EPISODE_GRACE_S=str(GRACE_S), MW_EPISODE_MIN_FRAMES="3", **KILL_SESSION
+    )
     procs = Procs(logs_dir, env)
     try:
         procs.worker("w-first")

@@ -24,7 +24,7 @@ from maskwatch.rotation import Janitor, run_janitor
 from maskwatch.store import Store
 from maskwatch.topics import ensure_topics
 from tests.integration.cheap_model import export_cheap_model
-from tests.integration.worker_fixtures import Procs, env_for, expected, frame
+from tests.integration.worker_fixtures import KILL_SESSION, Procs, env_for, expected, frame
 
 CAMS = ["cam-a", "cam-b", "cam-c", "cam-d", "cam-e", "cam-f"]
 EXACT = ("frames", "faces", "with_mask", "without_mask", "mask_worn_incorrectly", "invalid", "dropped_stale")
@@ -174,7 +174,7 @@ def test_kills_during_group_formation_lose_nothing(
     ensure_topics([kafka], names["topic"], 12, names["dlq_topic"])
     bad = _malformed()
     bad_at = dict(zip(sorted(rnd.sample(range(n), len(bad))), bad, strict=True))
-    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names, MW_MAX_POLL_RECORDS="16"))
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names, MW_MAX_POLL_RECORDS="16", **KILL_SESSION))
     store = Store.from_url(redis_url, names["redis_prefix"])
     try:
         fed = _Feeder(kafka, TopicScheme(names["topic"]), n, 200.0, bad_at)
@@ -207,7 +207,7 @@ def test_rotating_topics_count_exactly_and_are_deleted(
     janitor.tick()  # the current and next buckets exist before the first frame
     jt = threading.Thread(target=run_janitor, args=(janitor, stop, 0.5), daemon=True)
     jt.start()
-    env = env_for(kafka, redis_url, cheap_serving, names, MW_TOPIC_ROTATE_S=str(rotate_s))
+    env = env_for(kafka, redis_url, cheap_serving, names, MW_TOPIC_ROTATE_S=str(rotate_s), **KILL_SESSION)
     procs = Procs(logs_dir, env)
     try:
         procs.worker("w1")
@@ -285,7 +285,7 @@ def test_a_frame_written_twice_is_counted_once(
     """A producer retry after an unanswered request writes frames a second time: right behind the first copy, or
     read by another worker after a SIGKILL. Each frame is counted once, and no copy is taken for a gap (`lost` 0)."""
     ensure_topics([kafka], names["topic"], 4, names["dlq_topic"])
-    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names))
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names, **KILL_SESSION))
     store = Store.from_url(redis_url, names["redis_prefix"])
 
     def send(seqs: list[int]) -> None:

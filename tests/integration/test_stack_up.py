@@ -19,6 +19,7 @@ import redis
 from maskwatch.procs import free_port, wait_for
 from maskwatch.stack import STOP_ORDER, stop_stage
 from tests.integration.conftest import ENV, ROOT
+from tests.integration.worker_fixtures import KILL_SESSION
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -137,7 +138,7 @@ def test_a_dead_broker_or_worker_is_restarted_and_counting_goes_on(workdir: Path
     """SIGKILL the embedded broker, then a worker: the stack logs why and restarts each, the janitor recreates the
     broker's bucket topics, and frames are counted again; Ctrl-C still stops every part with exit 0."""
     addrs = _addresses()
-    proc = _up(workdir, _env(**addrs), "--workers", "1", "--demo-cameras", "1", "--redis-prefix", "t27r:")
+    proc = _up(workdir, _env(**addrs, **KILL_SESSION), "--workers", "1", "--demo-cameras", "1", "--redis-prefix", "t27r:")
     stopper.append(proc)
     out, err = Lines(proc.stdout), Lines(proc.stderr)
     out.wait_for(r"^MaskWatch is up: first frames counted", 300, proc)

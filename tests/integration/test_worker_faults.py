@@ -19,6 +19,7 @@ from maskwatch.store import Store
 from maskwatch.topics import ensure_topics
 from tests.integration.cheap_model import export_cheap_model
 from tests.integration.worker_fixtures import (
+    KILL_SESSION,
     Procs,
     accounted,
     env_for,
@@ -78,7 +79,7 @@ def test_sigkill_three_times_loses_and_doubles_nothing(
     kafka: str, redis_url: str, cheap_serving: str, names: dict[str, str], topic: str, logs_dir: Path
 ) -> None:
     n = 2000
-    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names, MW_MAX_POLL_RECORDS="32"))
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names, MW_MAX_POLL_RECORDS="32", **KILL_SESSION))
     store = Store.from_url(redis_url, names["redis_prefix"])
     try:
         procs.worker("w1")
