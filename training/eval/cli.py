@@ -123,12 +123,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "this data measured on the folds the recipe is cross-validated on",
     )
     ap.add_argument(
-        "--operating-points",
-        action="store_true",
-        help="with --aggregate: also fit per-class operating points (each class's min score, weights on the class "
-        "probabilities) that lower the compliance error, measured by nested cross-validation: operating_points.md",
-    )
-    ap.add_argument(
         "--fold-models",
         type=Path,
         metavar="WORK_DIR",
@@ -170,8 +164,6 @@ def check(args: argparse.Namespace) -> str | None:
         return "--min-score must be in [0, 1]"
     if args.folds and (not 2 <= args.folds <= split.MAX_FOLDS or args.split != "all" or args.limit):
         return f"--folds must be in [2, {split.MAX_FOLDS}], with --split all and without --limit"
-    if args.operating_points and not args.aggregate:
-        return "--operating-points fits on held-out folds: only with --aggregate"
     if args.fold_models and (not args.folds or args.serving or args.model or args.runtime != "tensorflow"):
         return "--fold-models needs --folds K and runs the fold models in TensorFlow (no --serving, --model or --runtime)"
     if not args.fold_models and (args.canvas or args.max_upscale is not None or args.flip_average is not None):
@@ -207,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     setup_logging(args.log_level, "kv", service="eval")
     if args.aggregate:
-        return aggregate(args.aggregate, args.out, args.bootstrap, args.operating_points)
+        return aggregate(args.aggregate, args.out, args.bootstrap)
     try:
         samples = dataset.load(args.data)
         part = split.split(samples, args.val_fraction, args.seed).part(args.split)
@@ -350,7 +342,7 @@ def by_fold_models(samples: Sequence[dataset.Sample], args: argparse.Namespace) 
     return 0
 
 
-def aggregate(fold_dirs: Sequence[Path], out: Path, bootstrap: int, operating_points: bool = False) -> int:
+def aggregate(fold_dirs: Sequence[Path], out: Path, bootstrap: int) -> int:
     """`maskwatch eval --aggregate`: 0 when the cross-validation report is written, 2 when the folds do not fit."""
     try:
         cv = crossval.aggregate(fold_dirs, bootstrap)
@@ -362,13 +354,4 @@ def aggregate(fold_dirs: Sequence[Path], out: Path, bootstrap: int, operating_po
     paths = crossval.write(cv, meta, out)
     print(paths["markdown"].read_text(encoding="utf-8"))
     logger.info("aggregated folds=%d images=%d pooled_mAP=%s report=%s", len(cv.folds), cv.images, cv.pooled.mean_ap, paths["markdown"])
-    if operating_points:
-        from training.eval import operating
-
-        folds = [(d.truths, d.preds) for d in (crossval.load_fold(f)[1] for f in fold_dirs)]
-        logger.info("fitting operating points folds=%d", len(folds))
-        fit = operating.nested(folds, float(first["iou_threshold"]))
-        paths = crossval.write_operating(fit, meta, out)
-        print(paths["markdown"].read_text(encoding="utf-8"))
-        logger.info("operating points fitted overall=%s report=%s", fit.overall.to_dict(), paths["markdown"])
     return 0
