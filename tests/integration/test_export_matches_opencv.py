@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import skimage.data
 import tensorflow as tf
 
 from maskwatch.model_api import (
+    ASSETS_EXTRA,
     INPUT_IMAGES,
     MODEL_NAME,
     OUT_BOXES,
@@ -20,6 +22,7 @@ from maskwatch.model_api import (
     OUT_NUM,
     OUT_SCORES,
     SIGNATURE_NAME,
+    VALIDATION_DIR,
     WARMUP_FILE,
     parse_outputs,
 )
@@ -197,3 +200,12 @@ def test_export_records_threshold_and_warmup(exported: Path) -> None:
     assert (exported / "assets.extra" / WARMUP_FILE).stat().st_size > 0
     assert tf.saved_model.load(str(exported)).face_threshold.numpy() == pytest.approx(THRESHOLD)
     assert sorted(p.name for p in exported.parent.iterdir()) == ["7"]  # no staging directory left behind
+
+
+def test_the_shipped_version_carries_the_recipes_cross_validation_as_its_validation_report(model_base_path: Path) -> None:
+    """`make setup` exports the shipped weights with the report the model card quotes (model/cross-validation/)."""
+    report_dir = model_base_path / "1" / ASSETS_EXTRA / VALIDATION_DIR
+    shipped = export.CROSS_VALIDATION / "report.md"
+    assert (report_dir / "report.md").read_text() == shipped.read_text()
+    assert "Cross-validation" in (report_dir / "report.md").read_text().splitlines()[0]
+    assert json.loads((report_dir / "report.json").read_text())["cross_validation"]["folds"] == 5
