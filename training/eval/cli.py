@@ -276,7 +276,7 @@ def measure_fold(
     meta: dict[str, Any],
     fps_frames: int,
     serve: dict[str, Any] | None = None,
-) -> Report:
+) -> None:
     """A fold's model, built as export builds it (with `serve`'s changes: canvas_hw, max_upscale, flip_average) and
     run in process, measured on its held-out images: the report and detections written to `fold_dir` (report.json
     last, so a report there is a finished fold)."""
@@ -288,7 +288,6 @@ def measure_fold(
     measured = run_split(runner.ModulePredictor(module, name), held_out, fps_frames=fps_frames)
     report.write(measured.report, {**measured.meta, **meta, "split": f"{name} (held out)"}, fold_dir, measured.detections)
     logger.info("fold measured fold=%s mAP=%s report=%s", name, measured.report.mean_ap, fold_dir / report.MARKDOWN_FILE)
-    return measured.report
 
 
 def by_fold_models(samples: Sequence[dataset.Sample], args: argparse.Namespace) -> int:
@@ -305,6 +304,8 @@ def by_fold_models(samples: Sequence[dataset.Sample], args: argparse.Namespace) 
         "max_upscale": args.max_upscale,
         "flip_average": args.flip_average,
     }
+    changed = {key: v for key, v in serve.items() if v is not None}
+    meta = {"data": str(args.data), "threads": args.threads, "serving": changed}
     runner.limit_threads(args.threads)
     dirs = []
     for k in range(folds.k):
@@ -319,16 +320,15 @@ def by_fold_models(samples: Sequence[dataset.Sample], args: argparse.Namespace) 
             logger.error("fold model of another cut fold=%d dir=%s made=%s expected=%s", k + 1, weights, made, expected)
             return 2
         dirs.append(args.out / f"fold-{k + 1}")
-        meta = {"data": str(args.data), "threads": args.threads, "serving": {key: v for key, v in serve.items() if v is not None}}
         measure_fold(weights, folds.part(k).val, dirs[-1], f"fold-{k + 1} of {folds.k}", meta, args.fps_frames, serve)
     cv = crossval.aggregate(dirs, args.bootstrap)
-    changed = ", ".join(f"{key}={v}" for key, v in serve.items() if v is not None) or "as trained"
-    meta = {
-        "model": f"the fold models of {args.fold_models}, served {changed}",
+    served = ", ".join(f"{key}={v}" for key, v in changed.items()) or "as trained"
+    summary = {
+        "model": f"the fold models of {args.fold_models}, served {served}",
         "data": str(args.data),
         "how": "each fold measured by the model trained without it",
     }
-    paths = crossval.write(cv, meta, args.out)
+    paths = crossval.write(cv, summary, args.out)
     print(paths["markdown"].read_text(encoding="utf-8"))
     logger.info("fold models measured folds=%d pooled_mAP=%s report=%s", folds.k, cv.pooled.mean_ap, paths["markdown"])
     return 0

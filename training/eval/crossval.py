@@ -163,4 +163,3 @@ def write(cv: CrossValidation, meta: dict[str, Any], out: Path) -> dict[str, Pat
     files.plot(cv.pooled, paths["plot"], f"{len(cv.folds)} folds pooled, precision–recall, IoU {cv.pooled.iou_threshold}")
     paths["json"].write_text(json.dumps(files.rounded({**meta, **cv.to_dict()}), indent=2) + "\n", encoding="utf-8")
     return paths
-
