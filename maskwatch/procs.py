@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,19 +33,54 @@ RESTART_MAX_DELAY_S = 30.0  # a child that keeps exiting is restarted 1, 2, 4, .
 
 _handed_out: set[int] = set()
 _handed_out_lock = threading.Lock()
+_rng = random.Random()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux's default if it cannot be read)."""
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return lo, hi
+
+
+def _candidates() -> Iterator[int]:
+    """Ports to try: at random below the ephemeral range, where no outgoing connection of any process can take the
+    port between this choice and the child's bind (a port the kernel hands out for bind(0) can be); the kernel's own
+    choice where that range is too small."""
+    lo = _ephemeral_range()[0]
+    if lo > 12000:
+        for _ in range(200):
+            yield _rng.randrange(10000, lo - 1)  # lo - 1 excluded: the port after a handed-out one is its pair's
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            yield int(s.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:
-    """A port free on 127.0.0.1 now and never handed out before in this process: the kernel may give a port just
-    closed to the next bind, so two calls in a row (the broker's and Redis's ports) could otherwise get the same."""
+    """A port free on 127.0.0.1 now, never handed out before in this process, and whose next port was not handed out
+    either (the model server puts REST on its gRPC port + 1, as tensorflow_model_server pairs 8500/8501): the kernel
+    may give a port just closed to the next bind, so two calls in a row (the broker's and Redis's ports) could
+    otherwise get the same or neighbouring ports."""
     with _handed_out_lock:
-        while True:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = int(s.getsockname()[1])
-            if port not in _handed_out:
-                _handed_out.add(port)
+        for port in _candidates():
+            if port in _handed_out or port + 1 in _handed_out:
+                continue
+            if _bindable(port) and _bindable(port + 1):
+                _handed_out.update((port, port + 1))
                 return port
+    raise AssertionError("unreachable")
 
 
 def port_open(host: str, port: int) -> bool:

@@ -52,8 +52,9 @@ def _up(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str
 class Lines:
     """A stream's lines, read in the background, waited on with a deadline."""
 
-    def __init__(self, stream: object) -> None:
+    def __init__(self, stream: object, beside: Lines | None = None) -> None:
         self.lines: list[str] = []
+        self.beside = beside  # the other stream, shown too when a wait fails (stderr says why `up` stopped)
         self._t = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._t.start()
 
@@ -70,7 +71,11 @@ class Lines:
             if proc.poll() is not None and not self._t.is_alive():
                 break
             time.sleep(0.2)
-        raise AssertionError(f"no line matching {pattern!r}; got:\n" + "\n".join(self.lines))
+        seen = "\n".join(self.lines)
+        if self.beside is not None:
+            self.beside._t.join(2)
+            seen += "\nand on the other stream:\n" + "\n".join(self.beside.lines)
+        raise AssertionError(f"no line matching {pattern!r}; got:\n{seen}")
 
     def text(self) -> str:
         self._t.join(5)
@@ -103,7 +108,8 @@ def test_up_says_up_once_frames_are_counted_and_ctrl_c_stops_every_part_with_exi
     addrs = _addresses()
     proc = _up(workdir, _env(**addrs), "--workers", "1", "--demo-cameras", "1", "--redis-prefix", "site27:")
     stopper.append(proc)
-    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    err = Lines(proc.stderr)
+    out = Lines(proc.stdout, beside=err)
     out.wait_for(rf"broker\s+started {addrs['MW_KAFKA']}", 60, proc)  # MW_KAFKA honoured
     out.wait_for(rf"redis\s+started {addrs['MW_REDIS_URL']}", 60, proc)  # MW_REDIS_URL honoured
     out.wait_for(rf"model server\s+answers on {addrs['MW_SERVING']}", 240, proc)
@@ -140,7 +146,8 @@ def test_a_dead_broker_or_worker_is_restarted_and_counting_goes_on(workdir: Path
     addrs = _addresses()
     proc = _up(workdir, _env(**addrs, **KILL_SESSION), "--workers", "1", "--demo-cameras", "1", "--redis-prefix", "t27r:")
     stopper.append(proc)
-    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    err = Lines(proc.stderr)
+    out = Lines(proc.stdout, beside=err)
     out.wait_for(r"^MaskWatch is up: first frames counted", 300, proc)
     r = redis.Redis.from_url(addrs["MW_REDIS_URL"])
     log_path = workdir / ".maskwatch" / "logs" / "stack.log"
@@ -171,7 +178,8 @@ def test_a_dead_broker_or_worker_is_restarted_and_counting_goes_on(workdir: Path
 def test_ctrl_c_while_the_model_loads_stops_every_part_with_exit_0(workdir: Path, stopper: list[subprocess.Popen[str]]) -> None:
     proc = _up(workdir, _env(**_addresses()), "--workers", "1", "--demo-cameras", "1")
     stopper.append(proc)
-    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    err = Lines(proc.stderr)
+    out = Lines(proc.stdout, beside=err)
     serving_log = workdir / ".maskwatch" / "logs" / "serving.log"
     out.wait_for(r"model server\s+loading", 60, proc)
     deadline = time.monotonic() + 120
@@ -225,7 +233,8 @@ def test_a_child_that_fails_while_starting_stops_the_stack_with_its_reason(
     env = _env(**_addresses(), MW_DASHBOARD_WINDOW_MINUTES="0")
     proc = _up(workdir, env, "--workers", "1", "--demo-cameras", "1")
     stopper.append(proc)
-    out, err = Lines(proc.stdout), Lines(proc.stderr)
+    err = Lines(proc.stderr)
+    out = Lines(proc.stdout, beside=err)
     rc = proc.wait(240)
     assert rc == 1, out.text() + err.text()
     text = err.text()

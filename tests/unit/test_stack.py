@@ -189,29 +189,35 @@ def test_site_check_command(tmp_path: Path) -> None:
     assert no.stderr.strip() == f"{bad}:4: camera=a field=source: no such file: {tmp_path}/missing.mp4"
 
 
-def test_free_ports_taken_one_after_another_are_all_different(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_free_ports_are_all_different_and_never_neighbours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model server puts REST on its port + 1: no port handed out is another's + 1 (the CI run where `up`
+    failed while the model server loaded), and none repeats (a kernel hands a just-closed port out again)."""
     from maskwatch import procs
 
-    real_socket = socket.socket
-    given = iter([41001, 41001, 41002, 41001, 41003])  # a kernel handing a just-closed port out again
+    tried = iter([20000, 20000, 20001, 19999, 20002, 20004])
 
-    class Reused:
-        def __init__(self) -> None:
-            self._s = real_socket()
-            self._port = next(given)
-
-        def __enter__(self) -> Reused:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            self._s.close()
-
-        def bind(self, address: tuple[str, int]) -> None:
-            pass
-
-        def getsockname(self) -> tuple[str, int]:
-            return ("127.0.0.1", self._port)
+    class Rng:
+        def randrange(self, lo: int, hi: int) -> int:
+            return next(tried)
 
     monkeypatch.setattr(procs, "_handed_out", set())
-    monkeypatch.setattr(procs.socket, "socket", Reused)
-    assert [procs.free_port() for _ in range(3)] == [41001, 41002, 41003]
+    monkeypatch.setattr(procs, "_rng", Rng())
+    monkeypatch.setattr(procs, "_ephemeral_range", lambda: (32768, 60999))
+    assert [procs.free_port() for _ in range(3)] == [20000, 20002, 20004]
+
+
+def test_free_ports_lie_below_the_range_outgoing_connections_take_theirs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An outgoing connection (a worker's to the broker) takes its local port from the ephemeral range: a port
+    chosen there could be gone before the child that was to listen on it binds."""
+    from maskwatch import procs
+
+    monkeypatch.setattr(procs, "_handed_out", set())
+    lo, _ = procs._ephemeral_range()
+    ports = [procs.free_port() for _ in range(40)]
+    assert len(set(ports) | {p + 1 for p in ports}) == 80
+    if lo > 12000:
+        assert all(p + 1 < lo for p in ports)
+    for p in ports:  # free to listen on, and so is its REST neighbour
+        for q in (p, p + 1):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", q))
