@@ -36,20 +36,19 @@ _handed_out_lock = threading.Lock()
 _rng = random.Random()
 
 
-def _ephemeral_range() -> tuple[int, int]:
-    """The kernel's range for the local ports of outgoing connections (Linux's default if it cannot be read)."""
+def _ephemeral_start() -> int:
+    """The lowest local port the kernel gives outgoing connections (Linux's default if it cannot be read)."""
     try:
-        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-    except (OSError, ValueError):
-        return 32768, 60999
-    return lo, hi
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _candidates() -> Iterator[int]:
     """Ports to try: at random below the ephemeral range, where no outgoing connection of any process can take the
     port between this choice and the child's bind (a port the kernel hands out for bind(0) can be); the kernel's own
     choice where that range is too small."""
-    lo = _ephemeral_range()[0]
+    lo = _ephemeral_start()
     if lo > 12000:
         for _ in range(200):
             yield _rng.randrange(10000, lo - 1)  # lo - 1 excluded: the port after a handed-out one is its pair's

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from maskwatch.procs import Child
+from maskwatch.procs import Child, free_port
 from maskwatch.stack import (
     STOP_ORDER,
     Stack,
@@ -39,12 +39,6 @@ def busy_port() -> Iterator[int]:
         yield int(s.getsockname()[1])
 
 
-def _free() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_flags_and_environment_set_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MW_KAFKA", "127.0.0.1:19092")
     monkeypatch.setenv("MW_REDIS_URL", "redis://127.0.0.1:16379/3")
@@ -55,7 +49,7 @@ def test_flags_and_environment_set_addresses(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_a_free_local_port_gets_the_embedded_service() -> None:
-    port = _free()
+    port = free_port()
     svc = plan_service(StackSettings(kafka=f"127.0.0.1:{port}"), "kafka", "Kafka broker")
     assert svc.embedded and svc.port == port
 
@@ -90,9 +84,9 @@ def test_remote_addresses_are_never_started_here() -> None:
 
 def test_a_named_address_where_nothing_answers_is_refused_before_anything_starts(tmp_path: Path) -> None:
     (tmp_path / "models" / "1").mkdir(parents=True)
-    closed = _free()
+    closed = free_port()
     # another host, as far as up knows; every other address on a free port
-    settings = StackSettings(kafka=f"127.0.0.2:{closed}", serving=f"127.0.0.1:{_free()}", dashboard_port=_free())
+    settings = StackSettings(kafka=f"127.0.0.2:{closed}", serving=f"127.0.0.1:{free_port()}", dashboard_port=free_port())
     stack = Stack(StackConfig(settings=settings, model_base_path=str(tmp_path / "models"), state_dir=str(tmp_path)), threading.Event())
     with pytest.raises(StartError) as e:
         stack.check()
@@ -202,7 +196,7 @@ def test_free_ports_are_all_different_and_never_neighbours(monkeypatch: pytest.M
 
     monkeypatch.setattr(procs, "_handed_out", set())
     monkeypatch.setattr(procs, "_rng", Rng())
-    monkeypatch.setattr(procs, "_ephemeral_range", lambda: (32768, 60999))
+    monkeypatch.setattr(procs, "_ephemeral_start", lambda: 32768)
     assert [procs.free_port() for _ in range(3)] == [20000, 20002, 20004]
 
 
@@ -212,7 +206,7 @@ def test_free_ports_lie_below_the_range_outgoing_connections_take_theirs(monkeyp
     from maskwatch import procs
 
     monkeypatch.setattr(procs, "_handed_out", set())
-    lo, _ = procs._ephemeral_range()
+    lo = procs._ephemeral_start()
     ports = [procs.free_port() for _ in range(40)]
     assert len(set(ports) | {p + 1 for p in ports}) == 80
     if lo > 12000:
