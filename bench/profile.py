@@ -22,7 +22,7 @@ PHASES: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("live update publish", (("_publish", "worker/consumer.py"),)),
     ("kafka commit", (("_commit_kafka", "worker/consumer.py"),)),
     ("heartbeat (lag, fps)", (("heartbeat", "worker/health.py"),)),
-    ("parse / validate frames", (("parse_message", "maskwatch/frames.py"), ("intake", "worker/batch.py"))),
+    ("parse / validate frames", (("parse_message", "maskwatch/frames.py"), ("intake", "maskwatch/intake.py"))),
     ("counting", (("count", "worker/batch.py"),)),
 )
 FRAME_RE = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]+)(?::\d+)?\)$")

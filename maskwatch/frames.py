@@ -28,6 +28,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A dead letter's value is cut to this (and says so in `mw-truncated`) so the send never fails on size: under the
 # clients' default request size (1 MiB), headers and all.
 DLQ_MAX_VALUE_BYTES = 512 * 1024
+# where rejected messages go, with their reason in `mw-error` (MW_DLQ_TOPIC moves it)
+DLQ_TOPIC = "frames.dlq"
 JPEG_TYPE = "image/jpeg"
 PNG_TYPE = "image/png"
 # JPEG start-of-frame markers (they carry the size): C0..CF but DHT (C4), JPG (C8), DAC (CC)

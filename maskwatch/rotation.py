@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from maskwatch.buckets import TopicScheme
 from maskwatch.detections import Counts
-from maskwatch.frames import H_TS, camera_of, header_map, seq_of
+from maskwatch.frames import DLQ_TOPIC
+from maskwatch.intake import DeadLetter, FrameLimits, Intake, sort_record
 from maskwatch.store import TP, BatchWrite, Seen, Store
 from maskwatch.topics import FRAMES_TOPIC_CONFIGS
 
@@ -41,6 +42,7 @@ class JanitorStats:
     live: int = 0
     held: list[str] = field(default_factory=list)  # closed topics not yet consumed
     expired: int = 0  # frames nobody read within the retention, counted dropped_stale by the janitor
+    invalid: int = 0  # messages of expired buckets that break Contract 1: dead-lettered, counted invalid
     gone: list[str] = field(default_factory=list)  # the topics deleted lately (the last 100)
 
 
@@ -55,7 +57,9 @@ class Janitor:
     stored offset of 0 for every partition, so a worker never guesses where one starts, and a batch read from an
     earlier broker instance (the same topic name) is refused as a conflict unless it began at offset 0. Once deleted,
     a topic's stored offsets are dropped too. A closed bucket still unread `retain_s` after it closed is counted
-    `dropped_stale` by the janitor itself (`_expire`), so the broker stays bounded while workers are away.
+    `dropped_stale` by the janitor itself (`_expire`; what breaks Contract 1 in it is dead-lettered to `dlq_topic`
+    and counted `invalid`, judged by `limits` and `open_registration` as the workers judge it), so the broker stays
+    bounded while workers are away.
     """
 
     def __init__(
@@ -71,6 +75,9 @@ class Janitor:
         retire_wait_s: float = 20.0,
         retain_s: float = 300.0,
         topic_configs: dict[str, str] | None = None,
+        limits: FrameLimits | None = None,
+        dlq_topic: str = DLQ_TOPIC,
+        open_registration: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not scheme.rotating:
@@ -85,10 +92,14 @@ class Janitor:
         self.retire_wait_s = retire_wait_s
         self.retain_s = retain_s
         self.topic_configs = FRAMES_TOPIC_CONFIGS if topic_configs is None else topic_configs
+        self.limits = limits or FrameLimits.default()
+        self.dlq_topic = dlq_topic
+        self.open_registration = open_registration
         self.clock = clock
         self.stats = JanitorStats()
         self._admin: KafkaAdminClient | None = None
         self._probe: KafkaConsumer | None = None
+        self._dlq: KafkaProducer | None = None
         self._reset = threading.Event()
 
     # ---- connections --------------------------------------------------------------------
@@ -110,10 +121,10 @@ class Janitor:
         return self._admin, self._probe
 
     def close(self) -> None:
-        for c in (self._probe, self._admin):
+        for c in (self._probe, self._admin, self._dlq):
             if c is not None:
                 c.close()
-        self._admin = self._probe = None
+        self._admin = self._probe = self._dlq = None
 
     @property
     def reset_requested(self) -> bool:
@@ -225,10 +236,14 @@ class Janitor:
         return (self.scheme.bucket_of(topic) or 0) + self.scheme.rotate_s + self.retain_s < now_ms / 1000
 
     def _expire(self, topic: str) -> None:
-        """Count what nobody read of an expired bucket as `dropped_stale` (workers down, or far behind) and move its
-        stored offsets to the end, in the workers' exactly-once transaction: the broker's memory stays bounded and
-        every frame is still accounted once. A worker committing the same frames first wins; this pass then
-        conflicts and changes nothing."""
+        """Judge what nobody read of an expired bucket (workers down, or far behind) as a worker would
+        (`maskwatch.intake`): a valid frame is counted `dropped_stale`, a message breaking Contract 1 is
+        dead-lettered and counted `invalid` when its camera is counted, a frame of a camera the site does not list
+        is dead-lettered `unknown_camera`, a retry's copy is skipped. The dead letters are acknowledged by the
+        broker before the counts are stored, which moves the stored offsets to the end in the workers'
+        exactly-once transaction: the broker's memory stays bounded and every frame is still accounted once. A
+        worker committing the same frames first wins; this pass then conflicts and changes nothing (its dead
+        letters may then be in the dead-letter topic twice, as after a worker's retry)."""
         _, probe = self._clients()
         parts = sorted(probe.partitions_for_topic(topic) or set())
         stored = self.store.stored_offsets(self.group, topic)
@@ -242,8 +257,11 @@ class Janitor:
             request_timeout_ms=10_000,
             fetch_max_wait_ms=50,
         )
-        batch = BatchWrite()
+        got = Intake(BatchWrite())
+        batch = got.batch
         seen: dict[TP, Seen] = {}
+        now_ms = int(self.clock() * 1000)
+        counted = lambda cid: self.open_registration or cid in cams  # noqa: E731 - as the workers' CameraRegistry
         try:
             tps = [TopicPartition(topic, p) for p in parts]
             reader.assign(tps)
@@ -257,10 +275,9 @@ class Janitor:
                     batch.start_offsets.setdefault(key, stored.get(tp.partition, 0))
                     if key not in seen:
                         seen[key] = self.store.seen_in(self.group, *key)
-                    read = seen[key]
                     for rec in recs:
                         batch.next_offsets[key] = rec.offset + 1
-                        self._tally(batch, read, key, rec, cams)
+                        sort_record(got, key, rec, seen[key], now_ms, self.limits, counted)
                 for tp in list(todo):
                     hw = reader.highwater(tp)
                     if hw is not None and reader.position(tp) >= hw:
@@ -273,33 +290,51 @@ class Janitor:
                 return
         finally:
             reader.close()
+        for tp, frame in got.frames:  # valid and not yet stale by its own clock: its bucket expired all the same
+            batch.add(tp, frame.camera_id, frame.ts_ms, Counts(dropped_stale=1))
+        self._dead_letter(got.dead)
         batch.seen = {tp: read.take_changes() for tp, read in seen.items()}
         result = self.store.commit_batch(batch, self.group)
-        n = sum(c.dropped_stale for (tp, _, _), c in batch.counts.items() if tp in result.applied)
+        applied = [c for (tp, _, _), c in batch.counts.items() if tp in result.applied]
+        n, bad = sum(c.dropped_stale for c in applied), sum(c.invalid for c in applied)
         self.stats.expired += n
+        self.stats.invalid += bad
+        for r in got.rejected:
+            logger.warning(
+                "expired frame rejected camera=%s topic=%s partition=%d offset=%d reason=%s",
+                r.camera,
+                r.tp[0],
+                r.tp[1],
+                r.offset,
+                r.error,
+            )
         logger.info(
-            "expired topic counted dropped_stale topic=%s frames=%d partitions=%d conflicts=%d",
+            "expired topic counted dropped_stale topic=%s frames=%d invalid=%d dead_lettered=%d partitions=%d conflicts=%d",
             topic,
             n,
+            bad,
+            len(got.dead),
             len(result.applied),
             len(result.conflicts),
         )
 
-    @staticmethod
-    def _tally(batch: BatchWrite, read: Seen, tp: TP, rec: Any, cams: set[str]) -> None:
-        """One unread frame of an expired bucket: counted `dropped_stale` for its camera (a site camera, or any
-        valid id when the site lists none), once (a retry's copy is skipped), its `mw-seq` gaps judged as the
-        workers judge them."""
-        cid, run_seq = camera_of(rec.key), seq_of(rec.headers)
-        if cid is None or (cams and cid not in cams):
+    def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        """Send an expired bucket's dead letters and wait for the broker's acknowledgement of each (raises if one
+        failed: the bucket is judged again on the next pass)."""
+        if not dead:
             return
-        ts = header_map(rec.headers).get(H_TS, "")
-        ts_ms = int(ts) if ts.isdigit() else int(rec.timestamp or time.time() * 1000)
-        if run_seq is not None:
-            if not read.first_time(cid, *run_seq):
-                return
-            batch.see(tp, cid, *run_seq, ts_ms)
-        batch.add(tp, cid, ts_ms, Counts(dropped_stale=1))
+        if self._dlq is None:
+            self._dlq = KafkaProducer(
+                **self.client,
+                acks=1,
+                max_block_ms=5000,
+                client_id="maskwatch-janitor-dlq",
+                allow_auto_create_topics=False,
+            )
+        futures = [self._dlq.send(self.dlq_topic, key=d.key, value=d.value, headers=d.headers) for d in dead]
+        self._dlq.flush(timeout=10)
+        for fut in futures:
+            fut.get(timeout=0.1)
 
     def _delete(self, admin: KafkaAdminClient, topics: list[str]) -> None:
         if not topics:

@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from maskwatch.buckets import TopicScheme
 from maskwatch.detections import DEFAULT_MIN_SCORE
+from maskwatch.frames import DLQ_TOPIC, MAX_FRAME_BYTES, MAX_PIXELS
+from maskwatch.intake import DEFAULT_MAX_AGE_MS
 from maskwatch.store import DEFAULT_PREFIX
 
 
@@ -27,7 +29,7 @@ class CommonSettings(BaseSettings):
     serving: str = Field("127.0.0.1:8500", description="TensorFlow Serving gRPC address host:port")
     redis_prefix: str = Field(DEFAULT_PREFIX, min_length=1, max_length=32, description="Prefix of every Redis key")
     topic: str = Field("frames", min_length=1, max_length=200, description="Kafka topic carrying frames")
-    dlq_topic: str = Field("frames.dlq", min_length=1, max_length=200, description="Dead-letter topic")
+    dlq_topic: str = Field(DLQ_TOPIC, min_length=1, max_length=200, description="Dead-letter topic")
     topic_rotate_s: int = Field(
         0,
         ge=0,
@@ -87,6 +89,27 @@ class CommonSettings(BaseSettings):
             if value:
                 cfg[f"ssl_{name}"] = value
         return cfg
+
+
+class FrameSettings(CommonSettings):
+    """What a consumed frame is judged by (`maskwatch.intake`): the workers', and the janitor's (`maskwatch up`)
+    for a bucket that expired unread, so a frame is judged the same whoever reads it."""
+
+    max_frame_age_s: float = Field(
+        DEFAULT_MAX_AGE_MS / 1000, gt=0, description="Frames older than this when consumed are counted dropped_stale"
+    )
+    max_frame_bytes: int = Field(MAX_FRAME_BYTES, ge=1024, description="Larger frames are dead-lettered")
+    max_frame_pixels: int = Field(
+        MAX_PIXELS,
+        ge=64 * 64,
+        le=8192 * 8192,
+        description="Frames whose JPEG header announces more pixels are dead-lettered too_large, never decoded",
+    )
+    open_registration: bool = Field(
+        False,
+        description="Count frames of any camera id (a lab); off, frames of cameras the site does not list (no "
+        "producer registered them) are dead-lettered unknown_camera and register nothing",
+    )
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -18,10 +18,11 @@ from urllib.parse import urlparse
 import psutil
 import redis
 from kafka.errors import KafkaError
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import SettingsConfigDict
 
 from maskwatch.buckets import TopicScheme
+from maskwatch.intake import FrameLimits
 from maskwatch.model_api import MODEL_NAME
 from maskwatch.procs import (
     Child,
@@ -35,7 +36,7 @@ from maskwatch.procs import (
     tansu_command,
 )
 from maskwatch.rotation import Janitor, run_janitor
-from maskwatch.settings import CommonSettings
+from maskwatch.settings import CommonSettings, FrameSettings
 from maskwatch.site import SiteConfig, SiteError, demo_site, load_site
 from maskwatch.store import Store
 
@@ -304,6 +305,10 @@ class Stack:
         site = load_site(cfg.site_file, check_sources=True) if cfg.site_file else demo_site(cfg.demo_cameras, cfg.demo_fps)
         if not site.cameras:
             raise StartError(f"{cfg.site_file}: the site has no cameras")
+        try:  # the workers' MW_MAX_FRAME_* and MW_OPEN_REGISTRATION, which the janitor judges expired frames by too
+            FrameSettings()
+        except ValidationError as e:
+            raise StartError(f"the workers' settings: {e}") from None
         s = cfg.settings
         plan = {
             "kafka": plan_service(s, "kafka", "Kafka broker"),
@@ -477,7 +482,19 @@ class Stack:
         ensure_topics(client, None, self.cfg.partitions, s.dlq_topic, stop=self.stop)
         scheme = TopicScheme(s.topic, rotate_s)
         store = Store.from_url(redis_url, s.redis_prefix)
-        self.janitor = Janitor(client, scheme, self.cfg.partitions, store, "maskwatch-workers", ahead=self.cfg.topic_ahead)
+        judged = FrameSettings()  # checked before anything started (`check`)
+        self.janitor = Janitor(
+            client,
+            scheme,
+            self.cfg.partitions,
+            store,
+            "maskwatch-workers",
+            ahead=self.cfg.topic_ahead,
+            # what a worker would dead-letter of an expired bucket, the janitor does
+            limits=FrameLimits.of(judged),
+            dlq_topic=s.dlq_topic,
+            open_registration=judged.open_registration,
+        )
         self.janitor.reset()
         stats = self.janitor.tick()
         logger.info("topics ready pattern=%s live=%d rotate_s=%d", scheme.pattern, stats.live, rotate_s)

@@ -15,11 +15,12 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from maskwatch.intake import FrameLimits, intake
 from maskwatch.model_api import ModelClient
 from maskwatch.payloads import WORKER_DEGRADED, LiveNotice
 from maskwatch.store import TP, Store
 from worker import metrics
-from worker.batch import Books, FrameLimits, RejectionLog, applied_totals, batch_notice, count, intake, live_notice
+from worker.batch import Books, RejectionLog, applied_totals, batch_notice, count, live_notice
 from worker.cameras import CameraRegistry, CameraZones
 from worker.health import Health
 from worker.inference import Inference, InFlight

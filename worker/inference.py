@@ -14,9 +14,10 @@ import grpc
 
 from maskwatch.detections import Detections, ModelOutputError
 from maskwatch.frames import ERR_MODEL_OUTPUT, ERR_UNDECODABLE, Frame
+from maskwatch.intake import DeadLetter
 from maskwatch.model_api import RETRYABLE, ModelClient, outputs_of, parse_outputs
 from maskwatch.store import TP, BatchWrite
-from worker.batch import DeadLetter, refuse
+from worker.batch import refuse
 from worker.health import Abandon, Health
 
 logger = logging.getLogger(__name__)

@@ -6,9 +6,8 @@ import secrets
 
 from pydantic import Field, model_validator
 
-from maskwatch.frames import MAX_PIXELS
 from maskwatch.model_api import MODEL_NAME
-from maskwatch.settings import CommonSettings
+from maskwatch.settings import FrameSettings
 
 # The consumer's heartbeat period (Kafka heartbeat.interval.ms): a member learns of a rebalance from its next
 # heartbeat, so 1 s keeps a rebalance (new or deleted bucket topics, workers joining or leaving) to about two seconds
@@ -16,7 +15,7 @@ from maskwatch.settings import CommonSettings
 KAFKA_HEARTBEAT_INTERVAL_MS = 1_000
 
 
-class WorkerSettings(CommonSettings):
+class WorkerSettings(FrameSettings):
     group: str = Field("maskwatch-workers", min_length=1, description="Kafka consumer group")
     worker_id: str = Field(
         default_factory=lambda: f"worker-{secrets.token_hex(4)}",
@@ -41,7 +40,6 @@ class WorkerSettings(CommonSettings):
         "this long before the group rebalances without it; at least 3 heartbeats of 1 s (Apache Kafka brokers also "
         "refuse less than their group.min.session.timeout.ms, 6 s by default)",
     )
-    max_frame_age_s: float = Field(2.0, gt=0, description="Frames older than this when consumed are counted dropped_stale")
     blur_faces: bool = Field(True, description="Blur violation snapshots")
     episode_min_frames: int = Field(
         5, ge=1, le=1000, description="A tracked person is a violation episode once a vote over this many frames says so"
@@ -50,18 +48,6 @@ class WorkerSettings(CommonSettings):
         5.0, gt=0, le=600, description="A violation episode closes when its person has been gone this long"
     )
     history_ttl_days: int = Field(400, ge=1, le=3650, description="Hourly and daily buckets are kept this many days")
-    max_frame_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger frames are dead-lettered")
-    max_frame_pixels: int = Field(
-        MAX_PIXELS,
-        ge=64 * 64,
-        le=8192 * 8192,
-        description="Frames whose JPEG header announces more pixels are dead-lettered too_large, never decoded",
-    )
-    open_registration: bool = Field(
-        False,
-        description="Count frames of any camera id (a lab); off, frames of cameras the site does not list (no "
-        "producer registered them) are dead-lettered unknown_camera and register nothing",
-    )
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus metrics port (0 = off)")
     heartbeat_interval_s: float = Field(2.0, gt=0, le=30, description="Heartbeat period")
     retry_max_s: float = Field(10.0, gt=0, le=120, description="Cap of the retry backoff while a dependency is down")

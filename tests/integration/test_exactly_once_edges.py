@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from maskwatch import frames as F
 from maskwatch.buckets import TopicScheme
+from maskwatch.detections import Counts
 from maskwatch.procs import Children, free_port, wait_for
 from maskwatch.rotation import Janitor, run_janitor
 from maskwatch.store import Store
@@ -313,13 +314,26 @@ def test_a_bucket_nobody_reads_is_counted_stale_and_deleted(
     kafka: str, redis_url: str, names: dict[str, str], logs_dir: Path
 ) -> None:
     """With every worker down (or far behind), a bucket is not kept for ever: past the retention the janitor counts
-    its unread frames `dropped_stale`, once each (a retry's copy skipped), and deletes it. The broker stays bounded
-    and every frame is still accounted."""
+    its unread frames `dropped_stale`, once each (a retry's copy skipped), and deletes it; what breaks Contract 1 in
+    it is judged as a worker would: dead-lettered with its reason, counted `invalid` for its camera (a camera the
+    site does not list: dead-lettered `unknown_camera`, counted nowhere). The broker stays bounded and every message
+    is still accounted."""
     rotate_s = 4
     scheme = TopicScheme(names["topic"], rotate_s)
+    ensure_topics([kafka], None, 4, names["dlq_topic"])
     store = Store.from_url(redis_url, names["redis_prefix"])
+    store.register_cameras(CAMS)  # the site's cameras, as the producer registers them
     janitor = Janitor(
-        {"bootstrap_servers": [kafka]}, scheme, 4, store, names["group"], ahead=2, grace_s=1.0, retire_wait_s=1.0, retain_s=2.0
+        {"bootstrap_servers": [kafka]},
+        scheme,
+        4,
+        store,
+        names["group"],
+        ahead=2,
+        grace_s=1.0,
+        retire_wait_s=1.0,
+        retain_s=2.0,
+        dlq_topic=names["dlq_topic"],
     )
     stop = threading.Event()
     janitor.tick()
@@ -332,6 +346,10 @@ def test_a_bucket_nobody_reads_is_counted_stale_and_deleted(
         copies = sent[: len(CAMS)]  # a retry wrote each camera's first frame twice, into the same bucket
         p = KafkaProducer(bootstrap_servers=[kafka], acks=1, linger_ms=5, allow_auto_create_topics=False)
         futs = [p.send(scheme.topic_for(f.ts_ms), key=f.key, value=f.jpeg, headers=f.headers()) for f in sent + copies]
+        stranger = frame("cam-z", 0, ts_ms=base)  # a valid frame of a camera the site does not list
+        bad = [*_malformed(), (stranger.key, stranger.jpeg, stranger.headers(), F.ERR_UNKNOWN_CAMERA)]
+        # into the first bucket: 2 for cam-b, 2 for cam-c, 2 counted for no camera
+        futs += [p.send(scheme.topic_for(base), key=k, value=v, headers=h) for k, v, h, _ in bad]
         p.flush(timeout=30)
         for fut in futs:
             fut.get(timeout=1)  # no worker runs: these stay unread
@@ -339,10 +357,14 @@ def test_a_bucket_nobody_reads_is_counted_stale_and_deleted(
         stale = lambda: sum(store.totals(c).dropped_stale for c in CAMS)  # noqa: E731
         wait_for(lambda: stale() >= n, 120, "the unread frames counted dropped_stale")
         gone = set(janitor.stats.gone)
+        wait_for(lambda: janitor.stats.invalid >= 4, 60, "the malformed messages counted invalid")
         assert {c: (store.totals(c).dropped_stale, store.totals(c).frames, store.totals(c).lost) for c in CAMS} == {
             c: (n // len(CAMS), 0, 0) for c in CAMS
         }
-        assert janitor.stats.expired == n
+        assert {c: store.totals(c).invalid for c in CAMS} == {c: {"cam-b": 2, "cam-c": 2}.get(c, 0) for c in CAMS}
+        assert store.totals("cam-z") == Counts()  # counted nowhere
+        assert (janitor.stats.expired, janitor.stats.invalid) == (n, 4)
+        assert sorted(_dead_letters(kafka, names["dlq_topic"], len(bad))) == sorted(reason for *_, reason in bad)
         wait_for(lambda: len(janitor.stats.gone) > len(gone), 60, "expired buckets deleted")
         assert not set(janitor.stats.gone) & janitor.existing()
     finally:

@@ -93,6 +93,16 @@ def test_a_named_address_where_nothing_answers_is_refused_before_anything_starts
     assert str(e.value) == f"nothing answers at 127.0.0.2:{closed}: check --kafka / MW_KAFKA"
 
 
+def test_a_bad_frame_limit_is_refused_before_anything_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers' frame limits are the janitor's too: a bad one stops `up` with the setting named, not a child."""
+    (tmp_path / "models" / "1").mkdir(parents=True)
+    monkeypatch.setenv("MW_MAX_FRAME_BYTES", "12")
+    stack = Stack(StackConfig(model_base_path=str(tmp_path / "models"), state_dir=str(tmp_path)), threading.Event())
+    with pytest.raises(StartError, match="max_frame_bytes") as e:
+        stack.check()
+    assert "greater than or equal to 1024" in str(e.value)
+    assert not stack.children.by_name
+
 def test_redis_url_at_keeps_database_and_credentials() -> None:
     assert redis_url_at("redis://u:pw@127.0.0.1:6379/4", "127.0.0.1", 7000) == "redis://u:pw@127.0.0.1:7000/4"
     assert redis_url_at("redis://127.0.0.1:6379/0", "127.0.0.1", 7000) == "redis://127.0.0.1:7000/0"

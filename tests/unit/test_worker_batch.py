@@ -12,19 +12,9 @@ import pytest
 
 from maskwatch.detections import INCORRECT, WITH_MASK, WITHOUT_MASK, Counts, Detection, Detections
 from maskwatch.frames import H_CAMERA, H_ERROR, H_HEIGHT, H_SEQ, H_TRUNCATED, H_VERSION, H_WIDTH, Frame, header_map
+from maskwatch.intake import FrameLimits, Intake, Rejection, intake
 from maskwatch.store import EPISODE_CLOSED, EPISODE_OPEN, TP, BatchWrite, Episode, Seen
-from worker.batch import (
-    Books,
-    FrameLimits,
-    Intake,
-    Rejection,
-    RejectionLog,
-    batch_notice,
-    count,
-    intake,
-    live_notice,
-    refuse,
-)
+from worker.batch import Books, RejectionLog, batch_notice, count, live_notice, refuse
 from worker.episodes import Announcer
 from worker.settings import WorkerSettings
 
