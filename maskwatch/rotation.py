@@ -16,6 +16,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -299,15 +300,9 @@ class Janitor:
         n, bad = sum(c.dropped_stale for c in applied), sum(c.invalid for c in applied)
         self.stats.expired += n
         self.stats.invalid += bad
-        for r in got.rejected:
-            logger.warning(
-                "expired frame rejected camera=%s topic=%s partition=%d offset=%d reason=%s",
-                r.camera,
-                r.tp[0],
-                r.tp[1],
-                r.offset,
-                r.error,
-            )
+        # one line per camera and reason (a camera the site does not list may have sent a whole bucket of frames)
+        for (cid, reason), k in sorted(Counter((r.camera or "-", r.reason) for r in got.rejected).items()):
+            logger.warning("expired frames dead-lettered camera=%s reason=%s frames=%d topic=%s", cid, reason, k, topic)
         logger.info(
             "expired topic counted dropped_stale topic=%s frames=%d invalid=%d dead_lettered=%d partitions=%d conflicts=%d",
             topic,
