@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from maskwatch.detections import Counts
 from maskwatch.frames import (
@@ -24,19 +24,11 @@ from maskwatch.frames import (
 )
 from maskwatch.store import TP, BatchWrite, Seen
 
+if TYPE_CHECKING:  # maskwatch.settings imports this module
+    from maskwatch.settings import FrameSettings
+
 # a frame older than this when read is counted `dropped_stale` (MW_MAX_FRAME_AGE_S moves it for the workers)
 DEFAULT_MAX_AGE_MS = 2000
-
-
-class FrameSettings(Protocol):
-    """What `FrameLimits.of` reads (the worker's settings have it)."""
-
-    @property
-    def max_frame_bytes(self) -> int: ...
-    @property
-    def max_frame_pixels(self) -> int: ...
-    @property
-    def max_frame_age_s(self) -> float: ...
 
 
 class Record(Protocol):
