@@ -29,16 +29,25 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def app(redis_url: str, dashboard_store: Store) -> Iterator[Flask]:
     flask_app, _ = create_app(dashboard_settings(dashboard_store, redis_url), dashboard_store, start_live=False)
-    now = int(time.time() * 1000)
+    now = clear_of_the_next_minute()
     # history at several ages, so each window holds different counts
     seed(dashboard_store, "gate-1", with_mask=5, without_mask=5, ts_ms=now - 20 * 3_600_000, jpeg=None)
     seed(dashboard_store, "gate-1", with_mask=7, without_mask=1, ts_ms=now - 40 * 60_000, jpeg=None)
     seed(dashboard_store, "gate-1", with_mask=9, incorrect=1, ts_ms=now - 5 * 60_000, name="Gate 1", status="online")
-    seed(dashboard_store, "gate-1", with_mask=2, without_mask=2, name="Gate 1")
+    seed(dashboard_store, "gate-1", with_mask=2, without_mask=2, ts_ms=now, name="Gate 1")
     seed(dashboard_store, "hall-2", with_mask=3, ts_ms=now - 30 * 60_000, zone="hall", fps=4.5)
     seed(dashboard_store, "quiet-3", frames=4, jpeg=None)  # frames but nobody in them
     yield flask_app
     close_app(flask_app)
+
+
+def clear_of_the_next_minute(margin_s: float = 10.0) -> int:
+    """Now in ms, at least `margin_s` before the clock's next minute: the 1m window holds this minute's bucket only,
+    so counts written in one minute and read in the next are (rightly) gone from it."""
+    left = 60.0 - time.time() % 60.0
+    if left < margin_s:
+        time.sleep(left + 0.05)  # the condition is the clock itself: wait for the next minute to begin
+    return int(time.time() * 1000)
 
 
 def cli_json(capsys: pytest.CaptureFixture[str], store: Store, redis_url: str, *args: str) -> dict[str, Any]:
