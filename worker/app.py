@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from maskwatch.model_api import ModelClient
 from maskwatch.store import Store
 from worker import metrics
-from worker.consumer import Worker
+from worker.consumer import Range, Worker
 from worker.health import Abandon
 from worker.settings import KAFKA_HEARTBEAT_INTERVAL_MS, WorkerSettings
 
@@ -74,6 +74,7 @@ def consumer_config(settings: WorkerSettings) -> dict[str, Any]:
         metadata_max_age_ms=5_000 if settings.topic_rotate_s else 300_000,
         # fetching a deleted bucket topic must not create it again (Tansu creates topics on request otherwise)
         allow_auto_create_topics=False,
+        partition_assignment_strategy=(Range(),),
     )
 
 

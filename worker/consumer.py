@@ -12,6 +12,8 @@ from typing import Any
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.protocol import ConsumerProtocolMemberMetadata_v0
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -33,6 +35,34 @@ logger = logging.getLogger(__name__)
 POLL_SLICE_MS = 10
 # How often a worker on rotating topics re-lists them (new buckets, retired ones)
 TOPICS_CHECK_S = 2.0
+
+
+class Range(RangePartitionAssignor):  # type: ignore[misc]
+    """kafka-python's range assignor (the group's protocol stays "range"), made safe against a broker that replays an
+    assignment.
+
+    When this worker leads an assignment while some subscribed topics have no partitions in its metadata (a broker
+    restarted empty, before its topics are created again), those topics get no owner. The client rejoins once the
+    topics show up, but Tansu (the embedded broker) answers a rejoin by the same members with the same join metadata
+    with the generation it already has and that generation's assignment: no worker would read the topics until the
+    subscriptions next changed. So such an assignment changes this member's join metadata (an epoch in its user
+    data), and the rejoin makes a new generation, assigned anew.
+    """
+
+    name = "range"
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def metadata(self, topics: Any) -> Any:
+        return ConsumerProtocolMemberMetadata_v0(self.version, list(topics), str(self.epoch).encode())
+
+    def assign(self, cluster: Any, group_subscriptions: Any) -> Any:
+        unknown = sorted({t for sub in group_subscriptions.values() for t in sub.topics if cluster.partitions_for_topic(t) is None})
+        if unknown:
+            self.epoch += 1
+            logger.warning("assigning without topics the broker does not know (yet): they are assigned at the next rejoin topics=%s", ",".join(unknown))
+        return super().assign(cluster, group_subscriptions)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -121,6 +151,7 @@ class Worker:
         pending: InFlight | None = None
         while not self.stop.is_set():
             self._follow_topics()
+            self._keep_rejoin_pending()
             if self.unpositioned:
                 self._position()
             polled = self.poll_beside(pending)
@@ -159,6 +190,18 @@ class Worker:
             logger.info("following topics topics=%d newest=%s", len(live), live[-1] if live else "")
             self._topics = live
             self.consumer.subscribe(live, listener=_Rebalance(self))
+
+    def _keep_rejoin_pending(self) -> None:
+        """While a rebalance is under way, keep the client's rejoin flag set, as the Java client does since KAFKA-9815.
+
+        kafka-python 2.3 leaves it unset when the leader starts a rebalance because the topics' metadata changed (a
+        bucket topic created, a restarted broker's topics back); the leader's own assignment then makes the metadata
+        match again, and if the SyncGroup answer lands in a poll that has already timed out, no later poll finishes
+        the join: the leader would keep no partitions and never apply its assignment.
+        """
+        coordinator = self.consumer._coordinator  # noqa: SLF001 - the join's own state; kafka-python has no public hook
+        if coordinator.rejoining and not coordinator.rejoin_needed:
+            coordinator.request_rejoin()
 
     def poll_beside(self, pending: InFlight | None) -> dict[Any, list[Any]]:
         """The next frames, fetched while `pending`'s Predict runs; returns early once that call is done."""

@@ -279,6 +279,58 @@ def test_frames_a_broker_restart_loses_are_counted_lost(
     assert set(rcs.values()) == {0}, rcs
 
 
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("seed", range(8))
+def test_workers_read_the_topics_of_a_restarted_broker_again(
+    redis_url: str, cheap_serving: str, names: dict[str, str], logs_dir: Path, seed: int
+) -> None:
+    """The embedded broker restarts empty and the janitor creates its bucket topics again: soon after (as `maskwatch
+    up` does, racing the workers' rejoin: the group may form with or without them) or only once the two workers have
+    formed their group without them. Either way the workers read the topics again and every frame sent after the
+    restart is counted once. Without the worker's two group fixes (`worker.consumer.Range`, `_keep_rejoin_pending`)
+    this failed every run and about one run in four."""
+    rnd = random.Random(seed)
+    port = free_port()
+    kafka = f"127.0.0.1:{port}"
+    tansu = Children(logs_dir)
+    scheme = TopicScheme(names["topic"], 3600)  # one bucket for the whole test: no rotation beside the restart
+
+    def broker() -> None:
+        tansu.start_broker("tansu-topics-back", port)
+        ensure_topics([kafka], None, 1, names["dlq_topic"])
+
+    broker()
+    store = Store.from_url(redis_url, names["redis_prefix"])
+    janitor = Janitor({"bootstrap_servers": [kafka]}, scheme, 4, store, names["group"], ahead=1)
+    janitor.tick()
+    procs = Procs(logs_dir, env_for(kafka, redis_url, cheap_serving, names, MW_TOPIC_ROTATE_S="3600", **KILL_SESSION))
+    frames_of = lambda: sum(store.totals(c).frames for c in CAMS)  # noqa: E731
+    topics_held = lambda: {w: hb.get("topics") for w, hb in store.heartbeats("worker").items()}  # noqa: E731
+    try:
+        procs.worker("w1")
+        procs.worker("w2")
+        _send_rounds(kafka, scheme.topic_for(int(time.time() * 1000)), range(20))
+        wait_for(lambda: frames_of() == 20 * len(CAMS), 120, "the first frames counted")
+        tansu["tansu-topics-back"].kill()
+        broker()
+        if seed % 2:
+            wait_for(lambda: topics_held() == {"w1": "0", "w2": "0"}, 60, "the group formed without topics", interval_s=0.2)
+        else:
+            time.sleep(rnd.uniform(0.0, 2.5))  # a random moment of the workers' rejoin is the point, not a condition
+        janitor.reset()  # what `maskwatch up` does for a restarted broker, then its next pass
+        janitor.tick()
+        _send_rounds(kafka, scheme.topic_for(int(time.time() * 1000)), range(20, 40))
+        wait_for(lambda: frames_of() == 40 * len(CAMS), 60, "the frames after the restart counted", interval_s=0.25)
+        assert _exact(store) == _expected(40 * len(CAMS), {})
+        assert {c: store.totals(c).lost for c in CAMS} == dict.fromkeys(CAMS, 0)
+    finally:
+        janitor.close()
+        rcs = procs.stop_all()
+        store.close()
+        tansu.stop_all(10)
+    assert set(rcs.values()) == {0}, rcs
+
+
 @pytest.mark.timeout(300)
 def test_a_frame_written_twice_is_counted_once(
     kafka: str, redis_url: str, cheap_serving: str, names: dict[str, str], logs_dir: Path

@@ -1,0 +1,85 @@
+"""The worker's group membership against a broker that replays assignments (Tansu) and kafka-python's lost rejoin."""
+
+from __future__ import annotations
+
+import threading
+
+from kafka.cluster import ClusterMetadata
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.protocol import ConsumerProtocolMemberMetadata_v0
+from kafka.coordinator.subscription import Subscription
+from kafka.protocol.metadata import MetadataResponse
+
+from worker.app import consumer_config
+from worker.consumer import Range, Worker
+from worker.settings import WorkerSettings
+
+
+def cluster(topics: dict[str, int]) -> ClusterMetadata:
+    """Metadata of one broker holding `topics` (name -> partition count)."""
+    c = ClusterMetadata()
+    c.update_metadata(
+        MetadataResponse[0](
+            [(0, "localhost", 9092)],
+            [(0, t, [(0, p, 0, [0], [0]) for p in range(n)]) for t, n in topics.items()],
+        )
+    )
+    return c
+
+
+def members(*topics: str) -> dict[str, Subscription]:
+    meta = ConsumerProtocolMemberMetadata_v0(0, list(topics), b"")
+    return {m: Subscription(meta, None) for m in ("w1", "w2")}
+
+
+def test_assigns_as_kafka_pythons_range_assignor() -> None:
+    c, subs = cluster({"a": 4, "b": 3}), members("a", "b")
+    r = Range()
+    assert r.assign(c, subs) == RangePartitionAssignor.assign(c, subs)
+    assert r.name == "range" and r.epoch == 0
+
+
+def test_an_assignment_without_a_subscribed_topic_changes_the_join_metadata() -> None:
+    """So the rejoin once the topic exists is a new generation even for a broker that replays an unchanged one."""
+    r = Range()
+    before = r.metadata(["a", "b"])
+    got = r.assign(cluster({"a": 2}), members("a", "b"))
+    assert {tp for m in got.values() for tp, _ in m.assignment} == {"a"}  # "b" has no owner yet
+    after = r.metadata(["a", "b"])
+    assert after.topics == before.topics == ["a", "b"]
+    assert after.user_data != before.user_data
+    r.assign(cluster({"a": 2, "b": 2}), members("a", "b"))  # every topic known: nothing to change
+    assert r.metadata(["a", "b"]).user_data == after.user_data
+
+
+def test_the_consumer_offers_only_this_assignor() -> None:
+    strategies = consumer_config(WorkerSettings(group="g", worker_id="w1"))["partition_assignment_strategy"]
+    assert [type(s) for s in strategies] == [Range]
+
+
+class FakeCoordinator:
+    def __init__(self, rejoining: bool, rejoin_needed: bool) -> None:
+        self.rejoining = rejoining
+        self.rejoin_needed = rejoin_needed
+
+    def request_rejoin(self) -> None:
+        self.rejoin_needed = True
+
+
+class FakeConsumer:
+    def __init__(self, coordinator: FakeCoordinator) -> None:
+        self._coordinator = coordinator
+
+
+def keep(rejoining: bool, rejoin_needed: bool) -> bool:
+    c = FakeCoordinator(rejoining, rejoin_needed)
+    w = Worker(WorkerSettings(), FakeConsumer(c), None, None, None, threading.Event())  # type: ignore[arg-type]
+    w._keep_rejoin_pending()  # noqa: SLF001
+    return c.rejoin_needed
+
+
+def test_a_join_under_way_keeps_its_rejoin_flag() -> None:
+    """A join the client started stays pending until a poll finishes it; none started, none requested."""
+    assert keep(rejoining=True, rejoin_needed=False) is True
+    assert keep(rejoining=True, rejoin_needed=True) is True
+    assert keep(rejoining=False, rejoin_needed=False) is False
