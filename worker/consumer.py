@@ -77,6 +77,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker.books.forget({(tp.topic, tp.partition) for tp in revoked})
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        self.worker.ask_only_about_the_groups_topics()
         # Positioning needs Redis, which may be down: pause now (nothing is fetched from an unknown
         # position) and let the main loop seek to the stored offsets, retrying outside this callback.
         if assigned:
@@ -190,6 +191,16 @@ class Worker:
             logger.info("following topics topics=%d newest=%s", len(live), live[-1] if live else "")
             self._topics = live
             self.consumer.subscribe(live, listener=_Rebalance(self))
+
+    def ask_only_about_the_groups_topics(self) -> None:
+        """Once a rebalance is done, refresh metadata only for the topics the group follows now.
+
+        kafka-python sets its client's topic list on subscribe(), before the join resets the group's subscription to
+        what the members follow: a member keeps asking about the topics it just left, so once the janitor deletes a
+        retired bucket topic every metadata refresh (5 s) logged it as an error until the next topic step (~4 min).
+        """
+        consumer = self.consumer
+        consumer._client.set_topics(consumer._subscription.group_subscription())  # noqa: SLF001 - kafka-python's own call
 
     def _keep_rejoin_pending(self) -> None:
         """While a rebalance is under way, keep the client's rejoin flag set, as the Java client does since KAFKA-9815.

@@ -11,7 +11,7 @@ from kafka.coordinator.subscription import Subscription
 from kafka.protocol.metadata import MetadataResponse
 
 from worker.app import consumer_config
-from worker.consumer import Range, Worker
+from worker.consumer import Range, Worker, _Rebalance
 from worker.settings import WorkerSettings
 
 
@@ -83,3 +83,30 @@ def test_a_join_under_way_keeps_its_rejoin_flag() -> None:
     assert keep(rejoining=True, rejoin_needed=False) is True
     assert keep(rejoining=True, rejoin_needed=True) is True
     assert keep(rejoining=False, rejoin_needed=False) is False
+
+
+class FakeClient:
+    def __init__(self, topics: set[str]) -> None:
+        self.topics = topics
+
+    def set_topics(self, topics: set[str]) -> None:
+        self.topics = set(topics)
+
+
+class FakeSubscription:
+    def __init__(self, group: set[str]) -> None:
+        self.group = group
+
+    def group_subscription(self) -> set[str]:
+        return self.group
+
+
+def test_after_a_rebalance_metadata_is_asked_only_for_the_groups_topics() -> None:
+    """kafka-python set its client's topics on subscribe(), before the join left out the bucket topic just retired:
+    once the janitor deletes it, each metadata refresh would log it as an error until the next topic step."""
+    consumer = FakeConsumer(FakeCoordinator(rejoining=False, rejoin_needed=False))
+    consumer._client = FakeClient({"frames.60", "frames.120", "frames.180"})  # type: ignore[attr-defined]
+    consumer._subscription = FakeSubscription({"frames.120", "frames.180"})  # type: ignore[attr-defined]
+    w = Worker(WorkerSettings(), consumer, None, None, None, threading.Event())  # type: ignore[arg-type]
+    _Rebalance(w).on_partitions_assigned(set())
+    assert consumer._client.topics == {"frames.120", "frames.180"}  # type: ignore[attr-defined]
