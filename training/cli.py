@@ -47,6 +47,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="detector crops per step")
     ap.add_argument("--crop", type=int, default=d.crop, help="detector training crop side in pixels")
     ap.add_argument(
+        "--blur",
+        type=float,
+        default=d.blur,
+        help="share of the detector's training crops defocused by a Gaussian blur (trial; default: 0)",
+    )
+    ap.add_argument(
         "--classifier-size", type=int, default=c.size, help=f"classifier input side in pixels (default: {c.size})"
     )
     ap.add_argument("--seed", type=int, default=split.DEFAULT_SEED, help="the split's and the training's seed")
@@ -100,7 +106,7 @@ def config_of(args: argparse.Namespace) -> TrainConfig:
     if canvas is None:
         raise ValueError("--canvas must look like 480x640 (each side >= 32)")
     detector = replace(
-        DetectorConfig(), epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, seed=args.seed
+        DetectorConfig(), epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, blur=args.blur, seed=args.seed
     )
     classifier = replace(
         ClassifierConfig(),

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from training.cli import _seen_validation, config_of, parse_args
 from training.config import ClassifierConfig, DetectorConfig, TrainConfig
-from training.data import crop_window
+from training.data import Image, crop_window, random_crop
 
 
 def test_classifier_seed_leaves_the_split_and_the_detector_seed_alone() -> None:
@@ -36,6 +38,7 @@ def test_the_default_options_are_the_recipe_defaults() -> None:
         (["--face-threshold", "1"], "--face-threshold must be in (0, 1)"),
         (["--val-fraction", "1"], "--val-fraction must be in (0, 1)"),
         (["--limit", "-1"], "--limit and --fps-frames >= 0"),
+        (["--blur", "1.5"], "--blur must be in [0, 1]"),
     ],
 )
 def test_bad_options_are_refused_by_name(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,3 +88,25 @@ def test_folds_default_to_one_split_and_to_five_when_asked_without_a_number() ->
     assert config_of(parse_args(["--data", "voc", "--folds"])).folds == 5
     config = config_of(parse_args(["--data", "voc", "--folds", "3", "--out", "o"]))
     assert config.folds == 3 and config.cv_dir == Path("o/cross-validation")
+
+
+def _textured_image() -> Image:
+    pixels = np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    return Image("x", pixels, np.array([[10, 10, 50, 60]], np.float32), ("with_mask",))
+
+
+def _sharpness(bgr: np.ndarray) -> float:
+    return float(np.abs(cv2.Laplacian(bgr, cv2.CV_32F)).mean())
+
+
+def test_detector_crops_are_defocused_only_when_asked() -> None:
+    image = _textured_image()
+    for e in range(6):
+        plain, plain_boxes = random_crop(image, np.random.default_rng([0, e]), 320, (0.6, 1.7))
+        off, off_boxes = random_crop(image, np.random.default_rng([0, e]), 320, (0.6, 1.7), blur=0.0)
+        blurred, blurred_boxes = random_crop(image, np.random.default_rng([0, e]), 320, (0.6, 1.7), blur=1.0)
+        # blur 0 draws nothing: the default recipe's crops are the crops it had before the option existed
+        assert np.array_equal(plain, off) and np.array_equal(plain_boxes, off_boxes)
+        # the same window and faces, defocused (the brightness and contrast drawn after it differ)
+        assert np.array_equal(plain_boxes, blurred_boxes)
+        assert _sharpness(blurred) < 0.6 * _sharpness(plain)
