@@ -24,7 +24,7 @@ from maskwatch.store import TP, Store
 from worker import metrics
 from worker.batch import Books, RejectionLog, applied_totals, batch_notice, count, live_notice
 from worker.cameras import CameraRegistry, CameraZones
-from worker.health import Health
+from worker.health import Health, keep_rejoin_pending
 from worker.inference import Inference, InFlight
 from worker.settings import WorkerSettings
 
@@ -152,7 +152,7 @@ class Worker:
         pending: InFlight | None = None
         while not self.stop.is_set():
             self._follow_topics()
-            self._keep_rejoin_pending()
+            keep_rejoin_pending(self.consumer)
             if self.unpositioned:
                 self._position()
             polled = self.poll_beside(pending)
@@ -201,18 +201,6 @@ class Worker:
         """
         consumer = self.consumer
         consumer._client.set_topics(consumer._subscription.group_subscription())  # noqa: SLF001 - kafka-python's own call
-
-    def _keep_rejoin_pending(self) -> None:
-        """While a rebalance is under way, keep the client's rejoin flag set, as the Java client does since KAFKA-9815.
-
-        kafka-python 2.3 leaves it unset when the leader starts a rebalance because the topics' metadata changed (a
-        bucket topic created, a restarted broker's topics back); the leader's own assignment then makes the metadata
-        match again, and if the SyncGroup answer lands in a poll that has already timed out, no later poll finishes
-        the join: the leader would keep no partitions and never apply its assignment.
-        """
-        coordinator = self.consumer._coordinator  # noqa: SLF001 - the join's own state; kafka-python has no public hook
-        if coordinator.rejoining and not coordinator.rejoin_needed:
-            coordinator.request_rejoin()
 
     def poll_beside(self, pending: InFlight | None) -> dict[Any, list[Any]]:
         """The next frames, fetched while `pending`'s Predict runs; returns early once that call is done."""

@@ -80,13 +80,15 @@ class Health:
             self.heartbeat(force=True)
 
     def wait_backoff(self, attempt: int) -> None:
-        """Wait with capped backoff while keeping group membership: partitions paused, poll keeps running."""
+        """Wait with capped backoff while keeping group membership: partitions paused, poll keeps running (and
+        finishes a rebalance that starts meanwhile)."""
         delay = random.uniform(0.5, 1.0) * min(self.s.retry_max_s, 0.25 * 2**attempt)
         deadline = time.monotonic() + delay
         while not self.stop.is_set() and time.monotonic() < deadline:
             assigned = self.consumer.assignment()
             if assigned:
                 self.consumer.pause(*assigned)
+            keep_rejoin_pending(self.consumer)
             got = self.consumer.poll(timeout_ms=min(200, max(1, int((deadline - time.monotonic()) * 1000))))
             for tp, recs in got.items():
                 self.carry.setdefault(tp, []).extend(recs)
@@ -167,3 +169,17 @@ class Health:
             self.store.heartbeat("worker", self.s.worker_id, beat.to_json())
         except redis.RedisError as e:
             logger.debug("heartbeat not written error=%s", e)
+
+
+def keep_rejoin_pending(consumer: KafkaConsumer) -> None:
+    """While a rebalance is under way, keep the client's rejoin flag set, as the Java client does since KAFKA-9815;
+    called before every poll, the main loop's and the backoff's.
+
+    kafka-python 2.3 leaves it unset when the leader starts a rebalance because the topics' metadata changed (a
+    bucket topic created, a restarted broker's topics back); the leader's own assignment then makes the metadata
+    match again, and if the SyncGroup answer lands in a poll that has already timed out, no later poll finishes
+    the join: the leader would keep no partitions and never apply its assignment.
+    """
+    coordinator = consumer._coordinator  # noqa: SLF001 - the join's own state; kafka-python has no public hook
+    if coordinator.rejoining and not coordinator.rejoin_needed:
+        coordinator.request_rejoin()

@@ -287,7 +287,7 @@ def test_workers_read_the_topics_of_a_restarted_broker_again(
     """The embedded broker restarts empty and the janitor creates its bucket topics again: soon after (as `maskwatch
     up` does, racing the workers' rejoin: the group may form with or without them) or only once the two workers have
     formed their group without them. Either way the workers read the topics again and every frame sent after the
-    restart is counted once. Without the worker's two group fixes (`worker.consumer.Range`, `_keep_rejoin_pending`)
+    restart is counted once. Without the worker's two group fixes (`worker.consumer.Range`, `keep_rejoin_pending`)
     this failed in 6 of 6 runs and in 2 of 6 runs respectively."""
     rnd = random.Random(seed)
     port = free_port()

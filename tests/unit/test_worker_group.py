@@ -12,6 +12,7 @@ from kafka.protocol.metadata import MetadataResponse
 
 from worker.app import consumer_config
 from worker.consumer import Range, Worker, _Rebalance
+from worker.health import Health, keep_rejoin_pending
 from worker.settings import WorkerSettings
 
 
@@ -67,14 +68,23 @@ class FakeCoordinator:
 
 
 class FakeConsumer:
+    """A consumer whose polls record the coordinator's rejoin flag as each poll starts."""
+
     def __init__(self, coordinator: FakeCoordinator) -> None:
         self._coordinator = coordinator
+        self.flag_at_poll: list[bool] = []
+
+    def assignment(self) -> set[object]:
+        return set()
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[object, list[object]]:
+        self.flag_at_poll.append(self._coordinator.rejoin_needed)
+        return {}
 
 
 def keep(rejoining: bool, rejoin_needed: bool) -> bool:
     c = FakeCoordinator(rejoining, rejoin_needed)
-    w = Worker(WorkerSettings(), FakeConsumer(c), None, None, None, threading.Event())  # type: ignore[arg-type]
-    w._keep_rejoin_pending()  # noqa: SLF001
+    keep_rejoin_pending(FakeConsumer(c))  # type: ignore[arg-type]
     return c.rejoin_needed
 
 
@@ -83,6 +93,14 @@ def test_a_join_under_way_keeps_its_rejoin_flag() -> None:
     assert keep(rejoining=True, rejoin_needed=False) is True
     assert keep(rejoining=True, rejoin_needed=True) is True
     assert keep(rejoining=False, rejoin_needed=False) is False
+
+
+def test_a_join_that_starts_while_the_worker_backs_off_is_kept_pending_too() -> None:
+    """The backoff's polls (a dead model server or Redis) finish a rebalance as the main loop's do."""
+    consumer = FakeConsumer(FakeCoordinator(rejoining=True, rejoin_needed=False))
+    health = Health(WorkerSettings(retry_max_s=0.05), consumer, None, threading.Event(), set())  # type: ignore[arg-type]
+    health.wait_backoff(0)
+    assert consumer.flag_at_poll and all(consumer.flag_at_poll)
 
 
 class FakeClient:
