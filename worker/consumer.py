@@ -152,7 +152,6 @@ class Worker:
         pending: InFlight | None = None
         while not self.stop.is_set():
             self._follow_topics()
-            keep_rejoin_pending(self.consumer)
             if self.unpositioned:
                 self._position()
             polled = self.poll_beside(pending)
@@ -213,6 +212,7 @@ class Worker:
                 return records
 
     def _poll(self, timeout_ms: int) -> dict[Any, list[Any]]:
+        keep_rejoin_pending(self.consumer)
         records: dict[Any, list[Any]] = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.s.max_poll_records)
         carry, self.health.carry = self.health.carry, {}
         for tp, recs in carry.items():

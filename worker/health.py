@@ -173,7 +173,7 @@ class Health:
 
 def keep_rejoin_pending(consumer: KafkaConsumer) -> None:
     """While a rebalance is under way, keep the client's rejoin flag set, as the Java client does since KAFKA-9815;
-    called before every poll, the main loop's and the backoff's.
+    called before every poll: the worker's (`Worker._poll`, each slice beside a running Predict) and the backoff's.
 
     kafka-python 2.3 leaves it unset when the leader starts a rebalance because the topics' metadata changed (a
     bucket topic created, a restarted broker's topics back); the leader's own assignment then makes the metadata

@@ -10,9 +10,11 @@ from kafka.coordinator.protocol import ConsumerProtocolMemberMetadata_v0
 from kafka.coordinator.subscription import Subscription
 from kafka.protocol.metadata import MetadataResponse
 
+from maskwatch.store import BatchWrite
 from worker.app import consumer_config
 from worker.consumer import Range, Worker, _Rebalance
 from worker.health import Health, keep_rejoin_pending
+from worker.inference import InFlight
 from worker.settings import WorkerSettings
 
 
@@ -68,7 +70,8 @@ class FakeCoordinator:
 
 
 class FakeConsumer:
-    """A consumer whose polls record the coordinator's rejoin flag as each poll starts."""
+    """A consumer whose polls record the coordinator's rejoin flag as each poll starts, then clear it as a poll that
+    times out mid-join does (kafka-python 2.3)."""
 
     def __init__(self, coordinator: FakeCoordinator) -> None:
         self._coordinator = coordinator
@@ -79,6 +82,7 @@ class FakeConsumer:
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[object, list[object]]:
         self.flag_at_poll.append(self._coordinator.rejoin_needed)
+        self._coordinator.rejoin_needed = False
         return {}
 
 
@@ -101,6 +105,24 @@ def test_a_join_that_starts_while_the_worker_backs_off_is_kept_pending_too() -> 
     health = Health(WorkerSettings(retry_max_s=0.05), consumer, None, threading.Event(), set())  # type: ignore[arg-type]
     health.wait_backoff(0)
     assert consumer.flag_at_poll and all(consumer.flag_at_poll)
+
+
+class DoneAfter:
+    """A Predict's future, done once the consumer has polled `polls` times."""
+
+    def __init__(self, consumer: FakeConsumer, polls: int) -> None:
+        self.consumer, self.polls = consumer, polls
+
+    def done(self) -> bool:
+        return len(self.consumer.flag_at_poll) >= self.polls
+
+
+def test_every_poll_beside_a_predict_keeps_a_join_pending() -> None:
+    """The worker polls in short slices while a Predict runs; the join must stay pending in each of them."""
+    consumer = FakeConsumer(FakeCoordinator(rejoining=True, rejoin_needed=False))
+    w = Worker(WorkerSettings(poll_timeout_ms=10_000), consumer, None, None, None, threading.Event())  # type: ignore[arg-type]
+    w.poll_beside(InFlight(batch=BatchWrite(), frames=[], records=1, dead=[], future=DoneAfter(consumer, 3)))  # type: ignore[arg-type]
+    assert consumer.flag_at_poll == [True, True, True]
 
 
 class FakeClient:

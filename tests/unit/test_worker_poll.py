@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 from maskwatch.store import BatchWrite
@@ -17,6 +18,7 @@ class FakeConsumer:
     def __init__(self, records_at: int | None = None) -> None:
         self.timeouts: list[int] = []
         self.records_at = records_at
+        self._coordinator = SimpleNamespace(rejoining=False, rejoin_needed=False)  # no rebalance under way
 
     def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
         self.timeouts.append(timeout_ms)
