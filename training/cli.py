@@ -525,12 +525,24 @@ def fold_settings(config: TrainConfig) -> dict[str, Any]:
     return normalised
 
 
+def _with_later_defaults(made: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A fold's recorded settings with the options added since filled in at their defaults: a new option's default
+    reproduces what training did before it existed, so a fold made then is a fold made with it at its default."""
+    if made is None:
+        return None
+    filled = dict(made)
+    for key, defaults in (("detector", DetectorConfig()), ("classifier", ClassifierConfig())):
+        if isinstance(made.get(key), dict):
+            filled[key] = {**json.loads(json.dumps(report.rounded(asdict(defaults)))), **made[key]}
+    return filled
+
+
 def _fold_done(fold_dir: Path, settings: dict[str, Any]) -> bool:
     """Whether the fold's report is complete; Refused when it was made with other settings."""
     path = fold_dir / report.JSON_FILE
     if not path.is_file() or not (fold_dir / report.DETECTIONS_FILE).is_file():
         return False
-    made = json.loads(path.read_text(encoding="utf-8")).get("training")
+    made = _with_later_defaults(json.loads(path.read_text(encoding="utf-8")).get("training"))
     if made != settings:
         differs = sorted(k for k in set(made or {}) | set(settings) if (made or {}).get(k) != settings.get(k))
         raise Refused(f"cannot resume error={fold_dir} was made with other settings ({', '.join(differs)}); drop --resume")

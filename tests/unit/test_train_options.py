@@ -3,15 +3,17 @@ kept detector saw this run's validation images."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from training.cli import _seen_validation, config_of, parse_args
+from training.cli import Refused, _fold_done, _seen_validation, config_of, fold_settings, parse_args
 from training.config import ClassifierConfig, DetectorConfig, TrainConfig
 from training.data import Image, crop_window, random_crop
+from training.eval import report
 
 
 def test_classifier_seed_leaves_the_split_and_the_detector_seed_alone() -> None:
@@ -110,3 +112,24 @@ def test_detector_crops_are_defocused_only_when_asked() -> None:
         # the same window and faces, defocused (the brightness and contrast drawn after it differ)
         assert np.array_equal(plain_boxes, blurred_boxes)
         assert _sharpness(blurred) < 0.6 * _sharpness(plain)
+
+
+def _fold_made_before_blur_existed(tmp_path: Path) -> Path:
+    """A finished fold whose report records the settings of a run from before `--blur` existed."""
+    made = fold_settings(config_of(parse_args(["--data", str(tmp_path), "--folds", "5"])))
+    del made["detector"]["blur"]
+    fold = tmp_path / "fold-1"
+    fold.mkdir()
+    (fold / report.JSON_FILE).write_text(json.dumps({"training": made}), encoding="utf-8")
+    (fold / report.DETECTIONS_FILE).write_text("[]", encoding="utf-8")
+    return fold
+
+
+def test_a_fold_made_before_an_option_existed_resumes_with_it_at_its_default(tmp_path: Path) -> None:
+    """The shipped recipe's folds (model/cross-validation/) predate `--blur`; they are the same run with it off."""
+    fold = _fold_made_before_blur_existed(tmp_path)
+    same = fold_settings(config_of(parse_args(["--data", str(tmp_path), "--folds", "5"])))
+    assert _fold_done(fold, same) is True
+    other = fold_settings(config_of(parse_args(["--data", str(tmp_path), "--folds", "5", "--blur", "0.3"])))
+    with pytest.raises(Refused, match=r"made with other settings \(detector\)"):
+        _fold_done(fold, other)
