@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -237,6 +238,12 @@ def test_rotating_topics_count_exactly_and_are_deleted(
     assert set(rcs.values()) == {0}, rcs
 
 
+def _start_broker(tansu: Children, name: str, port: int, topic: str | None, partitions: int, dlq_topic: str) -> None:
+    """Start (or start again, empty) the broker `name` on `port` and create the test's topics on it."""
+    tansu.start_broker(name, port)
+    ensure_topics([f"127.0.0.1:{port}"], topic, partitions, dlq_topic)
+
+
 @pytest.mark.timeout(300)
 def test_frames_a_broker_restart_loses_are_counted_lost(
     redis_url: str, cheap_serving: str, names: dict[str, str], logs_dir: Path
@@ -246,10 +253,7 @@ def test_frames_a_broker_restart_loses_are_counted_lost(
     port = free_port()
     kafka = f"127.0.0.1:{port}"
     tansu = Children(logs_dir)
-
-    def broker() -> None:
-        tansu.start_broker("tansu-restart", port)
-        ensure_topics([kafka], names["topic"], 4, names["dlq_topic"])
+    broker = partial(_start_broker, tansu, "tansu-restart", port, names["topic"], 4, names["dlq_topic"])
 
     def send(first: int, per_cam: int) -> None:
         _send_rounds(kafka, names["topic"], range(first, first + per_cam))
@@ -294,10 +298,7 @@ def test_workers_read_the_topics_of_a_restarted_broker_again(
     kafka = f"127.0.0.1:{port}"
     tansu = Children(logs_dir)
     scheme = TopicScheme(names["topic"], 3600)  # one bucket for the whole test: no rotation beside the restart
-
-    def broker() -> None:
-        tansu.start_broker("tansu-topics-back", port)
-        ensure_topics([kafka], None, 1, names["dlq_topic"])
+    broker = partial(_start_broker, tansu, "tansu-topics-back", port, None, 1, names["dlq_topic"])
 
     broker()
     store = Store.from_url(redis_url, names["redis_prefix"])
