@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             "soak_frames_lost": soak["soak_frames_lost"],
             "soak_frames_double_counted": soak["soak_frames_double_counted"],
             "soak_rss_peak_growth_pct": soak["soak_rss_peak_growth_pct"],
+            "soak_redis_other_growth_kib": soak["soak_redis_other_growth_kib"],
             "details": {"soak": soak},
             "soak_rotations": soak["soak_rotations"],
             "stamp": {**stamp, "quick": cfg.minutes < 60},
@@ -121,7 +122,12 @@ def goals(data: dict[str, object], results: Path) -> list[dict[str, object]]:
         out.append({"what": "soak: no frame counted twice", "value": double, "met": double == 0})
     peak = data.get("soak_rss_peak_growth_pct")
     if isinstance(peak, (int, float)):
-        out.append({"what": "soak: every process's 5-min RSS peak within 10 % after 10 min", "value": peak, "met": peak <= 10.0})
+        what = "soak: every process's 5-min RSS peak within 10 % after 10 min (Redis aside: it keeps days of history)"
+        out.append({"what": what, "value": peak, "met": peak <= 10.0})
+    other = data.get("soak_redis_other_growth_kib")
+    if isinstance(other, (int, float)):
+        what = "soak: Redis grows only by its history (every other kind of key but the newest frames ≤ +64 KiB after 10 min)"
+        out.append({"what": what, "value": other, "met": other <= 64.0})
     srv = report.load_previous(results / "serving.json")
     if srv:
         out.append(

@@ -31,7 +31,14 @@ MAIN_KEYS = (
     "scaling_fps",
     "scaling_efficiency_8",
 )
-SOAK_KEYS = ("soak_rss_growth_pct", "soak_rss_peak_growth_pct", "soak_frames_lost", "soak_frames_double_counted", "soak_rotations")
+SOAK_KEYS = (
+    "soak_rss_growth_pct",
+    "soak_rss_peak_growth_pct",
+    "soak_redis_other_growth_kib",
+    "soak_frames_lost",
+    "soak_frames_double_counted",
+    "soak_rotations",
+)
 
 
 def cpu_model() -> str:
@@ -171,7 +178,8 @@ def markdown(data: dict[str, Any]) -> str:
         ("scaling_fps", f"1/2/4/8 workers, sleep model {sc.get('config', {}).get('sleep_ms_per_call')} ms/call", ""),
         ("scaling_efficiency_8", "fps(8) / (8 × fps(1))", ""),
         ("soak_rss_growth_pct", "max over every process (broker and Redis included), from the 10th minute to the end", f"{sk.get('config', {}).get('minutes', '')} min"),
-        ("soak_rss_peak_growth_pct", "max over every process: its highest RSS in the last 5-min window over the first after the 10th minute", ""),
+        ("soak_rss_peak_growth_pct", "max over every process but Redis (it keeps days of history): its highest RSS in the last 5-min window over the first after the 10th minute", ""),
+        ("soak_redis_other_growth_kib", "Redis: KiB gained after the 10th minute by every kind of key but the history's (minute/hour/day buckets, episodes, snapshots) and each camera's newest frame", ""),
         ("soak_frames_lost", "frames handed to the broker (producer `seq`) − (frames + dropped_stale + invalid + lost), when > 0", ""),
         ("soak_frames_double_counted", "the same difference when < 0: frames counted twice", ""),
         ("soak_rotations", "bucket topics deleted once consumed", ""),

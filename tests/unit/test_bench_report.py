@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from bench.__main__ import goals
 from bench.profile import phases_of
 from bench.report import MAIN_KEYS, SOAK_KEYS, markdown, merge, thin
+from bench.soak import key_kind, other_growth
 
 
 def stamp(date: str) -> dict[str, Any]:
@@ -77,3 +80,18 @@ def test_markdown_shows_the_runtimes_accuracy_and_the_profile() -> None:
     assert "**1.90**" in text and "**0.0017**" in text and "on 124 validation images" in text
     assert "rows past tolerance 9 boxes / 30 scores / 3 classes of 843" in text
     assert "| detector | 30.00 | 75 % |" in text
+
+
+def test_redis_history_grows_by_design_and_any_other_kind_of_key_is_growth() -> None:
+    """The soak weighs Redis by kind of key: minute buckets and snapshots pile up until their TTLs; a list or hash
+    that grows outside the history (a leak) counts."""
+    assert key_kind("mw:m:cam-1:29511360", "mw:") == "m" and key_kind("mw:offsets:g:frames.60", "mw:") == "offsets"
+    before = {"m": {"keys": 10, "bytes": 3_400}, "snap": {"keys": 1, "bytes": 2_500}, "offsets": {"keys": 5, "bytes": 1_000}}
+    grown = {"m": {"keys": 70, "bytes": 23_800}, "snap": {"keys": 9, "bytes": 22_500}, "offsets": {"keys": 5, "bytes": 1_100}}
+    assert other_growth(before, grown) == 100
+    assert other_growth({**before, "latest": {"keys": 8, "bytes": 200_000}}, {**grown, "latest": {"keys": 8, "bytes": 260_000}}) == 100
+    leaked = {**grown, "rejections": {"keys": 1, "bytes": 90_000}}
+    assert other_growth(before, leaked) == 90_100
+    level = {g["what"]: g["met"] for g in goals({"soak_redis_other_growth_kib": 0.1}, Path("/nonexistent"))}
+    leaking = {g["what"]: g["met"] for g in goals({"soak_redis_other_growth_kib": 88.0}, Path("/nonexistent"))}
+    assert list(level.values()) == [True] and list(leaking.values()) == [False]
