@@ -1,5 +1,6 @@
 """The soak: the real producer with 8 demo cameras at 5 fps through the whole stack for N minutes (60 by default),
-with the embedded stack's time-bucketed topics and their janitor; the memory of every process (broker and Redis
+with the embedded stack's time-bucketed topics and their janitor and the model server as `maskwatch up` runs it
+(OpenVINO runtime, batching); the memory of every process (broker and Redis
 included), Redis's memory and disk over time and by kind of key, lag, and whether every frame the broker took was
 accounted for.
 
@@ -21,7 +22,7 @@ from typing import Any
 import redis
 
 from bench.feeder import accounted
-from bench.stack import Names, start_server, start_workers, wait_group_stable, worker_env
+from bench.stack import DEPLOYED_SERVING_ARGS, Names, start_server, start_workers, wait_group_stable, worker_env
 from bench.stats import growth_pct, percentile, window_peaks
 from maskwatch.buckets import TopicScheme
 from maskwatch.procs import Children, py, wait_for
@@ -62,7 +63,7 @@ class SoakConfig:
 def run_soak(procs: Children, model_base_path: Path, cfg: SoakConfig) -> dict[str, Any]:
     kafka = procs.start_broker()
     redis_url = procs.start_redis(persist=True)
-    server = start_server(procs, model_base_path)
+    server = start_server(procs, model_base_path, "serving", *DEPLOYED_SERVING_ARGS)  # as `maskwatch up` serves
     names = Names.fresh("soak")
     ensure_topics([kafka], None, cfg.partitions, names.dlq_topic)
     store = Store.from_url(redis_url, names.prefix)
@@ -174,6 +175,7 @@ def run_soak(procs: Children, model_base_path: Path, cfg: SoakConfig) -> dict[st
             "workers": cfg.workers,
             "partitions": cfg.partitions,
             "memory_baseline_s": cfg.warmup_s,
+            "serving_args": list(DEPLOYED_SERVING_ARGS),
         },
         "soak_rss_growth_pct": max(growth.values()),
         "soak_rotations": janitor.stats.deleted,
