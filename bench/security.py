@@ -8,7 +8,9 @@
   an older checkout, e.g. `git archive <rev> | tar -x -C DIR`) and with this checkout.
 - `frames`: peak RSS of the model server (`python -m serving`, either runtime, its pixel cap raised to admit them)
   while N large JPEGs (a real photo scaled up, or header bombs) are sent to Predict at once, with the code and
-  model of `--before` and with this checkout's: what decoding a large frame downscaled saves.
+  model of `--before` and with this checkout's: what decoding a large frame downscaled saves. With `--per-request K`
+  each Predict carries K copies of the frame (`--size 640x480 -n 1 --per-request 64`: one large batch, what the
+  runtime's chunking bounds).
 - `rps`: requests/s of GET /api/cameras from N client threads, `python -m dashboard` of `--before` (the
   Werkzeug development server) against this checkout's (gunicorn), both as processes, interleaved.
 """
@@ -269,7 +271,7 @@ def large_jpeg(width: int, height: int) -> bytes:
     return cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
 
 
-def frames_run(code: Path, model: Path, label: str, runtime: str, n: int, jpeg: bytes, what: str) -> None:
+def frames_run(code: Path, model: Path, label: str, runtime: str, n: int, jpeg: bytes, what: str, per_request: int = 1) -> None:
     env = {**os.environ, "PYTHONPATH": str(code), "TF_CPP_MIN_LOG_LEVEL": "2"}
     port = free_port()
     size = image_size(jpeg)
@@ -285,7 +287,7 @@ def frames_run(code: Path, model: Path, label: str, runtime: str, n: int, jpeg: 
 
             def predict(_: int) -> str:
                 try:
-                    out = client.predict([jpeg])
+                    out = client.predict([jpeg] * per_request)
                 except grpc.RpcError as error:
                     return str(error.code().name)
                 return f"OK {int(out['num_detections'][0])} faces"
@@ -300,7 +302,8 @@ def frames_run(code: Path, model: Path, label: str, runtime: str, n: int, jpeg: 
             client.close()
     counted = {a: answers.count(a) for a in sorted(set(answers))}
     print(f"{label}: model server ({runtime}) RSS {before:.0f} MB -> peak {rss.peak['model server']:.0f} MB"
-          f" ({n} parallel {size.width}x{size.height} {what}, answers {counted}, {took:.1f}s)", flush=True)
+          f" ({n} parallel Predicts of {per_request} {size.width}x{size.height} {what}, answers {counted}, {took:.1f}s)",
+          flush=True)
 
 
 def _answers(client: ModelClient, jpeg: bytes) -> bool:
@@ -312,13 +315,13 @@ def _answers(client: ModelClient, jpeg: bytes) -> bool:
 
 
 def bench_frames(before: Path | None, before_model: Path | None, runtime: str, n: int, width: int, height: int,
-                 bomb: bool) -> None:
+                 bomb: bool, per_request: int = 1) -> None:
     jpeg = header_bomb(width, height) if bomb else large_jpeg(width, height)
     what = "header bombs" if bomb else "JPEGs"
     if before is not None:
         frames_run(before, before_model or before / "models" / MODEL_NAME, f"before ({before})", runtime, n,
-                   jpeg, what)
-    frames_run(ROOT, ROOT / "models" / MODEL_NAME, "now", runtime, n, jpeg, what)
+                   jpeg, what, per_request)
+    frames_run(ROOT, ROOT / "models" / MODEL_NAME, "now", runtime, n, jpeg, what, per_request)
 
 
 # ---- requests per second ------------------------------------------------------------------------------------
@@ -381,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("-n", type=int, default=20)
     f.add_argument("--size", default="7680x4320", help="width x height of the frames")
     f.add_argument("--bomb", action="store_true", help="header bombs announcing the size instead of real frames")
+    f.add_argument("--per-request", type=int, default=1, help="frames in each Predict (one batch)")
     r = sub.add_parser("rps")
     r.add_argument("--before", type=Path, required=True, help="directory with the older code to compare with")
     r.add_argument("--cameras", type=int, default=20)
@@ -396,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_bombs(args.before, args.n, w, h)
     elif args.what == "frames":
         w, h = (int(v) for v in args.size.split("x"))
-        bench_frames(args.before, args.before_model, args.runtime, args.n, w, h, args.bomb)
+        bench_frames(args.before, args.before_model, args.runtime, args.n, w, h, args.bomb, args.per_request)
     else:
         paths = args.path or ["/healthz", "/api/cameras?window=15m"]
         bench_rps(args.before, args.cameras, args.threads, args.seconds, args.rounds, paths)

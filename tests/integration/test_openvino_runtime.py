@@ -24,7 +24,7 @@ from bench.frames import frame_set
 from bench.security import large_jpeg
 from maskwatch.model_api import OUT_NUM
 from maskwatch.procs import free_port
-from model.ovmodel import OpenVinoMaskDetector, decode_jpeg, has_openvino
+from model.ovmodel import PREDICT_CHUNK, OpenVinoMaskDetector, decode_jpeg, has_openvino
 from model.parity import compare
 from tests.integration.conftest import ENV, ROOT
 from tests.integration.serving_fixtures import ServerProcess, build_model, predict_request, start_server
@@ -68,6 +68,20 @@ def test_rows_match_tensorflow_row_for_row(version_dir: Path, reference: list[di
     # a batch gives each image the rows it gets alone
     batch = model.predict(photos())
     assert batch[OUT_NUM].tolist() == [r[OUT_NUM][0] for r in reference]
+
+
+def test_a_batch_of_several_chunks_gives_each_image_its_rows(version_dir: Path, reference: list[dict[str, np.ndarray]]) -> None:
+    """The runtime runs a large batch PREDICT_CHUNK images at a time (its memory bound); every image still gets the
+    rows TensorFlow gives it, in the batch's order."""
+    model = OpenVinoMaskDetector(version_dir)
+    jpegs, refs = (photos() * 3)[1:], (reference * 3)[1:]  # chunks that do not start where the list does
+    assert len(jpegs) > 2 * PREDICT_CHUNK and len(jpegs) % PREDICT_CHUNK  # two whole chunks and a short one
+    batch = model.predict(jpegs)
+    assert all(len(v) == len(jpegs) for v in batch.values())
+    parity = None
+    for i, ref in enumerate(refs):
+        parity = compare(ref, {k: v[i : i + 1] for k, v in batch.items()}, parity)
+    assert parity is not None and parity.ok, (parity.to_dict(), parity.examples)
 
 
 def test_bad_jpeg_is_a_value_error_and_loses_nothing(version_dir: Path) -> None:
