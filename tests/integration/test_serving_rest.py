@@ -162,6 +162,6 @@ def test_repo_configs_are_accepted_by_the_server(tmp_path: Path) -> None:
     )
     try:
         assert server.manager is not None and server.manager.model_names() == ["mask_detector"]
-        assert server.scheduler is not None and server.scheduler.options.max_batch_size == 256
+        assert server.scheduler is not None and server.scheduler.options.max_batch_size == 32
     finally:
         server.stop(grace=1)

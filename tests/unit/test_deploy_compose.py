@@ -289,6 +289,24 @@ def test_model_server_threads_match_its_cpu_limit(services: dict[str, Any]) -> N
     assert {**demo_cfg, "num_batch_threads": deploy_cfg["num_batch_threads"]} == deploy_cfg, "only the thread count differs"
 
 
+# A model run's memory per frame (TensorFlow, 640x480 frames: peak RSS 1,200 MB for one Predict of 8 frames, 2,376 MB
+# for 64; `python -m bench.security frames --runtime tensorflow --size 640x480 -n 1 --per-request K`, 2026-12-07) and
+# the server's RSS once the model is loaded (1,062 MB), rounded up.
+MB_PER_BATCH_FRAME = 21
+MB_LOADED = 1_100
+
+
+@pytest.mark.timeout(60)
+def test_model_server_memory_limit_holds_its_largest_batches(services: dict[str, Any]) -> None:
+    """Every batch thread running a batch of max_batch_size frames fits the container (a batch of 256, the limit
+    until 2026-12-07, needed 5 GB in a 4 GB container); a worker's default poll is one batch."""
+    svc = services["tf-serving"]
+    limit_mb = _bytes(svc["deploy"]["resources"]["limits"]["memory"]) / 2**20
+    cfg = batching(ROOT / "deploy" / "batching.config")
+    assert MB_LOADED + cfg["num_batch_threads"] * cfg["max_batch_size"] * MB_PER_BATCH_FRAME <= limit_mb
+    assert int(services["worker"]["environment"]["MW_MAX_POLL_RECORDS"]) <= cfg["max_batch_size"]
+
+
 def _bytes(size: str) -> float:
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)b?", size.strip().lower())
     assert m, size

@@ -402,6 +402,29 @@ def test_tf_serving_serves_the_config_files_and_is_ready_only_when_the_model_is_
 
 
 @pytest.mark.timeout(60)
+def test_tf_serving_memory_limit_holds_its_largest_batches(tmp_path: Path) -> None:
+    """As in compose (tests/unit/test_deploy_compose.py): the batch threads' largest batches fit the pod's limit, and
+    every overlay's worker polls no more frames than one batch holds."""
+    from tests.unit.test_deploy_compose import MB_LOADED, MB_PER_BATCH_FRAME, batching
+
+    (c,) = one(render(BASE), "Deployment", "maskwatch-tf-serving")["spec"]["template"]["spec"]["containers"]
+    m = re.fullmatch(r"(\d+)(Mi|Gi)", c["resources"]["limits"]["memory"])
+    assert m, c["resources"]["limits"]["memory"]
+    limit_mb = int(m[1]) * (1024 if m[2] == "Gi" else 1)
+    cfg = batching(ROOT / "deploy" / "batching.config")
+    assert MB_LOADED + cfg["num_batch_threads"] * cfg["max_batch_size"] * MB_PER_BATCH_FRAME <= limit_mb
+    polls = [
+        int(e["value"])
+        for overlay in overlays(prepared_k8s(tmp_path))
+        for obj in render(overlay)
+        for w in _containers(obj)
+        for e in w.get("env", [])
+        if e["name"] == "MW_MAX_POLL_RECORDS"
+    ]
+    assert polls and max(polls) <= cfg["max_batch_size"], polls
+
+
+@pytest.mark.timeout(60)
 def test_services_expose_only_the_ports_in_use(tmp_path: Path) -> None:
     """TF Serving's REST port answers only its own pod's probe; the dashboard serves HTTP on one port."""
     for label, objs in renders(tmp_path).items():
