@@ -348,20 +348,27 @@ class BatchScheduler:
         return outputs
 
 
-def size_groups(sizes: Sequence[tuple[int, int]], max_pixels: int) -> list[list[int]]:
-    """Row indices grouped so that each group's padded canvas (tallest x widest) holds at most `max_pixels`.
+# Images one model run takes at most: its memory grows with them (~21 MB per 640x480 frame in TensorFlow) and its
+# time per image does not fall beyond a few on CPUs. The batching's max_batch_size (serving/batching.config) is the
+# same, so batched calls are not split further; a Predict without batching of more images runs in several.
+MAX_ROWS_PER_RUN = 32
+
+
+def size_groups(sizes: Sequence[tuple[int, int]], max_pixels: int, max_rows: int = MAX_ROWS_PER_RUN) -> list[list[int]]:
+    """Row indices grouped so that each group's padded canvas (tallest x widest) holds at most `max_pixels`, and
+    each group at most `max_rows` rows.
 
     A model decoding a batch of images pads each to the batch's largest height x largest width, so a 20000x2000
     and a 2000x20000 image together would cost 20000x20000 each. Sorted by (height, width), rows join a group
     while the padded canvas stays within the cap: a batch then costs at most `max_pixels` x its rows, and rows of
-    one size (every camera frame alike) stay in one group.
+    one size (every camera frame alike) stay in one group, up to `max_rows` of them.
     """
     order = sorted(range(len(sizes)), key=lambda i: (sizes[i][1], sizes[i][0]))
     groups: list[list[int]] = []
     max_w = max_h = 0
     for i in order:
         w, h = sizes[i]
-        if groups and max(max_w, w) * max(max_h, h) <= max_pixels:
+        if groups and len(groups[-1]) < max_rows and max(max_w, w) * max(max_h, h) <= max_pixels:
             groups[-1].append(i)
             max_w, max_h = max(max_w, w), max(max_h, h)
         else:
@@ -387,7 +394,8 @@ def encoded_image_sizes(images: np.ndarray, max_pixels: int) -> list[tuple[int, 
 
 
 def run_by_image_size(inputs: Arrays, run: RunFn, max_pixels: int) -> dict[str, np.ndarray]:
-    """`run(inputs)`, with a batch of encoded images split by `size_groups` when one run would pad past the cap.
+    """`run(inputs)`, with a batch of encoded images split by `size_groups` when one run would pad past the cap or
+    hold more than MAX_ROWS_PER_RUN images.
 
     Applies to a call whose only input is a 1-D string tensor of JPEG/PNG images; other calls run as they are.
     """

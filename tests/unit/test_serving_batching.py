@@ -76,7 +76,7 @@ def test_omitted_fields_take_tf_serving_defaults() -> None:
 @pytest.mark.timeout(10)
 def test_repo_batching_config_parses() -> None:
     options = load_batching_parameters(str(REPO_BATCHING))
-    assert options.max_batch_size == 256 and options.num_batch_threads == 2
+    assert options.max_batch_size == batching.MAX_ROWS_PER_RUN and options.num_batch_threads == 2  # batched runs not split again
 
 
 @pytest.mark.timeout(10)
@@ -310,6 +310,23 @@ def test_run_by_image_size_splits_and_restores_order() -> None:
     assert sorted(runs) == [1, 2]
     assert list(out["w"]) == [2000, 200, 2000]
     assert out["k"].shape == (3, 3)  # a group's shorter second dimension is zero-padded
+
+
+def test_a_large_call_runs_at_most_max_rows_per_run_images_at_a_time() -> None:
+    """A Predict of many frames (no batching to bound it) runs in pieces: a model run's memory grows per image."""
+    assert batching.size_groups([(640, 480)] * 5, 640 * 480, max_rows=2) == [[0, 1], [2, 3], [4]]
+    n = 2 * batching.MAX_ROWS_PER_RUN + 3
+    images = np.array([_jpeg_claiming(640, 480 + (i % 2)) for i in range(n)], dtype=object)
+    runs: list[int] = []
+
+    def run(arrays: batching.Arrays) -> dict[str, np.ndarray]:
+        rows = arrays["images"]
+        runs.append(len(rows))
+        return {"h": np.array([batching.image_size(bytes(r)).height for r in rows])}  # type: ignore[union-attr]
+
+    out = batching.run_by_image_size({"images": images}, run, 640 * 481)
+    assert max(runs) == batching.MAX_ROWS_PER_RUN and sum(runs) == n
+    assert list(out["h"]) == [480 + (i % 2) for i in range(n)]  # every row's answer in its place
 
 
 def test_run_by_image_size_refuses_a_header_bomb_before_running() -> None:
