@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import threading
 import time
@@ -49,6 +50,16 @@ GRPC_OPTIONS = [
 
 # what the gRPC health service reports on: the whole server, and each service it offers
 HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or `localhost`) keeps a port on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class StartupError(RuntimeError):
@@ -276,6 +287,12 @@ class ModelServer:
         self._grpc = server
         self.grpc_port = port
         logger.info("grpc listening address=%s", address)
+        if not is_loopback(host):
+            logger.warning(
+                "listening beyond this machine host=%s: the TF Serving API has no authentication, so anyone who can "
+                "reach the port can call the model; keep it on a private network or use --host 127.0.0.1",
+                host,
+            )
 
     def _start_rest(self, metrics_path: str | None) -> None:
         assert self.inference is not None

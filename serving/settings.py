@@ -38,7 +38,7 @@ class Settings:
     """Everything `python -m serving` is told on its command line."""
 
     port: int = 8500
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # secure by default; TF Serving listens everywhere (--host 0.0.0.0)
     grpc_max_threads: int = 64
     enable_grpc_healthcheck_service: bool = False
     rest_api_port: int = 0
@@ -152,7 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(f"--{name}", type=kind, default=default, help=f"{help_text} (default {default!r})")
 
     add("port", int, "TCP port for gRPC")
-    add("host", str, "Address the gRPC and REST ports listen on; 127.0.0.1 keeps them on this machine (not a TF Serving flag)")
+    add(
+        "host",
+        str,
+        "Address the gRPC and REST ports listen on (not a TF Serving flag): 127.0.0.1 by default, this machine only; "
+        "0.0.0.0 listens everywhere as TF Serving does, with no authentication (keep it on a private network)",
+    )
     add("grpc_max_threads", int, "Max gRPC server threads handling calls")
     add("enable_grpc_healthcheck_service", bool, "Serve the standard gRPC health service (grpc.health.v1)")
     add("rest_api_port", int, "TCP port for the REST API and metrics; 0 turns REST off")
