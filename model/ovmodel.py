@@ -333,8 +333,8 @@ class OpenVinoMaskDetector:
 
         The batch runs PREDICT_CHUNK images at a time: the networks' memory grows with their batch (OpenVINO keeps
         what its largest run needed: ~20 MB per detector image, ~2 MB per classifier crop) and their time per image
-        does not fall beyond a few, so a batch of 256 frames (the batching queue's largest) costs no more memory than
-        one of 8. `stage(name, seconds)` hears how long each step took by `clock` (the benchmark's profile)."""
+        does not fall beyond a few, so a batch of 32 frames (the server's largest run) costs no more memory than one
+        of 8. `stage(name, seconds)` hears how long each step took by `clock` (the benchmark's profile)."""
         if len(jpegs) <= PREDICT_CHUNK:
             return self._predict(jpegs, stage, clock)
         parts = [self._predict(jpegs[i : i + PREDICT_CHUNK], stage, clock) for i in range(0, len(jpegs), PREDICT_CHUNK)]
