@@ -525,15 +525,19 @@ def fold_settings(config: TrainConfig) -> dict[str, Any]:
     return normalised
 
 
+# Settings added after fold reports were first written, each with the value that trains as before it existed: a fold
+# whose report lacks one was made with that value (model/cross-validation/ predates `--blur`).
+ADDED_SINCE: dict[str, dict[str, Any]] = {"detector": {"blur": 0.0}, "classifier": {}}
+
+
 def _with_later_defaults(made: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A fold's recorded settings with the options added since filled in at their defaults: a new option's default
-    reproduces what training did before it existed, so a fold made then is a fold made with it at its default."""
+    """A fold's recorded settings with the settings added since filled in (ADDED_SINCE)."""
     if made is None:
         return None
     filled = dict(made)
-    for key, defaults in (("detector", DetectorConfig()), ("classifier", ClassifierConfig())):
+    for key, added in ADDED_SINCE.items():
         if isinstance(made.get(key), dict):
-            filled[key] = {**json.loads(json.dumps(report.rounded(asdict(defaults)))), **made[key]}
+            filled[key] = {**added, **made[key]}
     return filled
 
 

@@ -125,8 +125,9 @@ def _fold_made_before_blur_existed(tmp_path: Path) -> Path:
     return fold
 
 
-def test_a_fold_made_before_an_option_existed_resumes_with_it_at_its_default(tmp_path: Path) -> None:
-    """The shipped recipe's folds (model/cross-validation/) predate `--blur`; they are the same run with it off."""
+def test_a_fold_made_before_an_option_existed_resumes_with_it_off(tmp_path: Path) -> None:
+    """The shipped recipe's folds (model/cross-validation/) predate `--blur`; they are the same run with it off
+    (training.cli.ADDED_SINCE), whatever the option's default becomes."""
     fold = _fold_made_before_blur_existed(tmp_path)
     same = fold_settings(config_of(parse_args(["--data", str(tmp_path), "--folds", "5"])))
     assert _fold_done(fold, same) is True
