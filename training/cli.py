@@ -47,12 +47,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="detector crops per step")
     ap.add_argument("--crop", type=int, default=d.crop, help="detector training crop side in pixels")
     ap.add_argument(
-        "--blur",
-        type=float,
-        default=d.blur,
-        help="share of the detector's training crops defocused by a Gaussian blur (trial; default: 0)",
-    )
-    ap.add_argument(
         "--classifier-size", type=int, default=c.size, help=f"classifier input side in pixels (default: {c.size})"
     )
     ap.add_argument("--seed", type=int, default=split.DEFAULT_SEED, help="the split's and the training's seed")
@@ -106,7 +100,7 @@ def config_of(args: argparse.Namespace) -> TrainConfig:
     if canvas is None:
         raise ValueError("--canvas must look like 480x640 (each side >= 32)")
     detector = replace(
-        DetectorConfig(), epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, blur=args.blur, seed=args.seed
+        DetectorConfig(), epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, seed=args.seed
     )
     classifier = replace(
         ClassifierConfig(),
@@ -525,28 +519,12 @@ def fold_settings(config: TrainConfig) -> dict[str, Any]:
     return normalised
 
 
-# Settings added after fold reports were first written, each with the value that trains as before it existed: a fold
-# whose report lacks one was made with that value (model/cross-validation/ predates `--blur`).
-ADDED_SINCE: dict[str, dict[str, Any]] = {"detector": {"blur": 0.0}, "classifier": {}}
-
-
-def _with_later_defaults(made: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A fold's recorded settings with the settings added since filled in (ADDED_SINCE)."""
-    if made is None:
-        return None
-    filled = dict(made)
-    for key, added in ADDED_SINCE.items():
-        if isinstance(made.get(key), dict):
-            filled[key] = {**added, **made[key]}
-    return filled
-
-
 def _fold_done(fold_dir: Path, settings: dict[str, Any]) -> bool:
     """Whether the fold's report is complete; Refused when it was made with other settings."""
     path = fold_dir / report.JSON_FILE
     if not path.is_file() or not (fold_dir / report.DETECTIONS_FILE).is_file():
         return False
-    made = _with_later_defaults(json.loads(path.read_text(encoding="utf-8")).get("training"))
+    made = json.loads(path.read_text(encoding="utf-8")).get("training")
     if made != settings:
         differs = sorted(k for k in set(made or {}) | set(settings) if (made or {}).get(k) != settings.get(k))
         raise Refused(f"cannot resume error={fold_dir} was made with other settings ({', '.join(differs)}); drop --resume")

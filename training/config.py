@@ -25,8 +25,6 @@ class DetectorConfig:
     learning_rate: float = 3e-4
     weight_decay: float = 1e-4
     scale_range: tuple[float, float] = (0.6, 1.7)
-    # trial (model/EXPERIMENTS.md): the share of crops defocused by a Gaussian blur, sigma BLUR_SIGMA_PX; 0: none
-    blur: float = 0.0
     seed: int = 0
 
 
@@ -80,8 +78,6 @@ class TrainConfig:
             return "--canvas must look like 480x640 (each side >= 32)"
         if self.version is not None and self.version < 1:
             return "--version must be >= 1"
-        if not 0.0 <= d.blur <= 1.0:
-            return "--blur must be in [0, 1]"
         if min(d.epochs, c.epochs, d.batch_size, self.threads) < 1 or d.crop < 64 or c.size < 32:
             return "epochs, batch size and threads must be >= 1, --crop >= 64, --classifier-size >= 32"
         if not 0.0 < self.face_threshold < 1.0:

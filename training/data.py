@@ -19,8 +19,6 @@ BEST_ANCHOR_MIN_IOU = 0.1
 # Faces narrower than this after scaling are neither learnt nor punished: anchors on them are ignored.
 MIN_FACE_PX = 6.0
 IGNORE_IOU = 0.2
-# A defocused crop's Gaussian sigma in crop pixels, log-uniform: the range of the blurred bare faces the detector misses.
-BLUR_SIGMA_PX = (0.5, 2.0)
 CLASS_INDEX = {name: i for i, name in enumerate(("with_mask", "without_mask", "mask_worn_incorrectly"))}
 # Context patches for the classifier: a square of PATCH_CONTEXT x the face's longer side, at PATCH_PX pixels.
 PATCH_CONTEXT = 2.0
@@ -53,11 +51,10 @@ def read_images(samples: Sequence[Sample]) -> list[Image]:
 
 
 def random_crop(
-    image: Image, rng: np.random.Generator, crop: int, scale_range: tuple[float, float], blur: float = 0.0
+    image: Image, rng: np.random.Generator, crop: int, scale_range: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scale by a log-uniform factor, cut a crop x crop window (mean colour where it leaves the image), flip half
-    the time, defocus a `blur` share of crops, jitter brightness and contrast. Returns (BGR float32 [crop,crop,3],
-    boxes [M,4] pixel in the crop). With `blur` 0 no random number is drawn for it (the same crops as without)."""
+    the time, jitter brightness and contrast. Returns (BGR float32 [crop,crop,3], boxes [M,4] pixel in the crop)."""
     cw = ch = crop
     lo, hi = np.log(scale_range[0]), np.log(scale_range[1])
     s = float(np.exp(rng.uniform(lo, hi)))
@@ -79,9 +76,6 @@ def random_crop(
     if rng.random() < 0.5:
         canvas = canvas[:, ::-1]
         boxes = np.stack([cw - boxes[:, 2], boxes[:, 1], cw - boxes[:, 0], boxes[:, 3]], axis=-1)
-    if blur > 0 and rng.random() < blur:
-        sigma = float(np.exp(rng.uniform(np.log(BLUR_SIGMA_PX[0]), np.log(BLUR_SIGMA_PX[1]))))
-        canvas[...] = cv2.GaussianBlur(np.ascontiguousarray(canvas), (0, 0), sigma)
     contrast = rng.uniform(0.75, 1.25)
     brightness = rng.uniform(-25, 25)
     canvas = np.clip((canvas - 128.0) * contrast + 128.0 + brightness, 0, 255)
@@ -125,13 +119,12 @@ def detector_batch(
     crop: int,
     priors_norm: np.ndarray,
     scale_range: tuple[float, float],
-    blur: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(blobs [B,crop,crop,3] BGR minus mean, anchor classes [B,P], offsets [B,P,4]): one `random_crop` per image."""
     priors_px = priors_norm * crop
     blobs, labels, offsets = [], [], []
     for i in indices:
-        canvas, boxes = random_crop(images[i], rng, crop, scale_range, blur)
+        canvas, boxes = random_crop(images[i], rng, crop, scale_range)
         lab, off = anchor_targets(boxes, priors_px, priors_norm, crop)
         blobs.append(canvas - np.asarray(BGR_MEAN, np.float32))
         labels.append(lab)

@@ -92,7 +92,7 @@ def train_detector(
         sums = np.zeros(2)
         for k in range(steps_per_epoch):
             idx = order[k * config.batch_size : (k + 1) * config.batch_size].tolist()
-            blobs, labels, offsets = detector_batch(images, idx, rng, config.crop, priors, config.scale_range, config.blur)
+            blobs, labels, offsets = detector_batch(images, idx, rng, config.crop, priors, config.scale_range)
             c, lo = step(tf.constant(blobs), tf.constant(labels), tf.constant(offsets))
             sums += (float(c), float(lo))
         epoch.assign_add(1)

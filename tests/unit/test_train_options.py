@@ -3,17 +3,13 @@ kept detector saw this run's validation images."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
-from training.cli import Refused, _fold_done, _seen_validation, config_of, fold_settings, parse_args
+from training.cli import _seen_validation, config_of, parse_args
 from training.config import ClassifierConfig, DetectorConfig, TrainConfig
-from training.data import Image, crop_window, random_crop
-from training.eval import report
+from training.data import crop_window
 
 
 def test_classifier_seed_leaves_the_split_and_the_detector_seed_alone() -> None:
@@ -40,7 +36,6 @@ def test_the_default_options_are_the_recipe_defaults() -> None:
         (["--face-threshold", "1"], "--face-threshold must be in (0, 1)"),
         (["--val-fraction", "1"], "--val-fraction must be in (0, 1)"),
         (["--limit", "-1"], "--limit and --fps-frames >= 0"),
-        (["--blur", "1.5"], "--blur must be in [0, 1]"),
     ],
 )
 def test_bad_options_are_refused_by_name(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,7 +44,9 @@ def test_bad_options_are_refused_by_name(argv: list[str], message: str, capsys: 
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag", ["--mosaic", "--paste-faces", "--detector-ema", "--crop-margin", "--class-weight-power"])
+@pytest.mark.parametrize(
+    "flag", ["--mosaic", "--paste-faces", "--detector-ema", "--crop-margin", "--class-weight-power", "--blur"]
+)
 def test_options_whose_trials_were_rejected_are_gone(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--data", "voc", flag, "0.5"])
@@ -90,47 +87,3 @@ def test_folds_default_to_one_split_and_to_five_when_asked_without_a_number() ->
     assert config_of(parse_args(["--data", "voc", "--folds"])).folds == 5
     config = config_of(parse_args(["--data", "voc", "--folds", "3", "--out", "o"]))
     assert config.folds == 3 and config.cv_dir == Path("o/cross-validation")
-
-
-def _textured_image() -> Image:
-    pixels = np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)
-    return Image("x", pixels, np.array([[10, 10, 50, 60]], np.float32), ("with_mask",))
-
-
-def _sharpness(bgr: np.ndarray) -> float:
-    return float(np.abs(cv2.Laplacian(bgr, cv2.CV_32F)).mean())
-
-
-def test_detector_crops_are_defocused_only_when_asked() -> None:
-    image = _textured_image()
-    for e in range(6):
-        plain, plain_boxes = random_crop(image, np.random.default_rng([0, e]), 320, (0.6, 1.7))
-        off, off_boxes = random_crop(image, np.random.default_rng([0, e]), 320, (0.6, 1.7), blur=0.0)
-        blurred, blurred_boxes = random_crop(image, np.random.default_rng([0, e]), 320, (0.6, 1.7), blur=1.0)
-        # blur 0 draws nothing: the default recipe's crops are the crops it had before the option existed
-        assert np.array_equal(plain, off) and np.array_equal(plain_boxes, off_boxes)
-        # the same window and faces, defocused (the brightness and contrast drawn after it differ)
-        assert np.array_equal(plain_boxes, blurred_boxes)
-        assert _sharpness(blurred) < 0.6 * _sharpness(plain)
-
-
-def _fold_made_before_blur_existed(tmp_path: Path) -> Path:
-    """A finished fold whose report records the settings of a run from before `--blur` existed."""
-    made = fold_settings(config_of(parse_args(["--data", str(tmp_path), "--folds", "5"])))
-    del made["detector"]["blur"]
-    fold = tmp_path / "fold-1"
-    fold.mkdir()
-    (fold / report.JSON_FILE).write_text(json.dumps({"training": made}), encoding="utf-8")
-    (fold / report.DETECTIONS_FILE).write_text("[]", encoding="utf-8")
-    return fold
-
-
-def test_a_fold_made_before_an_option_existed_resumes_with_it_off(tmp_path: Path) -> None:
-    """The shipped recipe's folds (model/cross-validation/) predate `--blur`; they are the same run with it off
-    (training.cli.ADDED_SINCE), whatever the option's default becomes."""
-    fold = _fold_made_before_blur_existed(tmp_path)
-    same = fold_settings(config_of(parse_args(["--data", str(tmp_path), "--folds", "5"])))
-    assert _fold_done(fold, same) is True
-    other = fold_settings(config_of(parse_args(["--data", str(tmp_path), "--folds", "5", "--blur", "0.3"])))
-    with pytest.raises(Refused, match=r"made with other settings \(detector\)"):
-        _fold_done(fold, other)
