@@ -662,3 +662,20 @@ def compose_containers(resolved: dict[str, Any]) -> list[ContainerView]:
         target = svc.get("build", {}).get("target", "")
         views.append(ContainerView(f"compose: {name} ({target or image})", image, args, env, files, probes))
     return views
+
+
+def batching(path: Path) -> dict[str, int]:
+    """The `name { value: N }` fields of a BatchingParameters text proto."""
+    return {k: int(v) for k, v in re.findall(r"^(\w+)\s*\{\s*value:\s*(\d+)\s*\}", path.read_text(), re.M)}
+
+
+# A model run's memory per frame (TensorFlow, 640x480 frames: peak RSS 1,200 MB for one Predict of 8 frames, 2,376 MB
+# for 64; `python -m bench.security frames --runtime tensorflow --size 640x480 -n 1 --per-request K`, 2026-12-07) and
+# the server's RSS once the model is loaded (1,062 MB), rounded up.
+MB_PER_BATCH_FRAME = 21
+MB_LOADED = 1_100
+
+
+def largest_batches_mb(cfg: dict[str, int]) -> int:
+    """The model server's memory with every batch thread running a batch of max_batch_size frames."""
+    return MB_LOADED + cfg["num_batch_threads"] * cfg["max_batch_size"] * MB_PER_BATCH_FRAME

@@ -19,7 +19,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.deploy_fixtures import COMPOSE_FILE, ENV_EXAMPLE, compose, compose_config, mounts
+from tests.unit.deploy_fixtures import (
+    COMPOSE_FILE,
+    ENV_EXAMPLE,
+    batching,
+    compose,
+    compose_config,
+    largest_batches_mb,
+    mounts,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = COMPOSE_FILE
@@ -270,11 +278,6 @@ def test_model_available_probe_fails_when_nothing_listens(services: dict[str, An
     assert out.returncode != 0
 
 
-def batching(path: Path) -> dict[str, int]:
-    """The `name { value: N }` fields of a BatchingParameters text proto."""
-    return {k: int(v) for k, v in re.findall(r"^(\w+)\s*\{\s*value:\s*(\d+)\s*\}", path.read_text(), re.M)}
-
-
 @pytest.mark.timeout(60)
 def test_model_server_threads_match_its_cpu_limit(services: dict[str, Any]) -> None:
     """Batches run at once, TensorFlow's thread pools and the CPU limit agree (compose and the k8s image)."""
@@ -289,13 +292,6 @@ def test_model_server_threads_match_its_cpu_limit(services: dict[str, Any]) -> N
     assert {**demo_cfg, "num_batch_threads": deploy_cfg["num_batch_threads"]} == deploy_cfg, "only the thread count differs"
 
 
-# A model run's memory per frame (TensorFlow, 640x480 frames: peak RSS 1,200 MB for one Predict of 8 frames, 2,376 MB
-# for 64; `python -m bench.security frames --runtime tensorflow --size 640x480 -n 1 --per-request K`, 2026-12-07) and
-# the server's RSS once the model is loaded (1,062 MB), rounded up.
-MB_PER_BATCH_FRAME = 21
-MB_LOADED = 1_100
-
-
 @pytest.mark.timeout(60)
 def test_model_server_memory_limit_holds_its_largest_batches(services: dict[str, Any]) -> None:
     """Every batch thread running a batch of max_batch_size frames fits the container (a batch of 256, the limit
@@ -303,7 +299,7 @@ def test_model_server_memory_limit_holds_its_largest_batches(services: dict[str,
     svc = services["tf-serving"]
     limit_mb = _bytes(svc["deploy"]["resources"]["limits"]["memory"]) / 2**20
     cfg = batching(ROOT / "deploy" / "batching.config")
-    assert MB_LOADED + cfg["num_batch_threads"] * cfg["max_batch_size"] * MB_PER_BATCH_FRAME <= limit_mb
+    assert largest_batches_mb(cfg) <= limit_mb
     assert int(services["worker"]["environment"]["MW_MAX_POLL_RECORDS"]) <= cfg["max_batch_size"]
 
 

@@ -17,11 +17,14 @@ from tests.unit.deploy_fixtures import (
     K8S,
     KustomizeSubsetError,
     Obj,
+    batching,
     by_kind,
     combo,
     config_of,
+    k8s_containers,
     kustomization,
     kustomize_binary,
+    largest_batches_mb,
     normalized,
     one,
     overlays,
@@ -405,21 +408,17 @@ def test_tf_serving_serves_the_config_files_and_is_ready_only_when_the_model_is_
 def test_tf_serving_memory_limit_holds_its_largest_batches(tmp_path: Path) -> None:
     """As in compose (tests/unit/test_deploy_compose.py): the batch threads' largest batches fit the pod's limit, and
     every overlay's worker polls no more frames than one batch holds."""
-    from tests.unit.test_deploy_compose import MB_LOADED, MB_PER_BATCH_FRAME, batching
-
     (c,) = one(render(BASE), "Deployment", "maskwatch-tf-serving")["spec"]["template"]["spec"]["containers"]
     m = re.fullmatch(r"(\d+)(Mi|Gi)", c["resources"]["limits"]["memory"])
     assert m, c["resources"]["limits"]["memory"]
     limit_mb = int(m[1]) * (1024 if m[2] == "Gi" else 1)
     cfg = batching(ROOT / "deploy" / "batching.config")
-    assert MB_LOADED + cfg["num_batch_threads"] * cfg["max_batch_size"] * MB_PER_BATCH_FRAME <= limit_mb
+    assert largest_batches_mb(cfg) <= limit_mb
     polls = [
-        int(e["value"])
+        int(view.env["MW_MAX_POLL_RECORDS"])
         for overlay in overlays(prepared_k8s(tmp_path))
-        for obj in render(overlay)
-        for w in _containers(obj)
-        for e in w.get("env", [])
-        if e["name"] == "MW_MAX_POLL_RECORDS"
+        for view in k8s_containers(render(overlay), overlay.name)
+        if "MW_MAX_POLL_RECORDS" in view.env
     ]
     assert polls and max(polls) <= cfg["max_batch_size"], polls
 
