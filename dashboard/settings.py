@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
 from pydantic import AliasGenerator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from maskwatch.frames import MAX_PIXELS
+from maskwatch.net import is_loopback
 from maskwatch.settings import CommonSettings
 
 ENV_PREFIX = "MW_DASHBOARD_"
@@ -223,11 +223,3 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

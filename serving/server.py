@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from maskwatch.net import is_loopback
 from serving import metrics as m
 from serving.batching import BatchScheduler, load_batching_parameters
 from serving.inference import Inference
@@ -50,16 +50,6 @@ GRPC_OPTIONS = [
 
 # what the gRPC health service reports on: the whole server, and each service it offers
 HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` (an address or `localhost`) keeps a port on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class StartupError(RuntimeError):

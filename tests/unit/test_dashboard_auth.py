@@ -9,7 +9,8 @@ from flask import Flask
 
 from dashboard.auth import COOKIE, _safe_next, _without_token, allowed, presented
 from dashboard.security import host_name
-from dashboard.settings import DashboardSettings, is_loopback
+from dashboard.settings import DashboardSettings
+from maskwatch.net import is_loopback
 
 TOKEN = "right-token-1"
 app = Flask(__name__)
@@ -85,9 +86,12 @@ def test_host_name(header: str, name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("host", "loopback"), [("127.0.0.1", True), ("127.9.9.9", True), ("::1", True), ("localhost", True), ("0.0.0.0", False), ("10.0.0.5", False), ("dash", False)]
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.9.9.9", True), ("::1", True), ("localhost", True), ("0.0.0.0", False), ("::", False),
+     ("10.0.0.5", False), ("dash", False), ("model-server.internal", False)],
 )
 def test_is_loopback(host: str, loopback: bool) -> None:
+    """The dashboard needs a token and the model server warns for any host that is not loopback."""
     assert is_loopback(host) is loopback
 
 

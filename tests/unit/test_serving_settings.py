@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from serving.server import is_loopback
 from serving.settings import Settings, SettingsError, parse_settings
 
 
@@ -120,13 +119,3 @@ def test_thread_flags_size_tensorflow_pools(tmp_path: Path) -> None:
         [sys.executable, "-c", script, *base], capture_output=True, text=True, timeout=100, check=True
     )
     assert default.stdout.strip().splitlines()[-1] == "(0, 0)"
-
-
-@pytest.mark.parametrize(
-    ("host", "loopback"),
-    [("127.0.0.1", True), ("::1", True), ("localhost", True), ("127.0.0.2", True), ("0.0.0.0", False), ("::", False),
-     ("10.0.0.5", False), ("model-server.internal", False)],
-)
-def test_only_loopback_hosts_keep_the_model_server_on_this_machine(host: str, loopback: bool) -> None:
-    """Any other host gets a warning at start: the TF Serving API has no authentication."""
-    assert is_loopback(host) is loopback
