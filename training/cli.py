@@ -21,7 +21,7 @@ from maskwatch.logs import setup_logging
 from maskwatch.model_api import ASSETS_EXTRA, MODEL_NAME, VALIDATION_DIR
 from model import tuned
 from model.tuned import DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_CANVAS_HW, DEFAULT_MAX_UPSCALE
-from training.config import ClassifierConfig, DetectorConfig, TrainConfig
+from training.config import ClassifierConfig, DetectorConfig, TrainConfig, scale_range_for
 from training.eval import dataset, report, split
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,12 @@ def config_of(args: argparse.Namespace) -> TrainConfig:
     if canvas is None:
         raise ValueError("--canvas must look like 480x640 (each side >= 32)")
     detector = replace(
-        DetectorConfig(), epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, seed=args.seed
+        DetectorConfig(),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        scale_range=scale_range_for(canvas),
+        seed=args.seed,
     )
     classifier = replace(
         ClassifierConfig(),
