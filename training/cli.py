@@ -82,7 +82,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         default=DEFAULT_CANDIDATE_THRESHOLD,
         help="the exported model's face threshold: the lowest candidate it reports (consumers count above MW_MIN_SCORE)",
     )
-    ap.add_argument("--canvas", default="x".join(map(str, DEFAULT_CANVAS_HW)), help="detector input HxW when served")
+    ap.add_argument(
+        "--canvas",
+        default="x".join(map(str, DEFAULT_CANVAS_HW)),
+        help="detector input HxW when served; the detector trains on images scaled to match (a larger canvas: larger faces)",
+    )
     ap.add_argument(
         "--max-upscale",
         type=float,
