@@ -20,6 +20,8 @@ from worker.settings import KAFKA_HEARTBEAT_INTERVAL_MS, WorkerSettings
 
 logger = logging.getLogger(__name__)
 
+CONSUMER_CLOSE_TIMEOUT_MS = 1000  # the longest a stopping worker waits for the broker to hear it leave its group
+
 
 def run(settings: WorkerSettings, stop: threading.Event) -> int:
     logger.info(
@@ -44,7 +46,9 @@ def run(settings: WorkerSettings, stop: threading.Event) -> int:
         dlq = KafkaProducer(**kafka, acks=1, max_block_ms=5000, client_id="maskwatch-worker-dlq", allow_auto_create_topics=False)
         stack.callback(dlq.close, timeout=5)
         consumer = KafkaConsumer(**consumer_config(settings))
-        stack.callback(consumer.close, autocommit=False)
+        # leaving the group is best effort: a LeaveGroup sent while the group is still forming is answered only when
+        # the join is (seconds on the embedded broker), and the stack's whole stop has 9 s (maskwatch.stack)
+        stack.callback(consumer.close, autocommit=False, timeout_ms=CONSUMER_CLOSE_TIMEOUT_MS)
         worker = Worker(settings, consumer, dlq, model, store, stop)
         stack.callback(store.drop_heartbeat, "worker", settings.worker_id)
         run_worker(worker)
