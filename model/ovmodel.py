@@ -2,9 +2,8 @@
 
 `model.graph.MaskDetectorModule` is the reference: every step here computes what its TensorFlow op computes
 (letterbox resize, crops, classifier + mirror pass, Contract 2 rows), so the outputs match it within the networks'
-rounding (tests/integration/test_openvino_runtime.py). The detector's DetectionOutput (box decoding, top-k, NMS) stays
-the graph's own TensorFlow code: many candidates score exactly 1.0 in float32, and only the same NMS kernel breaks
-those ties the same way (a numpy NMS picked a neighbouring anchor, 2-3 px away, for 5 of 843 validation faces).
+rounding (tests/integration/test_openvino_runtime.py). The detector's DetectionOutput (box decoding, top-k, NMS) is
+model.nms: numpy that breaks equal scores as TensorFlow's NMS kernel does, so this runtime loads no TensorFlow.
 The networks are converted from the same weights when the SavedModel is exported and stored in its version
 directory under `assets.extra/openvino/`, which tensorflow/serving ignores.
 """
@@ -35,7 +34,7 @@ from maskwatch.model_api import (
     OUT_NUM,
     OUT_SCORES,
 )
-from model import jpegscale
+from model import jpegscale, nms
 
 OPENVINO_DIR = "openvino"
 CONFIG_FILE = "pipeline.json"
@@ -237,33 +236,14 @@ def _no_stage(name: str, seconds: float) -> None:
 def _detection_output(
     priors: np.ndarray, cfg: PipelineConfig
 ) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """The graph's DetectionOutput (model.ssd.detection_output) as a traced TensorFlow function: loc [N,P*4] and
-    softmaxed conf [N,P*2] to boxes [N,keep_top_k,4] (xmin, ymin, xmax, ymax) and scores [N,keep_top_k]."""
-    import tensorflow as tf
-
-    from model.caffe import DetectionParams
-    from model.ssd import detection_output
-
+    """The graph's DetectionOutput (model.ssd.detection_output) in numpy (model.nms, row for row as TensorFlow): loc
+    [N,P*4] and softmaxed conf [N,P*2] to boxes [N,keep_top_k,4] (xmin, ymin, xmax, ymax) and scores [N,keep_top_k]."""
     variances = np.tile(np.asarray(cfg.variances, np.float32), (len(priors), 1))
-    caffe_priors = np.stack([priors.reshape(-1), variances.reshape(-1)])[np.newaxis]
-    params = DetectionParams(
-        num_classes=2,
-        background_label_id=0,
-        nms_threshold=cfg.nms_threshold,
-        top_k=cfg.top_k,
-        keep_top_k=cfg.keep_top_k,
-        confidence_threshold=cfg.confidence_threshold,
-    )
-    p = len(priors)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, p * 4], tf.float32), tf.TensorSpec([None, p * 2], tf.float32)])
-    def run(loc: tf.Tensor, conf: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        boxes, scores, _ = detection_output(loc, conf, caffe_priors, params)
-        return boxes, scores
 
     def call(loc: np.ndarray, conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        boxes, scores = run(loc, conf)
-        return boxes.numpy(), scores.numpy()
+        return nms.detection_output(
+            loc, conf, priors, variances, cfg.top_k, cfg.keep_top_k, cfg.nms_threshold, cfg.confidence_threshold
+        )
 
     return call
 

@@ -7,22 +7,26 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 # TensorFlow's C++ logging is noise on a service's stderr; ours is structured below.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from maskwatch.lifecycle import stop_event  # noqa: E402
 from maskwatch.logs import setup_logging  # noqa: E402
-from serving.settings import Settings, SettingsError, parse_settings  # noqa: E402
+from maskwatch.tfprotos import use_protos_only  # noqa: E402
+from serving.settings import RUNTIME_OPENVINO, Settings, SettingsError, parse_settings  # noqa: E402
 
 logger = logging.getLogger("serving")
 
 
-def set_tensorflow_threads(settings: Settings) -> tuple[int, int]:
-    """Size TensorFlow's thread pools as the flags say (0: TensorFlow's own choice) before any model loads; returns
+def set_tensorflow_threads(settings: Settings, tf: Any = None) -> tuple[int, int]:
+    """Size TensorFlow's thread pools as the flags say (0: TensorFlow's own choice) before any model runs; returns
     the (intra-op, inter-op) sizes in force."""
-    import tensorflow as tf
+    if tf is None:
+        from maskwatch.tfprotos import load_tensorflow
 
+        tf = load_tensorflow()
     threading_config = tf.config.threading
     try:
         if settings.tensorflow_intra_op_parallelism:
@@ -39,10 +43,20 @@ def set_tensorflow_threads(settings: Settings) -> tuple[int, int]:
 
 def run(settings: Settings, stop: threading.Event) -> int:
     """Serve until `stop` is set; the exit code."""
+    if settings.runtime == RUNTIME_OPENVINO:
+        # TF Serving's protos without TensorFlow's runtime (~700 MB): it loads only for a version that lacks the
+        # OpenVINO networks (serving.servable.tensorflow)
+        use_protos_only()
+    from serving import servable
     from serving.server import ModelServer, StartupError
 
-    intra, inter = set_tensorflow_threads(settings)
-    logger.info("tensorflow threads intra_op=%d inter_op=%d (0: one per core)", intra, inter)
+    def threads(tf: Any) -> None:
+        intra, inter = set_tensorflow_threads(settings, tf)
+        logger.info("tensorflow threads intra_op=%d inter_op=%d (0: one per core)", intra, inter)
+
+    servable.on_tensorflow_load(threads)
+    if settings.runtime != RUNTIME_OPENVINO:
+        servable.tensorflow()  # loaded now, as tensorflow_model_server does, not at the first version
     server = ModelServer(settings)
     try:
         ready = server.start(stop)

@@ -4,23 +4,46 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
 import numpy as np
-import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from maskwatch.tfprotos import load_tensorflow
 from serving.settings import RUNTIME_OPENVINO, RUNTIME_TENSORFLOW
 from serving.status import ServingError, code_from_number, failed_precondition, invalid_argument
 
 logger = logging.getLogger(__name__)
 
 SERVE_TAG = "serve"
-DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+DEFAULT_SIGNATURE = "serving_default"  # tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 SAVED_MODEL_FILENAMES = ("saved_model.pb", "saved_model.pbtxt")
+
+_tensorflow: Any = None
+_tensorflow_lock = threading.Lock()
+_tensorflow_setup: list[Callable[[Any], None]] = []
+
+
+def on_tensorflow_load(setup: Callable[[Any], None]) -> None:
+    """Call `setup(tf)` when TensorFlow is first loaded, before it runs anything (the flags' thread pools)."""
+    _tensorflow_setup.append(setup)
+
+
+def tensorflow() -> Any:
+    """TensorFlow's runtime, loaded when a version first needs it: the OpenVINO runtime never does, unless a version
+    lacks the OpenVINO networks (maskwatch.tfprotos.load_tensorflow)."""
+    global _tensorflow
+    with _tensorflow_lock:
+        if _tensorflow is None:
+            tf = load_tensorflow()
+            for setup in _tensorflow_setup:
+                setup(tf)
+            _tensorflow = tf
+        return _tensorflow
 
 
 class LoadError(Exception):
@@ -74,6 +97,7 @@ class Servable:
     def load(cls, name: str, version: int, path: str) -> Servable:
         """Load `<base>/<version>` with tf.saved_model.load; raise LoadError on failure."""
         meta_graph = read_meta_graph(path)
+        tf = tensorflow()
         try:
             loaded = tf.saved_model.load(path, tags=[SERVE_TAG])
         except tf.errors.OpError as error:
@@ -101,6 +125,7 @@ class Servable:
         key = signature_name or DEFAULT_SIGNATURE
         signature = self.signature(key)
         function = self._functions[key]
+        tf = tensorflow()
         tensors = {
             alias: tf.convert_to_tensor(value, dtype=tf.dtypes.as_dtype(signature.inputs[alias].dtype))
             for alias, value in inputs.items()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections.abc import Callable, Iterator
 
-import tensorflow as tf
+import crc32c
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from maskwatch.model_api import ASSETS_EXTRA, WARMUP_FILE
@@ -25,12 +26,41 @@ def warmup_path(version_path: str) -> str:
     return os.path.join(version_path, ASSETS_EXTRA, WARMUP_FILE)
 
 
+def _masked_crc(data: bytes) -> int:
+    """TFRecord's checksum: CRC-32C, rotated right by 15 bits, plus a constant."""
+    crc = crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def read_tfrecords(path: str, limit: int) -> list[bytes]:
+    """The records of a TFRecord file (length, its checksum, data, its checksum, each checked), at most `limit` + 1
+    of them, so that a caller can tell a file with more than `limit`; WarmupError names what is wrong."""
+    records: list[bytes] = []
+    try:
+        with open(path, "rb") as handle:
+            while len(records) <= limit:
+                header = handle.read(12)
+                if not header:
+                    break
+                if len(header) < 12:
+                    raise WarmupError(f"cannot read warm-up records at {path}: truncated record header")
+                length, length_crc = struct.unpack("<QI", header)
+                if _masked_crc(header[:8]) != length_crc:
+                    raise WarmupError(f"cannot read warm-up records at {path}: corrupted record length")
+                data, data_crc = handle.read(length), handle.read(4)
+                if len(data) < length or len(data_crc) < 4:
+                    raise WarmupError(f"cannot read warm-up records at {path}: truncated record")
+                if _masked_crc(data) != struct.unpack("<I", data_crc)[0]:
+                    raise WarmupError(f"cannot read warm-up records at {path}: corrupted record data")
+                records.append(data)
+    except OSError as error:
+        raise WarmupError(f"cannot read warm-up records at {path}: {error}") from error
+    return records
+
+
 def read_warmup_logs(path: str) -> Iterator[prediction_log_pb2.PredictionLog]:
     """PredictionLog records from a TFRecord file, at most MAX_WARMUP_RECORDS."""
-    try:
-        records = list(tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS + 1).as_numpy_iterator())
-    except tf.errors.OpError as error:
-        raise WarmupError(f"cannot read warm-up records at {path}: {error.message}") from error
+    records = read_tfrecords(path, MAX_WARMUP_RECORDS)
     if len(records) > MAX_WARMUP_RECORDS:
         raise WarmupError(f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}")
     for index, record in enumerate(records):

@@ -21,6 +21,14 @@ from serving.server import ModelServer
 from tests.integration.conftest import ROOT
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+# shared libraries that only TensorFlow's runtime maps (its protos alone map neither)
+TF_RUNTIME_LIBRARIES = ("_pywrap_tensorflow_internal", "libtensorflow_framework")
+
+
+def tensorflow_runtime_loaded(pid: int) -> list[str]:
+    """Which of TF_RUNTIME_LIBRARIES process `pid` has mapped."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return [lib for lib in TF_RUNTIME_LIBRARIES if lib in maps]
 
 
 class TinyDetector(tf.Module):

@@ -29,9 +29,7 @@ from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are
     fixture_dashboard_store,
     fixture_production_serve,
 )
-
-# Shared libraries that only TensorFlow's runtime loads (`import tensorflow` maps both; its protos map neither).
-TF_RUNTIME_LIBRARIES = ("_pywrap_tensorflow_internal", "libtensorflow_framework")
+from tests.integration.serving_fixtures import TF_RUNTIME_LIBRARIES
 
 
 def astronaut(ext: str = ".jpg") -> bytes:

@@ -23,11 +23,18 @@ from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_g
 from bench.frames import frame_set
 from bench.security import large_jpeg
 from maskwatch.model_api import OUT_NUM
-from maskwatch.procs import free_port
+from maskwatch.procs import free_port, version_states, wait_for
 from model.ovmodel import PREDICT_CHUNK, OpenVinoMaskDetector, decode_jpeg, has_openvino
 from model.parity import compare
 from tests.integration.conftest import ENV, ROOT
-from tests.integration.serving_fixtures import ServerProcess, build_model, predict_request, start_server
+from tests.integration.serving_fixtures import (
+    AVAILABLE,
+    ServerProcess,
+    build_model,
+    predict_request,
+    start_server,
+    tensorflow_runtime_loaded,
+)
 
 
 def photos() -> list[bytes]:
@@ -187,6 +194,34 @@ def test_sigterm_stops_it_cleanly(version_dir: Path, tmp_path: Path) -> None:
     )
     try:
         proc.wait_available(timeout=240)
+        assert proc.terminate() == 0
+    finally:
+        proc.stop()
+
+
+def test_the_server_loads_tensorflow_only_for_a_version_without_openvino_networks(
+    version_dir: Path, tmp_path: Path
+) -> None:
+    """`python -m serving --runtime openvino` (what `maskwatch up` runs) answers without TensorFlow's runtime in its
+    memory (~700 MB); a version of another exporter appearing later still loads, into TensorFlow, loaded then."""
+    base = tmp_path / "mask_detector"
+    base.mkdir()
+    (base / "1").symlink_to(version_dir, target_is_directory=True)
+    proc = ServerProcess(
+        ["--model_base_path", str(base), "--runtime", "openvino", "--file_system_poll_wait_seconds", "0.2"],
+        tmp_path / "serving.log",
+    )
+    try:
+        proc.wait_available(timeout=240)
+        answer = proc.stub().Predict(predict_request(photos()[:1]), timeout=60)
+        assert tf.make_ndarray(answer.outputs[OUT_NUM]).tolist()[0] >= 1  # the astronaut's face
+        assert tensorflow_runtime_loaded(proc.proc.pid) == []
+        build_model(base, 2)  # no OpenVINO networks
+        wait_for(lambda: version_states(proc.target).get(2) == AVAILABLE, 180, "version 2 loaded into TensorFlow")
+        answer = proc.stub().Predict(predict_request([b"ab", b"abcde"]), timeout=30)  # the latest version: 2
+        assert tf.make_ndarray(answer.outputs["num_detections"]).tolist() == [2.0, 5.0]
+        assert tensorflow_runtime_loaded(proc.proc.pid)
+        assert "tensorflow threads" in proc.log()  # the flags' thread pools were set as it loaded
         assert proc.terminate() == 0
     finally:
         proc.stop()

@@ -26,3 +26,26 @@ def test_worker_imports_no_tensorflow_runtime() -> None:
     runtime_modules, rss_mb = (int(x) for x in out.stdout.split())
     assert runtime_modules == 0
     assert rss_mb < 300, f"worker imports cost {rss_mb} MB"
+
+
+UPGRADE = """
+from maskwatch.tfprotos import load_tensorflow, use_protos_only
+assert use_protos_only()
+from tensorflow_serving.apis import predict_pb2
+request = predict_pb2.PredictRequest()
+request.inputs["x"].float_val.extend([1.5, 2.5])
+request.inputs["x"].dtype = 1  # DT_FLOAT
+request.inputs["x"].tensor_shape.dim.add().size = 2
+tf = load_tensorflow()  # the runtime, into the same `tensorflow` module
+import tensorflow
+assert tensorflow is tf and tf.make_ndarray(request.inputs["x"]).tolist() == [1.5, 2.5]
+assert float(tf.reduce_sum(tf.constant([1.0, 2.0]))) == 3.0
+print("ok")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_protos_only_process_can_still_load_the_runtime() -> None:
+    """The OpenVINO model server, for a version without OpenVINO networks: the messages made before still work."""
+    out = subprocess.run([sys.executable, "-c", UPGRADE], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "ok"
