@@ -28,24 +28,28 @@ def decode_boxes(loc: np.ndarray, priors: np.ndarray, variances: np.ndarray) -> 
     return np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1).astype(np.float32, copy=False)
 
 
+def _sift_up(heap: list[int], scores: list[float], hole: int, value: int) -> None:
+    """libstdc++'s __push_heap: put `value` at `hole`, moving it up past every parent that scores lower."""
+    while hole > 0:
+        parent = (hole - 1) // 2
+        if not scores[heap[parent]] < scores[value]:
+            break
+        heap[hole] = heap[parent]
+        hole = parent
+    heap[hole] = value
+
+
 def _pop_order(scores: list[float]) -> list[int]:
     """The order in which a libstdc++ `std::priority_queue` (max-heap by score alone) pops positions 0..n-1 pushed
     in that order (push_heap; pop_heap's __adjust_heap takes the right child unless it scores lower than the left)."""
     heap: list[int] = []
-    for i in range(len(scores)):  # push_heap: sift up while the parent scores lower
-        hole = len(heap)
+    for i in range(len(scores)):
         heap.append(i)
-        while hole > 0:
-            parent = (hole - 1) // 2
-            if not scores[heap[parent]] < scores[i]:
-                break
-            heap[hole] = heap[parent]
-            hole = parent
-        heap[hole] = i
+        _sift_up(heap, scores, len(heap) - 1, i)
     order = []
     while heap:
         order.append(heap[0])
-        value = heap.pop()
+        value = heap.pop()  # pop_heap: the last element fills the hole the top leaves
         n = len(heap)
         if n == 0:
             break
@@ -60,13 +64,7 @@ def _pop_order(scores: list[float]) -> list[int]:
             child = 2 * (child + 1)
             heap[hole] = heap[child - 1]
             hole = child - 1
-        while hole > 0:  # __push_heap of the last element from the hole
-            parent = (hole - 1) // 2
-            if not scores[heap[parent]] < scores[value]:
-                break
-            heap[hole] = heap[parent]
-            hole = parent
-        heap[hole] = value
+        _sift_up(heap, scores, hole, value)
     return order
 
 
