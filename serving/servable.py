@@ -37,6 +37,8 @@ def tensorflow() -> Any:
     """TensorFlow's runtime, loaded when a version first needs it: the OpenVINO runtime never does, unless a version
     lacks the OpenVINO networks (maskwatch.tfprotos.load_tensorflow)."""
     global _tensorflow
+    if _tensorflow is not None:
+        return _tensorflow
     with _tensorflow_lock:
         if _tensorflow is None:
             tf = load_tensorflow()
