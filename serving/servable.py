@@ -13,6 +13,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from maskwatch.model_api import SIGNATURE_NAME
 from maskwatch.tfprotos import load_tensorflow
 from serving.settings import RUNTIME_OPENVINO, RUNTIME_TENSORFLOW
 from serving.status import ServingError, code_from_number, failed_precondition, invalid_argument
@@ -20,7 +21,7 @@ from serving.status import ServingError, code_from_number, failed_precondition, 
 logger = logging.getLogger(__name__)
 
 SERVE_TAG = "serve"
-DEFAULT_SIGNATURE = "serving_default"  # tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+DEFAULT_SIGNATURE = SIGNATURE_NAME  # tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 SAVED_MODEL_FILENAMES = ("saved_model.pb", "saved_model.pbtxt")
 
 _tensorflow: Any = None
