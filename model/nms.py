@@ -114,14 +114,16 @@ def detection_output(
     """loc [N, P*4] and softmaxed conf [N, P*2] to boxes [N, keep, 4] (xmin, ymin, xmax, ymax) and scores [N, keep],
     best first, zeros past the faces kept: model.ssd.detection_output's boxes and scores."""
     n, p = len(loc), len(priors)
-    decoded = decode_boxes(loc.reshape(n, p, 4), priors, variances)
+    loc = loc.reshape(n, p, 4)
     scores = conf.reshape(n, p, 2)[..., 1]
     k, keep = min(top_k, p), min(keep_top_k, top_k, p)
     out_boxes = np.zeros((n, keep, 4), np.float32)
     out_scores = np.zeros((n, keep), np.float32)
     for b in range(n):
         top = np.argsort(-scores[b], kind="stable")[:k]  # tf.math.top_k: equal scores lower index first
-        kept = nms(decoded[b][top], scores[b][top], keep, nms_threshold, confidence_threshold)
-        out_boxes[b, : len(kept)] = decoded[b][top[kept]]
-        out_scores[b, : len(kept)] = scores[b][top[kept]]
+        # decoding is per prior, so decoding only the top k gives the graph's values for them
+        boxes, top_scores = decode_boxes(loc[b, top], priors[top], variances[top]), scores[b, top]
+        kept = nms(boxes, top_scores, keep, nms_threshold, confidence_threshold)
+        out_boxes[b, : len(kept)] = boxes[kept]
+        out_scores[b, : len(kept)] = top_scores[kept]
     return out_boxes, out_scores
