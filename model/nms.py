@@ -68,16 +68,21 @@ def _pop_order(scores: list[float]) -> list[int]:
     return order
 
 
-def _iou(boxes: np.ndarray, i: int) -> np.ndarray:
-    """TensorFlow's IOU (non_max_suppression_op.cc) of box i with every box, float32 term by term."""
+def _iou(lo: np.ndarray, hi: np.ndarray, area: np.ndarray, i: int) -> np.ndarray:
+    """TensorFlow's IOU (non_max_suppression_op.cc) of box i with every box, float32 term by term, from the boxes'
+    corners (lo: min, hi: max of each coordinate pair) and areas (_corners)."""
     zero = np.float32(0.0)
-    lo, hi = np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])
-    area = (hi[:, 0] - lo[:, 0]) * (hi[:, 1] - lo[:, 1])
     inter_lo, inter_hi = np.maximum(lo[i], lo), np.minimum(hi[i], hi)
     inter = np.maximum(inter_hi[:, 0] - inter_lo[:, 0], zero) * np.maximum(inter_hi[:, 1] - inter_lo[:, 1], zero)
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = inter / (area[i] + area - inter)
     return np.where((area[i] <= 0) | (area <= 0), zero, iou)
+
+
+def _corners(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each box's (min, max) corners and area as TensorFlow's IOU takes them (either corner order)."""
+    lo, hi = np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])
+    return lo, hi, (hi[:, 0] - lo[:, 0]) * (hi[:, 1] - lo[:, 1])
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, max_out: int, iou_threshold: float, score_threshold: float) -> list[int]:
@@ -87,7 +92,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, max_out: int, iou_threshold: floa
     candidates = np.flatnonzero(scores > np.float32(score_threshold))
     if not len(candidates):
         return []
-    pool = boxes[candidates]
+    lo, hi, area = _corners(boxes[candidates])
     alive = np.ones(len(candidates), bool)
     threshold = np.float32(iou_threshold)
     kept: list[int] = []
@@ -97,7 +102,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, max_out: int, iou_threshold: floa
         if not alive[j]:
             continue
         kept.append(int(candidates[j]))
-        alive &= ~(_iou(pool, j) > threshold)
+        alive &= ~(_iou(lo, hi, area, j) > threshold)
     return kept
 
 
