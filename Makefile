@@ -43,8 +43,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The suite in TEST_WORKERS processes (pytest-xdist), each test file whole in one of them (its module fixtures built
+# once), the files marked slow first (tests/conftest.py); each process starts its own broker, Redis and model
+# server. 2 by default: about 2.4 GB each at the most.
+TEST_WORKERS ?= 2
 test: setup lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	$(BIN)/python -m bench

@@ -18,6 +18,8 @@ from maskwatch.store import Store
 from producer.scene import compose
 from tests.integration.worker_fixtures import KILL_SESSION, Procs, env_for
 
+pytestmark = pytest.mark.slow  # minutes: started first (tests/conftest.py)
+
 CAMERA = "bare-cam"
 FPS = 2
 STAY_S = 60

@@ -28,6 +28,8 @@ from maskwatch.topics import ensure_topics
 from tests.integration.cheap_model import export_cheap_model
 from tests.integration.worker_fixtures import KILL_SESSION, Procs, env_for, expected, frame
 
+pytestmark = pytest.mark.slow  # minutes: started first (tests/conftest.py)
+
 CAMS = ["cam-a", "cam-b", "cam-c", "cam-d", "cam-e", "cam-f"]
 EXACT = ("frames", "faces", "with_mask", "without_mask", "mask_worn_incorrectly", "invalid", "dropped_stale")
 # Runs of the kill-and-rebalance scenario: a failure that happens in 1 run of 5 passes all 12 with p = 0.8^12 < 7 %.

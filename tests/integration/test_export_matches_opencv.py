@@ -30,6 +30,8 @@ from model import export
 from model.info import ModelInfo
 from model.ssd import FaceDetector
 
+pytestmark = pytest.mark.slow  # minutes: started first (tests/conftest.py)
+
 # Real photos: two with a human face, a cat (a face the detector half-believes), three without faces.
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins")
 ATOL = 1e-4

@@ -22,6 +22,8 @@ from tests.voc_fixtures import write_voc
 from training.cli import train_main
 from training.eval.cli import eval_main
 
+pytestmark = pytest.mark.slow  # minutes: started first (tests/conftest.py)
+
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 POLL = ("--file_system_poll_wait_seconds", "0.2", "--max_num_load_retries", "0")
 QUICK = ["--epochs", "1", "--classifier-epochs", "1", "--batch-size", "2", "--crop", "96", "--classifier-size", "32"]

@@ -14,6 +14,8 @@ from training.cli import train_main
 from training.eval import report
 from training.eval.cli import eval_main
 
+pytestmark = pytest.mark.slow  # minutes: started first (tests/conftest.py)
+
 QUICK = ["--epochs", "1", "--classifier-epochs", "1", "--batch-size", "2", "--crop", "96", "--classifier-size", "32"]
 
 

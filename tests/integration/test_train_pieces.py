@@ -21,7 +21,7 @@ from training import detector as det_train
 from training.config import ClassifierConfig, DetectorConfig
 from training.eval import dataset
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 
 def test_anchor_layout_and_count() -> None:

@@ -29,6 +29,8 @@ from tests.integration.worker_fixtures import (
     produce_in_background,
 )
 
+pytestmark = pytest.mark.slow  # minutes: started first (tests/conftest.py)
+
 CAMS = ["cam-a", "cam-b", "cam-c", "cam-d", "cam-e"]
 
 

@@ -17,6 +17,8 @@ from maskwatch.store import Store
 from producer.scene import compose
 from tests.integration.worker_fixtures import ROOT, Procs, env_for
 
+pytestmark = pytest.mark.slow  # minutes: started first (tests/conftest.py)
+
 FRAMES = 4
 
 
