@@ -25,9 +25,9 @@ AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 TF_RUNTIME_LIBRARIES = ("_pywrap_tensorflow_internal", "libtensorflow_framework")
 
 
-def tensorflow_runtime_loaded(pid: int) -> list[str]:
-    """Which of TF_RUNTIME_LIBRARIES process `pid` has mapped."""
-    maps = Path(f"/proc/{pid}/maps").read_text()
+def tensorflow_runtime_loaded(*pids: int) -> list[str]:
+    """Which of TF_RUNTIME_LIBRARIES the processes `pids` have mapped."""
+    maps = "".join(Path(f"/proc/{pid}/maps").read_text() for pid in pids)
     return [lib for lib in TF_RUNTIME_LIBRARIES if lib in maps]
 
 

@@ -29,7 +29,7 @@ from tests.integration.dashboard_fixtures import (  # noqa: F401  (fixture_* are
     fixture_dashboard_store,
     fixture_production_serve,
 )
-from tests.integration.serving_fixtures import TF_RUNTIME_LIBRARIES
+from tests.integration.serving_fixtures import tensorflow_runtime_loaded
 
 
 def astronaut(ext: str = ".jpg") -> bytes:
@@ -150,6 +150,5 @@ def test_the_dashboard_process_checks_without_loading_tensorflow(
     server = psutil.Process(d.child.pid)
     processes = [server, *server.children(recursive=True)]  # gunicorn's arbiter and the worker that answered
     assert len(processes) >= 2
-    maps = "".join(m.path for p in processes for m in p.memory_maps(grouped=True))
-    loaded = [lib for lib in TF_RUNTIME_LIBRARIES if lib in maps]
+    loaded = tensorflow_runtime_loaded(*(p.pid for p in processes))
     assert not loaded, f"the dashboard loaded TensorFlow's runtime ({loaded}) to check an image"
