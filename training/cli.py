@@ -21,7 +21,7 @@ from maskwatch.logs import setup_logging
 from maskwatch.model_api import ASSETS_EXTRA, MODEL_NAME, VALIDATION_DIR
 from model import tuned
 from model.tuned import DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_CANVAS_HW, DEFAULT_MAX_UPSCALE
-from training.config import ClassifierConfig, DetectorConfig, TrainConfig, scale_range_for
+from training.config import ClassifierConfig, DetectorConfig, TrainConfig
 from training.eval import dataset, report, split
 
 logger = logging.getLogger(__name__)
@@ -82,11 +82,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         default=DEFAULT_CANDIDATE_THRESHOLD,
         help="the exported model's face threshold: the lowest candidate it reports (consumers count above MW_MIN_SCORE)",
     )
-    ap.add_argument(
-        "--canvas",
-        default="x".join(map(str, DEFAULT_CANVAS_HW)),
-        help="detector input HxW when served; the detector trains on images scaled to match (a larger canvas: larger faces)",
-    )
+    ap.add_argument("--canvas", default="x".join(map(str, DEFAULT_CANVAS_HW)), help="detector input HxW when served")
     ap.add_argument(
         "--max-upscale",
         type=float,
@@ -104,12 +100,7 @@ def config_of(args: argparse.Namespace) -> TrainConfig:
     if canvas is None:
         raise ValueError("--canvas must look like 480x640 (each side >= 32)")
     detector = replace(
-        DetectorConfig(),
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        crop=args.crop,
-        scale_range=scale_range_for(canvas),
-        seed=args.seed,
+        DetectorConfig(), epochs=args.epochs, batch_size=args.batch_size, crop=args.crop, seed=args.seed
     )
     classifier = replace(
         ClassifierConfig(),

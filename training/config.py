@@ -24,18 +24,8 @@ class DetectorConfig:
     crop: int = 320
     learning_rate: float = 3e-4
     weight_decay: float = 1e-4
-    # each training image scaled by a log-uniform factor in this range before its crop, for the default canvas;
-    # another canvas scales it by how much larger that canvas shows an image (scale_range_for)
     scale_range: tuple[float, float] = (0.6, 1.7)
     seed: int = 0
-
-
-def scale_range_for(canvas_hw: tuple[int, int]) -> tuple[float, float]:
-    """The detector's training scales for a served canvas: the default range (chosen at DEFAULT_CANVAS_HW) times how
-    much larger the canvas shows an image, so that faces train at the sizes the served model sees them."""
-    lo, hi = DetectorConfig.scale_range
-    factor = min(canvas_hw[0] / DEFAULT_CANVAS_HW[0], canvas_hw[1] / DEFAULT_CANVAS_HW[1])
-    return (round(lo * factor, 4), round(hi * factor, 4))
 
 
 @dataclass(frozen=True)

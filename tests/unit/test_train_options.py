@@ -25,14 +25,6 @@ def test_the_default_options_are_the_recipe_defaults() -> None:
     assert config_of(parse_args(["--data", "voc", "--work-dir", "w"])).work == Path("w")
 
 
-def test_a_larger_canvas_trains_the_detector_on_faces_as_large_as_it_serves_them() -> None:
-    # 576x768 shows an image 1.5x as large as the default 384x512: the training crops are scaled 1.5x as much
-    lo, hi = DetectorConfig().scale_range
-    assert config_of(parse_args(["--data", "voc", "--canvas", "576x768"])).detector.scale_range == pytest.approx((lo * 1.5, hi * 1.5))
-    # a canvas of another shape scales by its tighter side, as the letterbox does a 4:3 image
-    assert config_of(parse_args(["--data", "voc", "--canvas", "384x1024"])).detector.scale_range == (lo, hi)
-
-
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
